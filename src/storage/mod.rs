@@ -1,0 +1,73 @@
+//! Durable state behind one trait (PROTOCOL.md §10): the `sqlite` backend (one
+//! database per shard, WAL) and the `memory` backend, both driven by a writer thread
+//! per shard with group commit, so no storage call ever runs on a shard's event loop.
+//!
+//! Invariant: a `Completion::Committed` with `Ok` is sent only after the transaction
+//! that holds its ops has committed; a failed transaction fails every job in it.
+
+pub mod memory;
+pub mod sqlite;
+pub mod writer;
+
+use crate::protocol::Id64;
+
+pub type BlobId = uuid::Uuid;
+
+/// A stored blob (§7.1). `key` is the shard-local storage key, assigned by the shard
+/// in increasing order; it never leaves the process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobRecord {
+    pub key: u64,
+    pub id: BlobId,
+    pub recipient: Id64,
+    pub data: Vec<u8>,
+    pub created_at_secs: u64,
+    pub hop_count: u8,
+    pub seq: u64,
+}
+
+/// A blob without its data: what the shard's in-memory index holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobMeta {
+    pub key: u64,
+    pub id: BlobId,
+    pub recipient: Id64,
+    pub created_at_secs: u64,
+    pub hop_count: u8,
+    pub seq: u64,
+    pub data_len: u32,
+}
+
+/// One write; a batch of them commits atomically.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOp {
+    InsertBlob(BlobRecord),
+    /// Deleting a key that does not exist is not an error.
+    DeleteBlob { key: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageError {
+    /// I/O error, disk full, corrupt file: the message is for the log (no ids).
+    Unavailable(String),
+}
+
+impl std::fmt::Display for StorageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StorageError::Unavailable(why) => write!(f, "storage unavailable: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for StorageError {}
+
+/// One shard's storage. Implementations are used from one thread at a time.
+pub trait Store: Send {
+    /// Every stored blob without data, ordered by `key` ascending (startup rebuild).
+    fn load_blob_index(&mut self) -> Result<Vec<BlobMeta>, StorageError>;
+    /// Applies every op in one transaction: all or nothing.
+    fn commit(&mut self, ops: &[WriteOp]) -> Result<(), StorageError>;
+    /// The data of each key, `None` where the key is not stored.
+    fn read_blob_data(&mut self, keys: &[u64]) -> Result<Vec<Option<Vec<u8>>>, StorageError>;
+}
