@@ -1,3 +1,53 @@
 //! Every fixed bound and timeout of the relay, with the reason for its value.
 //! Configurable limits live in `config`; these are the ones PROTOCOL.md fixes or
 //! leaves to the implementation.
+
+use std::time::Duration;
+
+/// §4.9: a session's outbound queue holds at most this many messages...
+pub const OUTBOUND_QUEUE_MESSAGES_MAX: usize = 1024;
+/// ...or this many times (`RELAY_MAX_MESSAGE_SIZE` + 4) bytes, whichever comes first.
+pub const OUTBOUND_QUEUE_BYTES_FACTOR: usize = 4;
+
+/// Requests of one session whose replies are not yet written. Past this the session
+/// stops reading (TCP back-pressure), which bounds per-session memory while still
+/// allowing deep pipelines (a load test keeps 32 in flight).
+pub const PIPELINED_REQUESTS_MAX: usize = 1024;
+
+/// Frames are coalesced into one write of up to this many bytes: one syscall for
+/// many small messages, without holding large buffers on idle sessions.
+pub const WRITE_COALESCE_BYTES: usize = 64 * 1024;
+
+/// Bytes read from a socket per read call (a stack buffer).
+pub const READ_CHUNK_BYTES: usize = 16 * 1024;
+
+/// §2.7: after sending Close, wait this long for the peer's Close.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// §2.3: the request head is at most 8192 bytes.
+pub const HTTP_HEAD_BYTES_MAX: usize = 8192;
+
+/// §2.2: refusals in progress beyond which over-limit connections are closed
+/// without a response.
+pub const REFUSALS_IN_PROGRESS_MAX: u64 = 1024;
+
+/// Depth of each shard's mesh inbox. Deep enough for 100 connections x 32
+/// pipelined requests per shard pair without `overloaded`; bounded so a stalled
+/// shard cannot make its peers grow without limit.
+pub const MESH_QUEUE_DEPTH: usize = 16 * 1024;
+
+/// Depth of each shard's writer-thread job queue (group commit drains it).
+pub const WRITER_QUEUE_DEPTH: usize = 16 * 1024;
+
+/// §7.3: the sender map holds at most this many entries relay-wide, split evenly.
+pub const SENDER_MAP_ENTRIES_MAX: usize = 1_000_000;
+
+/// glommio registers this much io memory per executor. Sockets never use it
+/// (GLOMMIO-NOTES), so it is kept small: 16 shards fit an 8 MiB memlock limit.
+pub const EXECUTOR_IO_MEMORY_BYTES: usize = 128 * 1024;
+
+/// Mesh messages handled before the inbox task yields to the other tasks.
+pub const MESH_BATCH_MAX: usize = 256;
+
+const _: () = assert!(OUTBOUND_QUEUE_MESSAGES_MAX >= 1);
+const _: () = assert!(PIPELINED_REQUESTS_MAX >= 32, "load tests pipeline 32 requests");

@@ -1,1 +1,120 @@
-//! todo
+//! Startup in the order of §13.4: configuration (already parsed by `main`), the
+//! data directory and its lock, relay_id, the shards' stores and indexes, then the
+//! executors and the main listener.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::config::{Config, SqliteSynchronous, StorageBackend};
+use crate::shard::runtime::{self, Running, ShardInit};
+use crate::storage::memory::MemoryStore;
+use crate::storage::sqlite::{self, SqliteStore};
+use crate::storage::Store;
+
+/// Holds the exclusive lock on `RELAY_DATA_DIR` (§10.3) while alive.
+pub struct DataDirLock {
+    _file: File,
+}
+
+/// Creates the data directory (mode 0700) and takes its lock, or says who holds it.
+pub fn lock_data_dir(dir: &Path) -> Result<DataDirLock, String> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create RELAY_DATA_DIR={}: {e}", dir.display()))?;
+    let path = dir.join("relay.lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(DataDirLock { _file: file }),
+        Err(_) => Err(format!(
+            "RELAY_DATA_DIR={} is locked by another relay process; stop it or choose another directory",
+            dir.display()
+        )),
+    }
+}
+
+/// The relay id of §13.3.
+pub fn load_relay_id(config: &Config) -> String {
+    if let Some(id) = &config.federation_relay_id {
+        return id.clone();
+    }
+    let path = config.data_dir.join("relay_id");
+    if let Ok(text) = fs::read_to_string(&path) {
+        let text = text.trim();
+        if !text.is_empty() {
+            return text.to_owned();
+        }
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let written = File::create(&path).and_then(|mut f| f.write_all(format!("{id}\n").as_bytes()));
+    if let Err(error) = written {
+        tracing::warn!(%error, "cannot write the relay_id file; using a generated id for this run");
+    }
+    id
+}
+
+/// The shard count in effect: `RELAY_SHARDS`, or the CPUs the process may use.
+pub fn shard_count(config: &Config) -> usize {
+    config.shards.unwrap_or_else(|| runtime::allowed_cpus().len().max(1))
+}
+
+/// Opens every shard's store and reads its index.
+fn open_stores(config: &Config, shards: usize) -> Result<Vec<ShardInit>, String> {
+    let mut inits = Vec::with_capacity(shards);
+    for index in 0..shards {
+        let mut store: Box<dyn Store> = match config.storage_backend {
+            StorageBackend::Memory => Box::new(MemoryStore::new()),
+            StorageBackend::Sqlite => Box::new(open_sqlite(&config.data_dir, index, shards, config.sqlite_synchronous)?),
+        };
+        let index_metas = store.load_blob_index().map_err(|e| format!("cannot read shard {index}: {e}"))?;
+        inits.push(ShardInit { store, index: index_metas });
+    }
+    Ok(inits)
+}
+
+fn open_sqlite(dir: &Path, index: usize, shards: usize, synchronous: SqliteSynchronous) -> Result<SqliteStore, String> {
+    let path = dir.join(sqlite::shard_file_name(index));
+    let mut store = SqliteStore::open(&path, synchronous).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let recorded = store.meta_get("shard_count").map_err(|e| e.to_string())?;
+    match recorded.as_deref().map(str::parse::<usize>) {
+        None => store.meta_set("shard_count", &shards.to_string()).map_err(|e| e.to_string())?,
+        Some(Ok(count)) if count == shards => {}
+        Some(_) => {
+            return Err(format!(
+                "RELAY_DATA_DIR={} was written with a different shard count; start with that RELAY_SHARDS",
+                dir.display()
+            ));
+        }
+    }
+    Ok(store)
+}
+
+/// Runs startup steps 2-4 of §13.4 and returns the running relay.
+pub fn start(config: Config) -> Result<(Running, DataDirLock), String> {
+    let lock = lock_data_dir(&config.data_dir)?;
+    let relay_id = load_relay_id(&config);
+    let shards = shard_count(&config);
+    if config.storage_backend == StorageBackend::Sqlite {
+        // A file for a shard index past the count means the data was written with
+        // more shards.
+        if config.data_dir.join(sqlite::shard_file_name(shards)).exists() {
+            return Err(format!(
+                "RELAY_DATA_DIR={} was written with more shards; start with that RELAY_SHARDS",
+                config.data_dir.display()
+            ));
+        }
+    }
+    let inits = open_stores(&config, shards)?;
+    let running = runtime::start(Arc::new(config), inits)?;
+    tracing::info!(relay_id = %relay_id, shards, "relay started");
+    Ok((running, lock))
+}

@@ -1,0 +1,273 @@
+//! Accepting on the main port (§2.2-§2.5, §4.2): admission against the connection
+//! limit, the HTTP request head, plain replies, the upgrade, the first WebSocket
+//! message under the handshake timer, and the hand-off of the session to the shard
+//! that owns its routing_id (by duplicating the socket's fd: GLOMMIO-NOTES).
+
+use std::cell::Cell;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+
+use crate::http::{self, HeadParse, HealthFacts, Route, RouteContext};
+use crate::limits;
+use crate::protocol::CloseReason;
+use crate::protocol::decode::{self, Handshake};
+use crate::wsframe::{self, FirstMessageReader, Step};
+
+use super::mesh::MeshMessage;
+use super::{Shard, Shared, client};
+
+/// Holds one slot of `RELAY_MAX_CONNECTIONS` (§2.2) until dropped.
+pub struct ConnectionSlot(Arc<Shared>);
+
+impl std::fmt::Debug for ConnectionSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnectionSlot")
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Accepts connections until the listener fails.
+pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    let refusals = Rc::new(Cell::new(0u64));
+    loop {
+        let stream = match listener.accept().await {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::warn!(shard = shard.index, %error, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = &shard.shared;
+        let admitted = shared.connections.fetch_add(1, Ordering::Relaxed) < shard.config.max_connections;
+        if admitted {
+            let slot = ConnectionSlot(Arc::clone(shared));
+            glommio::spawn_local(serve(Rc::clone(&shard), stream, slot)).detach();
+        } else {
+            shared.connections.fetch_sub(1, Ordering::Relaxed);
+            if refusals.get() < limits::REFUSALS_IN_PROGRESS_MAX {
+                refusals.set(refusals.get() + 1);
+                let refusals = Rc::clone(&refusals);
+                let timeout = Duration::from_secs(shard.config.handshake_timeout_secs);
+                glommio::spawn_local(async move {
+                    refuse(stream, timeout).await;
+                    refusals.set(refusals.get() - 1);
+                })
+                .detach();
+            }
+        }
+    }
+}
+
+/// Answers an over-limit connection with 503 after reading its head (§2.2).
+async fn refuse(mut stream: TcpStream, timeout: Duration) {
+    let read = async {
+        let _ = read_head(&mut stream).await;
+        Some(())
+    };
+    if futures_lite::future::or(read, async {
+        glommio::timer::sleep(timeout).await;
+        None
+    })
+    .await
+    .is_some()
+    {
+        let _ = stream.write_all(&http::overloaded()).await;
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Both).await;
+}
+
+/// How the pre-session phase ended.
+enum Outcome {
+    /// Reply written or connection gone: close.
+    Done,
+    /// A client session for `handshake`; `remainder` holds bytes read past it.
+    Session { handshake: Handshake, remainder: Vec<u8> },
+    /// Close the WebSocket with this code and reason (§4.2).
+    Close(u16, &'static str),
+    /// The peer closed the WebSocket before its Handshake: echo.
+    EchoClose(u16),
+}
+
+async fn serve(shard: Rc<Shard>, mut stream: TcpStream, slot: ConnectionSlot) {
+    let upgraded = Cell::new(false);
+    let timeout = Duration::from_secs(shard.config.handshake_timeout_secs);
+    let outcome = futures_lite::future::or(pre_session(&shard, &mut stream, &upgraded), async {
+        glommio::timer::sleep(timeout).await;
+        if upgraded.get() {
+            Outcome::Close(CloseReason::HandshakeTimeout.code(), CloseReason::HandshakeTimeout.reason())
+        } else {
+            Outcome::Done
+        }
+    })
+    .await;
+    match outcome {
+        Outcome::Done => {}
+        Outcome::Close(code, reason) => {
+            let _ = stream.write_all(&wsframe::close_frame(code, reason)).await;
+            drain_until_close(&mut stream).await;
+        }
+        Outcome::EchoClose(code) => {
+            let _ = stream.write_all(&wsframe::close_frame(code, "")).await;
+        }
+        Outcome::Session { handshake, remainder } => {
+            hand_off(shard, stream, slot, handshake, remainder).await;
+            return;
+        }
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Both).await;
+    drop(slot);
+}
+
+/// Waits, up to the close wait, for the peer's Close or EOF (§2.7).
+async fn drain_until_close(stream: &mut TcpStream) {
+    let wait = async {
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = stream.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    futures_lite::future::or(wait, glommio::timer::sleep(limits::CLOSE_WAIT)).await;
+}
+
+/// Reads a request head, bounded by §2.3. Returns the parse result and the buffer.
+async fn read_head(stream: &mut TcpStream) -> Option<(HeadParse, Vec<u8>)> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    loop {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        match http::parse_head(&buf) {
+            HeadParse::Partial if buf.len() <= limits::HTTP_HEAD_BYTES_MAX => continue,
+            HeadParse::Partial => return Some((HeadParse::TooLarge, buf)),
+            parsed => return Some((parsed, buf)),
+        }
+    }
+}
+
+async fn pre_session(shard: &Shard, stream: &mut TcpStream, upgraded: &Cell<bool>) -> Outcome {
+    let Some((parsed, buf)) = read_head(stream).await else { return Outcome::Done };
+    let (head_len, request) = match parsed {
+        HeadParse::Complete { head_len, request } => (head_len, request),
+        HeadParse::TooLarge => return reply(stream, &http::head_too_large()).await,
+        HeadParse::Bad | HeadParse::Partial => return reply(stream, &http::bad_request()).await,
+    };
+    let shared = &shard.shared;
+    let context = RouteContext {
+        federation_enabled: shard.config.federation_enabled,
+        draining: shared.draining.load(Ordering::Relaxed),
+    };
+    match http::route(&request, context) {
+        Route::Reply(bytes) => reply(stream, &bytes).await,
+        Route::Health { path, head_only } => {
+            let facts = HealthFacts {
+                draining: context.draining,
+                uptime_seconds: shared.started.elapsed().as_secs(),
+                blob_count: shared.blob_count(),
+                shards: shard.shards() as u32,
+            };
+            reply(stream, &http::health_response(path, head_only, facts)).await
+        }
+        Route::FederationUpgrade { .. } => {
+            // Federation links arrive with the federation shard; until then the
+            // upgrade is refused as if federation were disabled.
+            reply(stream, &http::bad_request()).await
+        }
+        Route::ClientUpgrade { response } => {
+            if stream.write_all(&response).await.is_err() {
+                return Outcome::Done;
+            }
+            upgraded.set(true);
+            first_message(shard, stream, &buf[head_len..]).await
+        }
+    }
+}
+
+async fn reply(stream: &mut TcpStream, bytes: &[u8]) -> Outcome {
+    let _ = stream.write_all(bytes).await;
+    Outcome::Done
+}
+
+/// Reads up to the end of the first data message and checks it as a Handshake
+/// (§4.2). Pings are answered; nothing past the message is consumed.
+async fn first_message(shard: &Shard, stream: &mut TcpStream, early: &[u8]) -> Outcome {
+    let mut reader = FirstMessageReader::new(shard.config.max_message_size + 4);
+    reader.feed(early);
+    let mut chunk = [0u8; 4096];
+    loop {
+        match reader.poll() {
+            Step::NeedMore => match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return Outcome::Done,
+                Ok(n) => reader.feed(&chunk[..n]),
+            },
+            Step::Write(bytes) => {
+                if stream.write_all(&bytes).await.is_err() {
+                    return Outcome::Done;
+                }
+            }
+            Step::PeerClose { code } => return Outcome::EchoClose(code),
+            Step::Fail { code, reason } => return Outcome::Close(code, reason),
+            Step::Message { binary: false, .. } => {
+                let reason = CloseReason::HandshakeRequired;
+                return Outcome::Close(reason.code(), reason.reason());
+            }
+            Step::Message { binary: true, payload, .. } => {
+                return match decode::decode_handshake(&payload) {
+                    Ok(handshake) => Outcome::Session { handshake, remainder: reader.into_remainder() },
+                    Err(reason) => Outcome::Close(reason.code(), reason.reason()),
+                };
+            }
+        }
+    }
+}
+
+/// Runs the session here, or moves the socket to the owner shard (§10.2).
+async fn hand_off(shard: Rc<Shard>, stream: TcpStream, slot: ConnectionSlot, handshake: Handshake, remainder: Vec<u8>) {
+    let owner = shard.owner_of(&handshake.routing_id());
+    if owner == shard.index {
+        client::run(shard, stream, remainder, handshake, slot).await;
+        return;
+    }
+    // SAFETY of the borrow: `stream` is alive for the whole statement.
+    let duplicate = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) }.try_clone_to_owned();
+    drop(stream);
+    let Ok(duplicate) = duplicate else {
+        return;
+    };
+    let fd = duplicate.into_raw_fd();
+    let message = MeshMessage::Session { fd, remainder, handshake, slot };
+    if let Err(MeshMessage::Session { fd, .. }) = shard.mesh.try_send(owner, message) {
+        // The owner's queue is full: the session cannot be admitted (§2.2 item 4).
+        // SAFETY: `fd` came from `into_raw_fd` above and nothing else owns it.
+        let mut stream = unsafe { TcpStream::from_raw_fd(fd) };
+        let reason = CloseReason::Overloaded;
+        let _ = stream.write_all(&wsframe::close_frame(reason.code(), reason.reason())).await;
+        drain_until_close(&mut stream).await;
+        let _ = stream.shutdown(std::net::Shutdown::Both).await;
+    }
+}
+
+/// Starts a session handed over by another shard.
+pub fn adopt(shard: &Rc<Shard>, fd: i32, remainder: Vec<u8>, handshake: Handshake, slot: ConnectionSlot) {
+    // SAFETY: the fd was duplicated by the accepting shard, which gave up all use
+    // of it when it sent it through the mesh; this shard now owns it.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    glommio::spawn_local(client::run(Rc::clone(shard), stream, remainder, handshake, slot)).detach();
+}

@@ -1,0 +1,410 @@
+//! A client session on the shard that owns its routing_id: the I/O loop over the
+//! socket (one task, polling reads, writes and timers together) and the handling of
+//! each data message in the order of §3.6. Replies leave in request order through
+//! the session's [`Outbound`](super::outbound::Outbound) slots.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_lite::io::{AsyncRead, AsyncWrite};
+use glommio::net::TcpStream;
+use glommio::timer::Timer;
+
+use crate::limits;
+use crate::protocol::decode::{self, Handshake, ShapeError, ValidRequest, ValueError};
+use crate::protocol::encode;
+use crate::protocol::{CloseReason, ErrorCode};
+use crate::storage::BlobId;
+use crate::wsframe::{self, MessageReader, Step};
+
+use super::mesh::{MeshMessage, ReplyTo};
+use super::outbound::{Outbound, SessionHandle};
+use super::{Buckets, Shard, owner, unix_now};
+use crate::session::ratelimit::TokenBucket;
+
+/// Where the session is in its life (§4.1, §4.10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Open,
+    /// The client sent Close: finish the replies, then echo `code`.
+    ClientClosed { code: u16 },
+    /// We sent Close: wait for the peer's Close or EOF, up to the close wait.
+    Closing,
+    Done,
+}
+
+struct Connection {
+    stream: TcpStream,
+    reader: MessageReader,
+    out: Vec<u8>,
+    out_pos: usize,
+    /// Blobs in `out` whose write may trigger `Delivered` once it completes.
+    out_blobs: Vec<BlobId>,
+    phase: Phase,
+    last_inbound: Instant,
+    timer: Timer,
+    timer_deadline: Instant,
+}
+
+/// Registers a session for a routing_id this shard owns and runs it to the end.
+pub async fn run(shard: Rc<Shard>, stream: TcpStream, remainder: Vec<u8>, handshake: Handshake, slot: super::accept::ConnectionSlot) {
+    let handle = register(&shard, &handshake);
+    let mut reader = MessageReader::new(shard.config.max_message_size + 4);
+    reader.feed(&remainder);
+    let idle = Duration::from_secs(shard.config.idle_timeout_secs);
+    let now = Instant::now();
+    let mut connection = Connection {
+        stream,
+        reader,
+        out: Vec::new(),
+        out_pos: 0,
+        out_blobs: Vec::new(),
+        phase: Phase::Open,
+        last_inbound: now,
+        timer: Timer::new(idle),
+        timer_deadline: now + idle,
+    };
+    std::future::poll_fn(|cx| drive(&shard, &handle, &mut connection, cx)).await;
+    unregister(&shard, &handle);
+    let _ = connection.stream.shutdown(std::net::Shutdown::Both).await;
+    drop(slot);
+}
+
+fn register(shard: &Rc<Shard>, handshake: &Handshake) -> Rc<SessionHandle> {
+    let routing_id = handshake.routing_id();
+    let config = &shard.config;
+    let bound_bytes = limits::OUTBOUND_QUEUE_BYTES_FACTOR * (config.max_message_size + 4);
+    let now_mono = shard.monotonic_secs();
+    let handle = {
+        let mut state = shard.state.borrow_mut();
+        state.next_session += 1;
+        let id = state.next_session;
+        let handle = Rc::new(SessionHandle {
+            id,
+            routing_id,
+            suppress_presence: handshake.suppress_presence,
+            out: std::cell::RefCell::new(Outbound::new(limits::OUTBOUND_QUEUE_MESSAGES_MAX, bound_bytes)),
+        });
+        state.sessions.insert(id, Rc::clone(&handle));
+        state.sessions_by_routing.entry(routing_id).or_default().push(id);
+        state
+            .buckets
+            .entry(routing_id)
+            .or_insert_with(|| Buckets {
+                general: TokenBucket::new(config.rate_limit, now_mono),
+                recovery: TokenBucket::new(config.recovery_rate_limit, now_mono),
+                sessions: 0,
+            })
+            .sessions += 1;
+        handle
+    };
+    handle.out.borrow_mut().reply_now(encode::handshake_ack(unix_now()));
+    // Registered above, before the snapshot, so nothing committed later is missed
+    // and nothing is sent twice (§4.6).
+    owner::start_backlog(shard, &handle);
+    owner::pump_backlog(shard, &handle);
+    handle
+}
+
+/// Removes only this session's registration (§4.10).
+fn unregister(shard: &Shard, handle: &SessionHandle) {
+    let now_mono = shard.monotonic_secs();
+    let mut state = shard.state.borrow_mut();
+    state.sessions.remove(&handle.id);
+    if let Some(ids) = state.sessions_by_routing.get_mut(&handle.routing_id) {
+        ids.retain(|id| *id != handle.id);
+        if ids.is_empty() {
+            state.sessions_by_routing.remove(&handle.routing_id);
+        }
+    }
+    if let Some(buckets) = state.buckets.get_mut(&handle.routing_id) {
+        buckets.sessions -= 1;
+        if buckets.sessions == 0 && buckets.general.is_full(now_mono) && buckets.recovery.is_full(now_mono) {
+            state.buckets.remove(&handle.routing_id);
+        }
+    }
+}
+
+/// One pass of the session's state machine; `Ready` when the session is over.
+fn drive(shard: &Rc<Shard>, handle: &Rc<SessionHandle>, conn: &mut Connection, cx: &mut Context<'_>) -> Poll<()> {
+    loop {
+        let mut progress = false;
+        let now = Instant::now();
+
+        // Timers: the idle timer while Open (§2.6), the close wait while Closing.
+        if Pin::new(&mut conn.timer).poll(cx).is_ready() || now >= conn.timer_deadline {
+            match conn.phase {
+                Phase::Open | Phase::ClientClosed { .. } => {
+                    let deadline = conn.last_inbound + Duration::from_secs(shard.config.idle_timeout_secs);
+                    if now >= deadline && conn.phase == Phase::Open {
+                        handle.out.borrow_mut().request_close(CloseReason::IdleTimeout);
+                    } else {
+                        arm(conn, deadline.max(now + Duration::from_millis(10)));
+                    }
+                }
+                Phase::Closing | Phase::Done => return Poll::Ready(()),
+            }
+            progress = true;
+        }
+
+        // A close the shard asked for (overflow, shutdown, idle, internal error).
+        let close = handle.out.borrow().close;
+        if let (Some(reason), Phase::Open | Phase::ClientClosed { .. }) = (close, conn.phase) {
+            start_close(conn, reason.code(), reason.reason());
+            progress = true;
+        }
+
+        if matches!(conn.phase, Phase::Open | Phase::ClientClosed { .. }) {
+            fill_output(shard, handle, conn);
+        }
+
+        // Write what is queued.
+        while conn.out_pos < conn.out.len() {
+            match Pin::new(&mut conn.stream).poll_write(cx, &conn.out[conn.out_pos..]) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Ok(n)) => {
+                    conn.out_pos += n;
+                    progress = true;
+                }
+                Poll::Pending => break,
+            }
+        }
+        if conn.out_pos == conn.out.len() && !conn.out.is_empty() {
+            conn.out.clear();
+            conn.out_pos = 0;
+            if conn.out.capacity() > limits::WRITE_COALESCE_BYTES {
+                conn.out = Vec::new();
+            }
+            for blob in std::mem::take(&mut conn.out_blobs) {
+                owner::blob_written(shard, handle, &blob);
+            }
+            progress = true;
+        }
+        let written = conn.out.is_empty();
+
+        // The end of a client-initiated close: every reply written, then the echo.
+        if let Phase::ClientClosed { code } = conn.phase {
+            let idle = {
+                let out = handle.out.borrow();
+                out.slots_in_use() == 0
+            };
+            if idle && written {
+                conn.out.extend_from_slice(&wsframe::close_frame(code, ""));
+                conn.phase = Phase::Done;
+                continue;
+            }
+        }
+        if conn.phase == Phase::Done && written {
+            return Poll::Ready(());
+        }
+
+        // Read while the session may take requests (§4.9 back-pressure, §4.8 window).
+        let may_read = match conn.phase {
+            Phase::Open => {
+                let out = handle.out.borrow();
+                !out.is_over_bound() && out.slots_in_use() < limits::PIPELINED_REQUESTS_MAX
+            }
+            Phase::Closing => true,
+            _ => false,
+        };
+        if may_read {
+            match read_some(conn, cx) {
+                Poll::Ready(Some(())) => {
+                    progress = true;
+                    handle_input(shard, handle, conn);
+                }
+                Poll::Ready(None) => return Poll::Ready(()),
+                Poll::Pending => {}
+            }
+        }
+
+        if !progress {
+            handle.out.borrow_mut().set_waker(cx.waker());
+            return Poll::Pending;
+        }
+    }
+}
+
+fn arm(conn: &mut Connection, deadline: Instant) {
+    conn.timer_deadline = deadline;
+    conn.timer.reset(deadline.saturating_duration_since(Instant::now()));
+}
+
+/// Sends our Close (at most one per connection, §2.7) and starts the close wait.
+fn start_close(conn: &mut Connection, code: u16, reason: &str) {
+    // Frames already in the buffer are whole; the Close goes after them.
+    conn.out.extend_from_slice(&wsframe::close_frame(code, reason));
+    conn.phase = Phase::Closing;
+    arm(conn, Instant::now() + limits::CLOSE_WAIT);
+}
+
+/// Moves queued frames into the write buffer, coalescing up to a bound.
+fn fill_output(shard: &Rc<Shard>, handle: &Rc<SessionHandle>, conn: &mut Connection) {
+    loop {
+        if conn.out.len() >= limits::WRITE_COALESCE_BYTES {
+            break;
+        }
+        let next = handle.out.borrow_mut().next_frame();
+        let Some(frame) = next else { break };
+        wsframe::write_binary_frame(&mut conn.out, &frame.bytes);
+        if let Some(blob) = frame.blob {
+            conn.out_blobs.push(blob);
+        }
+    }
+    owner::pump_backlog(shard, handle);
+}
+
+/// Reads once into the reader. `None` at EOF or on error.
+fn read_some(conn: &mut Connection, cx: &mut Context<'_>) -> Poll<Option<()>> {
+    let mut buf = [0u8; limits::READ_CHUNK_BYTES];
+    match Pin::new(&mut conn.stream).poll_read(cx, &mut buf) {
+        Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(None),
+        Poll::Ready(Ok(n)) => {
+            conn.reader.feed(&buf[..n]);
+            Poll::Ready(Some(()))
+        }
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+/// Processes every complete frame the reader holds.
+fn handle_input(shard: &Rc<Shard>, handle: &Rc<SessionHandle>, conn: &mut Connection) {
+    loop {
+        let step = conn.reader.poll();
+        if !matches!(step, Step::NeedMore) {
+            conn.last_inbound = Instant::now();
+        }
+        match step {
+            Step::NeedMore => return,
+            Step::Write(pong) => {
+                if conn.phase == Phase::Open || matches!(conn.phase, Phase::ClientClosed { .. }) {
+                    conn.out.extend_from_slice(&pong);
+                }
+            }
+            Step::Message { binary, payload, .. } => {
+                if conn.phase == Phase::Open {
+                    handle_message(shard, handle, binary, payload);
+                }
+            }
+            Step::PeerClose { code } => {
+                match conn.phase {
+                    Phase::Open => conn.phase = Phase::ClientClosed { code },
+                    Phase::Closing => conn.phase = Phase::Done,
+                    _ => {}
+                }
+                return;
+            }
+            Step::Fail { code, reason } => {
+                if conn.phase == Phase::Open {
+                    start_close(conn, code, reason);
+                } else {
+                    conn.phase = Phase::Done;
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Takes a general-bucket token (§8); `Err(retry_after_secs)` when empty.
+fn take_token(shard: &Shard, handle: &SessionHandle, recovery: bool) -> Result<(), u64> {
+    let now = shard.monotonic_secs();
+    let mut state = shard.state.borrow_mut();
+    let Some(buckets) = state.buckets.get_mut(&handle.routing_id) else { return Ok(()) };
+    if recovery { buckets.recovery.take(now) } else { buckets.general.take(now) }
+}
+
+/// One data message on an open session, in the order of §3.6.
+fn handle_message(shard: &Rc<Shard>, handle: &Rc<SessionHandle>, binary: bool, payload: Vec<u8>) {
+    let now = unix_now();
+    let reply = |frame: Vec<u8>| handle.out.borrow_mut().reply_now(frame);
+    // Step 2: text frames.
+    if !binary {
+        match take_token(shard, handle, false) {
+            Err(retry) => reply(encode::error(now, ErrorCode::RateLimited, None, Some(retry))),
+            Ok(()) => reply(encode::error(now, ErrorCode::UnsupportedFrame, None, None)),
+        }
+        return;
+    }
+    // Step 3: frame and envelope.
+    let envelope = decode::decode_envelope(&payload);
+    // Step 4: the general token.
+    if let Err(retry) = take_token(shard, handle, false) {
+        let message_id = match &envelope {
+            Ok(envelope) => Some(envelope.message_id.as_str()),
+            Err(malformed) => malformed.message_id.as_deref(),
+        };
+        reply(encode::error(now, ErrorCode::RateLimited, message_id, Some(retry)));
+        return;
+    }
+    // Step 5.
+    let Ok(envelope) = envelope else {
+        reply(encode::error(now, ErrorCode::MalformedFrame, None, None));
+        return;
+    };
+    let message_id = envelope.message_id.as_str();
+    let refuse = |code: ErrorCode| reply(encode::error(now, code, Some(message_id), None));
+    // Step 6.
+    if envelope.version != 1 {
+        return refuse(ErrorCode::UnsupportedVersion);
+    }
+    // Steps 7 and 8.
+    let request = match decode::decode_request(&envelope) {
+        Ok(request) => request,
+        Err(ShapeError::UnknownType) => return refuse(ErrorCode::UnknownType),
+        Err(ShapeError::UnexpectedMessage) => return refuse(ErrorCode::UnexpectedMessage),
+        Err(ShapeError::InvalidField) => return refuse(ErrorCode::InvalidField),
+    };
+    // Step 9.
+    if request.takes_recovery_token() {
+        if let Err(retry) = take_token(shard, handle, true) {
+            reply(encode::error(now, ErrorCode::RateLimited, Some(message_id), Some(retry)));
+            return;
+        }
+    }
+    // Step 10.
+    let request = match decode::validate(request) {
+        Ok(request) => request,
+        Err(ValueError::InvalidField) => return refuse(ErrorCode::InvalidField),
+        Err(ValueError::FailedAck) => return reply(encode::failed_ack(now, message_id)),
+    };
+    // Step 11.
+    execute(shard, handle, message_id, request, now);
+}
+
+fn execute(shard: &Rc<Shard>, handle: &Rc<SessionHandle>, message_id: &str, request: ValidRequest, now: u64) {
+    match request {
+        ValidRequest::EncryptedUpdate { recipient_id, ciphertext } => {
+            let slot = handle.out.borrow_mut().open_slot();
+            let reply = ReplyTo { shard: shard.index, session: handle.id, slot };
+            let owner = shard.owner_of(&recipient_id);
+            let sender = Some(handle.routing_id);
+            if owner == shard.index {
+                owner::store(shard, reply, message_id.to_owned(), recipient_id, ciphertext, sender);
+            } else {
+                let message = MeshMessage::Store {
+                    reply,
+                    request_message_id: message_id.to_owned(),
+                    recipient: recipient_id,
+                    ciphertext,
+                    sender: handle.routing_id,
+                };
+                if shard.mesh.try_send(owner, message).is_err() {
+                    let frame = encode::error(now, ErrorCode::Overloaded, Some(message_id), Some(1));
+                    handle.out.borrow_mut().fill(slot, frame);
+                }
+            }
+        }
+        ValidRequest::Acknowledgment { blob_id, status } => owner::ack(shard, handle, &blob_id, status),
+        other => {
+            // Device sync, recovery proofs, purge and AccountRevoked arrive with the
+            // complete client protocol; until then they are refused explicitly.
+            let _ = other;
+            let frame = encode::error(now, ErrorCode::UnknownType, Some(message_id), None);
+            handle.out.borrow_mut().reply_now(frame);
+        }
+    }
+}

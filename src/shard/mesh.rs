@@ -1,0 +1,97 @@
+//! The mesh: one bounded flume channel into every shard, and the one enum that lists
+//! every message that crosses shards. Requests use `try_send` and are refused with
+//! `overloaded` when the target's queue is full; replies and notifications, which
+//! must not be lost while their sender is busy, go through a per-destination
+//! outbox drained by a forwarder task, so a shard never blocks on a peer.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+
+use crate::protocol::Id64;
+use crate::protocol::decode::Handshake;
+use crate::protocol::encode::Notification;
+use crate::storage::BlobId;
+
+/// Where a reply goes: a request slot of a session on some shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyTo {
+    pub shard: usize,
+    pub session: u64,
+    pub slot: u64,
+}
+
+/// Every cross-shard message.
+#[derive(Debug)]
+pub enum MeshMessage {
+    /// An accepted connection whose Handshake names a routing_id this shard owns.
+    /// `fd` is a duplicate the receiver now owns; `remainder` holds bytes the
+    /// accepting shard read past the Handshake (pipelined frames).
+    Session { fd: RawFd, remainder: Vec<u8>, handshake: Handshake, slot: super::accept::ConnectionSlot },
+    /// Store an EncryptedUpdate for a recipient this shard owns (§5.2).
+    Store { reply: ReplyTo, request_message_id: String, recipient: Id64, ciphertext: Vec<u8>, sender: Id64 },
+    /// The reply frame for a request carried out by another shard.
+    Reply { reply: ReplyTo, frame: Vec<u8> },
+    /// A notification for a sender whose sessions this shard owns (§7.3).
+    Notify { sender: Id64, blob_id: BlobId, status: Notification },
+}
+
+/// This shard's ends of the mesh.
+pub struct Mesh {
+    pub index: usize,
+    senders: Vec<flume::Sender<MeshMessage>>,
+    outboxes: Vec<RefCell<VecDeque<MeshMessage>>>,
+    forwarder_running: Vec<std::cell::Cell<bool>>,
+}
+
+impl Mesh {
+    pub fn new(index: usize, senders: Vec<flume::Sender<MeshMessage>>) -> Mesh {
+        let shards = senders.len();
+        Mesh {
+            index,
+            senders,
+            outboxes: (0..shards).map(|_| RefCell::new(VecDeque::new())).collect(),
+            forwarder_running: (0..shards).map(|_| std::cell::Cell::new(false)).collect(),
+        }
+    }
+
+    pub fn shards(&self) -> usize {
+        self.senders.len()
+    }
+
+    /// Sends a request, or gives it back when the target's queue is full.
+    pub fn try_send(&self, to: usize, message: MeshMessage) -> Result<(), MeshMessage> {
+        self.senders[to].try_send(message).map_err(|e| e.into_inner())
+    }
+
+    /// Sends a reply or notification without blocking and without losing it: when
+    /// the target's queue is full it waits in this shard's outbox, in order. The
+    /// outbox is bounded by the requests in flight, which admission bounds.
+    pub fn post(self: &Rc<Self>, to: usize, message: MeshMessage) {
+        if self.outboxes[to].borrow().is_empty() {
+            match self.senders[to].try_send(message) {
+                Ok(()) => return,
+                Err(flume::TrySendError::Disconnected(_)) => return,
+                Err(flume::TrySendError::Full(message)) => self.outboxes[to].borrow_mut().push_back(message),
+            }
+        } else {
+            self.outboxes[to].borrow_mut().push_back(message);
+        }
+        if !self.forwarder_running[to].replace(true) {
+            let mesh = Rc::clone(self);
+            glommio::spawn_local(async move {
+                loop {
+                    let next = mesh.outboxes[to].borrow_mut().pop_front();
+                    let Some(message) = next else { break };
+                    if mesh.senders[to].send_async(message).await.is_err() {
+                        mesh.outboxes[to].borrow_mut().clear();
+                        break;
+                    }
+                }
+                mesh.forwarder_running[to].set(false);
+            })
+            .detach();
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! A session's outbound side as the shard sees it: replies in request order (one
+//! slot per request, filled when its work completes), pushes, the connect-time
+//! backlog, the bound of §4.9, and the close request. The session task drains it.
+
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::task::Waker;
+
+use crate::protocol::{CloseReason, Id64};
+use crate::session::mailbox::Entry;
+use crate::storage::BlobId;
+
+/// One message to write. `blob` is set for delivered blobs: writing it may trigger
+/// a `Delivered` notification (§7.3).
+#[derive(Debug, Clone)]
+pub struct OutFrame {
+    pub bytes: Rc<[u8]>,
+    pub blob: Option<BlobId>,
+}
+
+impl OutFrame {
+    pub fn reply(bytes: Vec<u8>) -> OutFrame {
+        OutFrame { bytes: bytes.into(), blob: None }
+    }
+}
+
+#[derive(Debug)]
+enum Slot {
+    /// Waiting for its request to complete.
+    Pending,
+    /// Frames to write; `done` is false while more may be appended (the backlog).
+    /// `counted` frames count toward the bound of §4.9 (all but the backlog's).
+    Frames { frames: VecDeque<OutFrame>, done: bool, counted: bool },
+}
+
+/// Connect-time delivery progress (§4.6).
+#[derive(Debug)]
+pub enum Backlog {
+    /// Entries still to read and write, in delivery order; `max_key` is the largest
+    /// storage key seen so far, from which the catch-up snapshot continues.
+    Loading { todo: VecDeque<Entry>, max_key: Option<u64>, reading: bool },
+    /// Caught up: new blobs arrive as live pushes.
+    Live,
+}
+
+/// The shard-facing half of a session.
+pub struct SessionHandle {
+    pub id: u64,
+    pub routing_id: Id64,
+    pub suppress_presence: bool,
+    pub out: std::cell::RefCell<Outbound>,
+}
+
+pub struct Outbound {
+    slots: VecDeque<Slot>,
+    first_slot: u64,
+    next_slot: u64,
+    backlog_slot: Option<u64>,
+    pushes: VecDeque<OutFrame>,
+    queued_messages: usize,
+    queued_bytes: usize,
+    bound_messages: usize,
+    bound_bytes: usize,
+    pub close: Option<CloseReason>,
+    pub backlog: Backlog,
+    waker: Option<Waker>,
+}
+
+impl Outbound {
+    pub fn new(bound_messages: usize, bound_bytes: usize) -> Outbound {
+        Outbound {
+            slots: VecDeque::new(),
+            first_slot: 0,
+            next_slot: 0,
+            backlog_slot: None,
+            pushes: VecDeque::new(),
+            queued_messages: 0,
+            queued_bytes: 0,
+            bound_messages,
+            bound_bytes,
+            close: None,
+            backlog: Backlog::Live,
+            waker: None,
+        }
+    }
+
+    pub fn set_waker(&mut self, waker: &Waker) {
+        if !self.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            self.waker = Some(waker.clone());
+        }
+    }
+
+    fn wake(&mut self) {
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// True while the queue is over the bound of §4.9: stop reading requests.
+    pub fn is_over_bound(&self) -> bool {
+        self.queued_messages >= self.bound_messages || self.queued_bytes >= self.bound_bytes
+    }
+
+    /// Requests whose replies are not written yet.
+    pub fn slots_in_use(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Opens a reply slot for the next request and returns its id.
+    pub fn open_slot(&mut self) -> u64 {
+        let id = self.next_slot;
+        self.next_slot += 1;
+        self.slots.push_back(Slot::Pending);
+        id
+    }
+
+    /// Opens a slot already holding its reply.
+    pub fn reply_now(&mut self, frame: Vec<u8>) {
+        let id = self.open_slot();
+        self.fill(id, frame);
+    }
+
+    /// Fills a pending slot. Unknown ids (already written) are ignored.
+    pub fn fill(&mut self, slot: u64, frame: Vec<u8>) {
+        let Some(position) = slot.checked_sub(self.first_slot) else { return };
+        if let Some(entry) = self.slots.get_mut(position as usize) {
+            if matches!(entry, Slot::Pending) {
+                self.queued_messages += 1;
+                self.queued_bytes += frame.len();
+                *entry = Slot::Frames { frames: VecDeque::from([OutFrame::reply(frame)]), done: true, counted: true };
+                self.wake();
+            }
+        }
+    }
+
+    /// Opens the connect-time delivery slot (the first after HandshakeAck).
+    pub fn open_backlog(&mut self, todo: VecDeque<Entry>, max_key: Option<u64>) {
+        let id = self.next_slot;
+        self.next_slot += 1;
+        self.slots.push_back(Slot::Frames { frames: VecDeque::new(), done: false, counted: false });
+        self.backlog_slot = Some(id);
+        self.backlog = Backlog::Loading { todo, max_key, reading: false };
+    }
+
+    /// Appends delivered blobs to the backlog slot. Backlog frames are paced by the
+    /// socket (the next chunk is read only when these are written), so they never
+    /// count toward the overflow bound (§4.6).
+    pub fn append_backlog(&mut self, frames: impl IntoIterator<Item = OutFrame>) {
+        if let Some(id) = self.backlog_slot {
+            if let Some(Slot::Frames { frames: queue, .. }) = self.slots.get_mut((id - self.first_slot) as usize) {
+                queue.extend(frames);
+                self.wake();
+            }
+        }
+    }
+
+    /// True when the backlog slot has nothing left to write: time for the next chunk.
+    pub fn backlog_drained(&self) -> bool {
+        match self.backlog_slot {
+            Some(id) => matches!(self.slots.get((id - self.first_slot) as usize), Some(Slot::Frames { frames, .. }) if frames.is_empty()),
+            None => false,
+        }
+    }
+
+    /// Ends connect-time delivery: from now on blobs are pushed live.
+    pub fn finish_backlog(&mut self) {
+        if let Some(id) = self.backlog_slot.take() {
+            if let Some(Slot::Frames { done, .. }) = self.slots.get_mut((id - self.first_slot) as usize) {
+                *done = true;
+            }
+        }
+        self.backlog = Backlog::Live;
+        self.wake();
+    }
+
+    /// A live push (§4.7). Over the bound, the session must close with 1013 and the
+    /// item waits in storage for the next connect (§4.9): returns false then.
+    pub fn push(&mut self, frame: OutFrame) -> bool {
+        if self.is_over_bound() {
+            self.request_close(CloseReason::Overloaded);
+            return false;
+        }
+        self.queued_messages += 1;
+        self.queued_bytes += frame.bytes.len();
+        self.pushes.push_back(frame);
+        self.wake();
+        true
+    }
+
+    /// A best-effort notification (§4.9: dropped when it does not fit). It queues
+    /// behind every reply slot already open, so a `Delivered` never overtakes the
+    /// `Stored` ack of the same blob (§7.3).
+    pub fn notify(&mut self, frame: Vec<u8>) {
+        if self.is_over_bound() {
+            return;
+        }
+        if self.slots.is_empty() {
+            self.push(OutFrame::reply(frame));
+        } else {
+            self.reply_now(frame);
+        }
+    }
+
+    pub fn request_close(&mut self, reason: CloseReason) {
+        if self.close.is_none() {
+            self.close = Some(reason);
+        }
+        self.wake();
+    }
+
+    /// The next frame to write, in order: pushes first (they may interleave), then
+    /// the head reply slot when it is ready.
+    pub fn next_frame(&mut self) -> Option<OutFrame> {
+        if let Some(frame) = self.pushes.pop_front() {
+            self.account_written(&frame, true);
+            return Some(frame);
+        }
+        loop {
+            match self.slots.front_mut()? {
+                Slot::Pending => return None,
+                Slot::Frames { frames, done, counted } => {
+                    if let Some(frame) = frames.pop_front() {
+                        let counted = *counted;
+                        self.account_written(&frame, counted);
+                        return Some(frame);
+                    }
+                    if !*done {
+                        return None;
+                    }
+                    self.slots.pop_front();
+                    self.first_slot += 1;
+                }
+            }
+        }
+    }
+
+    fn account_written(&mut self, frame: &OutFrame, counted: bool) {
+        if counted {
+            self.queued_messages -= 1;
+            self.queued_bytes -= frame.bytes.len();
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Starting the shards (§1.4, §13.4): one glommio executor per shard, pinned to the
+//! CPUs of the process's affinity mask when asked, each with its writer thread,
+//! mesh inbox, cleanup timer and its own listener on the shared main port.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::config::Config;
+use crate::limits;
+use crate::session::mailbox::Mailboxes;
+use crate::session::sender_map::SenderMap;
+use crate::storage::writer::{self, Completion, Job};
+use crate::storage::{BlobMeta, Store};
+
+use super::mesh::{Mesh, MeshMessage};
+use super::{Shard, Shared, State, accept, owner};
+
+/// What each shard starts from.
+pub struct ShardInit {
+    pub store: Box<dyn Store>,
+    pub index: Vec<BlobMeta>,
+}
+
+/// The running relay: executor threads and the bound address.
+pub struct Running {
+    pub local_addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    handles: Vec<glommio::ExecutorJoinHandle<()>>,
+}
+
+impl Running {
+    /// Waits for every shard to end.
+    pub fn join(self) {
+        for handle in self.handles {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// The CPUs this process may run on, from `/proc/self/status` (`Cpus_allowed_list`),
+/// which reflects taskset and cgroup cpusets, unlike the online CPU list.
+pub fn allowed_cpus() -> Vec<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let list = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap_or("").trim();
+    let mut cpus = Vec::new();
+    for part in list.split(',').filter(|p| !p.is_empty()) {
+        let mut bounds = part.splitn(2, '-').map(|n| n.trim().parse::<usize>());
+        match (bounds.next(), bounds.next()) {
+            (Some(Ok(low)), Some(Ok(high))) if low <= high => cpus.extend(low..=high),
+            (Some(Ok(cpu)), None) => cpus.push(cpu),
+            _ => {}
+        }
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    cpus
+}
+
+/// Starts every shard and binds the main port. Shard 0 binds first so that a port
+/// of 0 resolves to one real port, which the other shards then share.
+pub fn start(config: Arc<Config>, inits: Vec<ShardInit>) -> Result<Running, String> {
+    let shards = inits.len();
+    let shared = Arc::new(Shared::new(shards));
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..shards).map(|_| flume::bounded(limits::MESH_QUEUE_DEPTH)).unzip();
+    let cpus = if config.cpu_pin { allowed_cpus() } else { Vec::new() };
+    let mut address = config.listen_addr;
+    let mut handles = Vec::with_capacity(shards);
+    for (index, (init, inbox)) in inits.into_iter().zip(receivers).enumerate() {
+        let pinned = if config.cpu_pin { cpus.get(index % cpus.len().max(1)).copied() } else { None };
+        let (bound_tx, bound_rx) = flume::bounded::<Result<SocketAddr, String>>(1);
+        // The init moves into whichever spawn attempt runs, so a failed pinned
+        // attempt leaves it here for the unpinned one.
+        let init = Arc::new(std::sync::Mutex::new(Some(init)));
+        let spawn = |placement: Placement| {
+            let context = ShardContext {
+                index,
+                config: Arc::clone(&config),
+                shared: Arc::clone(&shared),
+                senders: senders.clone(),
+                inbox: inbox.clone(),
+                address,
+                bound: bound_tx.clone(),
+            };
+            let init = Arc::clone(&init);
+            LocalExecutorBuilder::new(placement)
+                .name(&format!("shard-{index}"))
+                .io_memory(limits::EXECUTOR_IO_MEMORY_BYTES)
+                .spawn(move || async move {
+                    let taken = init.lock().ok().and_then(|mut slot| slot.take());
+                    if let Some(init) = taken {
+                        run_shard(context, init).await;
+                    }
+                })
+        };
+        let attempt = match pinned {
+            Some(cpu) => spawn(Placement::Fixed(cpu)).or_else(|error| {
+                tracing::warn!(shard = index, cpu, %error, "pinning failed; running unpinned");
+                spawn(Placement::Unbound)
+            }),
+            None => spawn(Placement::Unbound),
+        };
+        let handle = attempt.map_err(|error| format!("could not start shard {index}: {error}"))?;
+        handles.push(handle);
+        match bound_rx.recv() {
+            Ok(Ok(bound)) => address = bound,
+            Ok(Err(message)) => return Err(message),
+            Err(_) => return Err(format!("shard {index} stopped while starting")),
+        }
+    }
+    Ok(Running { local_addr: address, shared, handles })
+}
+
+struct ShardContext {
+    index: usize,
+    config: Arc<Config>,
+    shared: Arc<Shared>,
+    senders: Vec<flume::Sender<MeshMessage>>,
+    inbox: flume::Receiver<MeshMessage>,
+    address: SocketAddr,
+    bound: flume::Sender<Result<SocketAddr, String>>,
+}
+
+async fn run_shard(context: ShardContext, init: ShardInit) {
+    let ShardContext { index, config, shared, senders, inbox, address, bound } = context;
+    let listener = match TcpListener::bind(address) {
+        Ok(listener) => listener,
+        Err(error) => {
+            let _ = bound.send(Err(format!("cannot bind RELAY_LISTEN_ADDR={address}: {error}")));
+            return;
+        }
+    };
+    let (jobs_tx, jobs_rx) = flume::bounded::<Job>(limits::WRITER_QUEUE_DEPTH);
+    let (done_tx, done_rx) = flume::unbounded::<Completion>();
+    let writer = match writer::spawn_writer(format!("store-{index}"), init.store, jobs_rx, done_tx) {
+        Ok(handle) => handle,
+        Err(error) => {
+            let _ = bound.send(Err(format!("cannot start the storage thread of shard {index}: {error}")));
+            return;
+        }
+    };
+    let next_key = init.index.iter().map(|m| m.key).max().unwrap_or(0);
+    let shards = senders.len();
+    let state = State {
+        mailboxes: Mailboxes::rebuild(init.index),
+        sender_map: SenderMap::new((limits::SENDER_MAP_ENTRIES_MAX / shards).max(1)),
+        buckets: HashMap::default(),
+        sessions: HashMap::default(),
+        sessions_by_routing: HashMap::default(),
+        pending: HashMap::default(),
+        next_key,
+        next_token: 0,
+        next_session: 0,
+    };
+    let shard = Rc::new(Shard {
+        index,
+        config,
+        shared,
+        mesh: Rc::new(Mesh::new(index, senders)),
+        writer: jobs_tx,
+        state: RefCell::new(state),
+        clock_origin: Instant::now(),
+    });
+    shard.publish_blob_count();
+    let local = listener.local_addr().unwrap_or(address);
+    let _ = bound.send(Ok(local));
+
+    glommio::spawn_local(completions(Rc::clone(&shard), done_rx)).detach();
+    glommio::spawn_local(inbox_loop(Rc::clone(&shard), inbox)).detach();
+    glommio::spawn_local(cleanup_loop(Rc::clone(&shard))).detach();
+    accept::accept_loop(Rc::clone(&shard), listener).await;
+    drop(shard);
+    let _ = writer.join();
+}
+
+/// Applies writer completions, in batches.
+async fn completions(shard: Rc<Shard>, done: flume::Receiver<Completion>) {
+    while let Ok(completion) = done.recv_async().await {
+        owner::on_completion(&shard, completion);
+        for completion in done.try_iter().take(limits::MESH_BATCH_MAX) {
+            owner::on_completion(&shard, completion);
+        }
+        glommio::yield_if_needed().await;
+    }
+}
+
+/// Handles cross-shard messages for this shard.
+async fn inbox_loop(shard: Rc<Shard>, inbox: flume::Receiver<MeshMessage>) {
+    while let Ok(message) = inbox.recv_async().await {
+        handle_mesh(&shard, message);
+        for message in inbox.try_iter().take(limits::MESH_BATCH_MAX) {
+            handle_mesh(&shard, message);
+        }
+        glommio::yield_if_needed().await;
+    }
+}
+
+fn handle_mesh(shard: &Rc<Shard>, message: MeshMessage) {
+    match message {
+        MeshMessage::Session { fd, remainder, handshake, slot } => accept::adopt(shard, fd, remainder, handshake, slot),
+        MeshMessage::Store { reply, request_message_id, recipient, ciphertext, sender } => {
+            owner::store(shard, reply, request_message_id, recipient, ciphertext, Some(sender))
+        }
+        MeshMessage::Reply { reply, frame } => owner::deliver_reply(shard, reply, frame),
+        MeshMessage::Notify { sender, blob_id, status } => owner::notify_local(shard, &sender, &blob_id, status),
+    }
+}
+
+/// Expiry cleanup every `RELAY_CLEANUP_INTERVAL` (§10.6), first run at startup.
+async fn cleanup_loop(shard: Rc<Shard>) {
+    let interval = Duration::from_secs(shard.config.cleanup_interval_secs);
+    loop {
+        owner::expire(&shard);
+        glommio::timer::sleep(interval).await;
+    }
+}

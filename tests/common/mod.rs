@@ -1,0 +1,234 @@
+//! Shared helpers for end-to-end tests: start the relay binary on 127.0.0.1:0 with
+//! a fresh data directory, and speak the client protocol over real WebSockets.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::{Message, WebSocket};
+
+/// How long a test waits for something that should happen at once before it
+/// declares the relay stuck (a hang guard, not a performance assertion).
+pub const STUCK: Duration = Duration::from_secs(30);
+
+pub const A: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+pub const B: &str = "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c";
+
+/// A directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let path = std::env::temp_dir().join(format!(
+            "vauchi-{label}-{}-{}-{nanos}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running relay process, killed when dropped.
+pub struct Relay {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Relay {
+    /// Starts the relay with these variables on top of test defaults.
+    pub fn start(data_dir: &Path, vars: &[(&str, &str)]) -> Relay {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_vauchi-relay"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RELAY_LISTEN_ADDR", "127.0.0.1:0")
+            .env("RELAY_METRICS_ADDR", "127.0.0.1:0")
+            .env("RELAY_DATA_DIR", data_dir)
+            .env("RELAY_CPU_PIN", "false")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (name, value) in vars {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("start the relay binary");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let _ = addr_tx.send(rest.trim().parse::<SocketAddr>().unwrap());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = match addr_rx.recv_timeout(STUCK) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("relay did not start: {:?}", log.lock().unwrap());
+            }
+        };
+        Relay { child, addr, log }
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// Kills the process at once (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A frame: 4-byte big-endian length prefix + JSON text.
+pub fn frame(json: &str) -> Vec<u8> {
+    let mut out = (json.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(json.as_bytes());
+    out
+}
+
+pub fn envelope(message_id: &str, payload: Value) -> String {
+    serde_json::json!({"version": 1, "message_id": message_id, "timestamp": 1767225600u64, "payload": payload}).to_string()
+}
+
+pub fn handshake_json(client_id: &str) -> String {
+    envelope("hs", serde_json::json!({"type": "Handshake", "client_id": client_id}))
+}
+
+pub fn update_json(message_id: &str, recipient: &str, ciphertext: &[u8]) -> String {
+    envelope(message_id, serde_json::json!({"type": "EncryptedUpdate", "recipient_id": recipient, "ciphertext": ciphertext}))
+}
+
+pub fn ack_json(blob_id: &str, status: &str) -> String {
+    envelope("ack", serde_json::json!({"type": "Acknowledgment", "message_id": blob_id, "status": status}))
+}
+
+/// What a read produced.
+#[derive(Debug)]
+pub enum Received {
+    Json(Value),
+    Close(u16, String),
+    Eof,
+}
+
+pub struct Client {
+    pub ws: WebSocket<TcpStream>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_nodelay(true).unwrap();
+        stream.set_read_timeout(Some(STUCK)).unwrap();
+        let (ws, _) = tungstenite::client::client(format!("ws://{addr}/"), stream).unwrap();
+        Client { ws }
+    }
+
+    /// Connects and completes a Handshake for `client_id`, returning the client
+    /// after its HandshakeAck.
+    pub fn handshake(addr: SocketAddr, client_id: &str) -> Client {
+        let mut client = Client::connect(addr);
+        client.send_json(&handshake_json(client_id));
+        let ack = client.recv_json();
+        assert_eq!(ack["payload"]["type"], "HandshakeAck", "{ack}");
+        client
+    }
+
+    pub fn send_json(&mut self, json: &str) {
+        self.ws.send(Message::binary(frame(json))).unwrap();
+    }
+
+    pub fn send_raw(&mut self, message: Message) {
+        self.ws.send(message).unwrap();
+    }
+
+    /// Queues without flushing (for pipelining), then `flush`.
+    pub fn feed_json(&mut self, json: &str) {
+        self.ws.write(Message::binary(frame(json))).unwrap();
+    }
+
+    pub fn flush(&mut self) {
+        self.ws.flush().unwrap();
+    }
+
+    pub fn recv(&mut self) -> Received {
+        loop {
+            match self.ws.read() {
+                Ok(Message::Binary(bytes)) => {
+                    let length = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize;
+                    assert_eq!(length, bytes.len() - 4, "relay wrote an exact prefix");
+                    return Received::Json(serde_json::from_slice(&bytes[4..]).unwrap());
+                }
+                Ok(Message::Close(frame)) => {
+                    return match frame {
+                        Some(f) => Received::Close(u16::from(f.code), f.reason.to_string()),
+                        None => Received::Close(1005, String::new()),
+                    };
+                }
+                Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => continue,
+                Ok(other) => panic!("unexpected message {other:?}"),
+                Err(tungstenite::Error::ConnectionClosed) | Err(tungstenite::Error::AlreadyClosed) => return Received::Eof,
+                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+                    panic!("relay sent nothing for {STUCK:?}")
+                }
+                Err(tungstenite::Error::Io(_)) | Err(tungstenite::Error::Protocol(_)) => return Received::Eof,
+                Err(e) => panic!("read failed: {e}"),
+            }
+        }
+    }
+
+    pub fn recv_json(&mut self) -> Value {
+        match self.recv() {
+            Received::Json(value) => value,
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
+    /// Expects the relay to close with this code.
+    pub fn expect_close(&mut self, code: u16) -> String {
+        match self.recv() {
+            Received::Close(got, reason) => {
+                assert_eq!(got, code, "close reason {reason:?}");
+                reason
+            }
+            other => panic!("expected close {code}, got {other:?}"),
+        }
+    }
+
+    pub fn close(&mut self) {
+        let _ = self.ws.close(Some(tungstenite::protocol::CloseFrame { code: CloseCode::Normal, reason: "".into() }));
+        let _ = self.ws.flush();
+    }
+}
