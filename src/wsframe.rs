@@ -83,6 +83,8 @@ pub struct FirstMessageReader {
     /// header has been read and checked but the frame is not complete yet.
     pending_frame_bytes: Option<usize>,
     end: Option<End>,
+    /// A session reader goes on after each message; a first-message reader stops.
+    continuous: bool,
 }
 
 /// A frame header whose length has been checked.
@@ -105,7 +107,13 @@ impl FirstMessageReader {
             fragments: None,
             pending_frame_bytes: None,
             end: None,
+            continuous: false,
         }
+    }
+
+    /// A reader for a whole session: polling after `Message` reads the next one.
+    pub fn continuous(max_message_bytes: usize) -> Self {
+        FirstMessageReader { continuous: true, ..FirstMessageReader::new(max_message_bytes) }
     }
 
     /// Adds bytes read from the socket.
@@ -123,6 +131,7 @@ impl FirstMessageReader {
     pub fn poll(&mut self) -> Step {
         match self.end {
             None => {}
+            Some(End::Message) if self.continuous => self.end = None,
             Some(End::Message) => panic!("FirstMessageReader polled after its message"),
             Some(End::PeerClose(code)) => return Step::PeerClose { code },
             Some(End::Fail(code, reason)) => return Step::Fail { code, reason },
@@ -323,18 +332,7 @@ fn peer_close(payload: &[u8]) -> Step {
 /// An unmasked, final server frame.
 fn server_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_BYTES_MAX + payload.len());
-    out.push(0x80 | opcode);
-    match payload.len() {
-        len if len <= CONTROL_PAYLOAD_BYTES_MAX => out.push(len as u8),
-        len if len <= usize::from(u16::MAX) => {
-            out.push(126);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        len => {
-            out.push(127);
-            out.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-    }
+    write_header(&mut out, opcode, payload.len());
     out.extend_from_slice(payload);
     out
 }
@@ -357,10 +355,27 @@ pub fn server_binary_frame(payload: &[u8]) -> Vec<u8> {
     server_frame(OPCODE_BINARY, payload)
 }
 
-/// Integration placeholder until the continuous reader lands.
+/// The same reader for a whole session: after each `Message` it goes on with the
+/// next frame instead of stopping.
 pub type MessageReader = FirstMessageReader;
 
-/// Appends an unmasked, unfragmented binary frame.
+/// Appends an unmasked, final, unfragmented binary frame to `out` (no extra copy).
 pub fn write_binary_frame(out: &mut Vec<u8>, payload: &[u8]) {
-    todo!("{}{}", out.len(), payload.len())
+    write_header(out, OPCODE_BINARY, payload.len());
+    out.extend_from_slice(payload);
+}
+
+fn write_header(out: &mut Vec<u8>, opcode: u8, len: usize) {
+    out.push(0x80 | opcode);
+    match len {
+        len if len <= CONTROL_PAYLOAD_BYTES_MAX => out.push(len as u8),
+        len if len <= usize::from(u16::MAX) => {
+            out.push(126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        len => {
+            out.push(127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
 }

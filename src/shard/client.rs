@@ -52,7 +52,7 @@ struct Connection {
 /// Registers a session for a routing_id this shard owns and runs it to the end.
 pub async fn run(shard: Rc<Shard>, stream: TcpStream, remainder: Vec<u8>, handshake: Handshake, slot: super::accept::ConnectionSlot) {
     let handle = register(&shard, &handshake);
-    let mut reader = MessageReader::new(shard.config.max_message_size + 4);
+    let mut reader = MessageReader::continuous(shard.config.max_message_size + 4);
     reader.feed(&remainder);
     let idle = Duration::from_secs(shard.config.idle_timeout_secs);
     let now = Instant::now();
