@@ -42,6 +42,10 @@ pub const WRITER_QUEUE_DEPTH: usize = 16 * 1024;
 /// §7.3: the sender map holds at most this many entries relay-wide, split evenly.
 pub const SENDER_MAP_ENTRIES_MAX: usize = 1_000_000;
 
+/// §4.3: the nonce replay cache holds at most this many pairs relay-wide, split
+/// evenly over the shards; while full, authenticated handshakes get 1013.
+pub const NONCE_CACHE_ENTRIES_MAX: usize = 1_000_000;
+
 /// glommio registers this much io memory per executor. Sockets never use it
 /// (GLOMMIO-NOTES), so it is kept small: 16 shards fit an 8 MiB memlock limit.
 pub const EXECUTOR_IO_MEMORY_BYTES: usize = 128 * 1024;

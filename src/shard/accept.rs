@@ -20,7 +20,9 @@ use crate::protocol::decode::{self, Handshake};
 use crate::wsframe::{self, FirstMessageReader, Step};
 
 use super::mesh::MeshMessage;
-use super::{Shard, Shared, client};
+use super::{Shard, Shared, client, unix_now};
+use crate::session::auth;
+use crate::session::nonce::NonceVerdict;
 
 /// Holds one slot of `RELAY_MAX_CONNECTIONS` (§2.2) until dropped.
 pub struct ConnectionSlot(Arc<Shared>);
@@ -229,13 +231,44 @@ async fn first_message(shard: &Shard, stream: &mut TcpStream, early: &[u8]) -> O
                 return Outcome::Close(reason.code(), reason.reason());
             }
             Step::Message { binary: true, payload, .. } => {
-                return match decode::decode_handshake(&payload) {
-                    Ok(handshake) => Outcome::Session { handshake, remainder: reader.into_remainder() },
-                    Err(reason) => Outcome::Close(reason.code(), reason.reason()),
+                let handshake = match decode::decode_handshake(&payload) {
+                    Ok(handshake) => handshake,
+                    Err(reason) => return Outcome::Close(reason.code(), reason.reason()),
                 };
+                if let Err(reason) = authenticate(shard, &handshake).await {
+                    return Outcome::Close(reason.code(), reason.reason());
+                }
+                return Outcome::Session { handshake, remainder: reader.into_remainder() };
             }
         }
     }
+}
+
+/// The authenticated handshake of §4.3, when all four fields were given.
+async fn authenticate(shard: &Shard, handshake: &Handshake) -> Result<(), CloseReason> {
+    let Some(auth) = &handshake.auth else { return Ok(()) };
+    let now = unix_now();
+    if !auth::precheck(auth, &handshake.client_id, now) {
+        return Err(CloseReason::AuthenticationFailed);
+    }
+    let key = auth.identity_public_key;
+    let owner = shard.owner_of(&key);
+    let verdict = if owner == shard.index {
+        shard.state.borrow_mut().nonces.check(key, auth.nonce, now)
+    } else {
+        let (verdict, answer) = flume::bounded(1);
+        let message = MeshMessage::NonceCheck { key, nonce: auth.nonce, now, verdict };
+        if shard.mesh.try_send(owner, message).is_err() {
+            return Err(CloseReason::Overloaded);
+        }
+        answer.recv_async().await.map_err(|_| CloseReason::InternalError)?
+    };
+    match verdict {
+        NonceVerdict::Fresh => {}
+        NonceVerdict::Replayed => return Err(CloseReason::AuthenticationFailed),
+        NonceVerdict::Full => return Err(CloseReason::Overloaded),
+    }
+    if auth::signature_verifies(auth) { Ok(()) } else { Err(CloseReason::AuthenticationFailed) }
 }
 
 /// Runs the session here, or moves the socket to the owner shard (§10.2).

@@ -12,6 +12,7 @@ use std::rc::Rc;
 use crate::protocol::Id64;
 use crate::protocol::decode::Handshake;
 use crate::protocol::encode::Notification;
+use crate::session::nonce::NonceVerdict;
 use crate::storage::BlobId;
 
 /// Where a reply goes: a request slot of a session on some shard.
@@ -29,6 +30,8 @@ pub enum MeshMessage {
     /// `fd` is a duplicate the receiver now owns; `remainder` holds bytes the
     /// accepting shard read past the Handshake (pipelined frames).
     Session { fd: RawFd, remainder: Vec<u8>, handshake: Handshake, slot: super::accept::ConnectionSlot },
+    /// Check and record a handshake nonce for a key this shard owns (§4.3 step 4).
+    NonceCheck { key: Id64, nonce: [u8; 32], now: u64, verdict: flume::Sender<NonceVerdict> },
     /// Store an EncryptedUpdate for a recipient this shard owns (§5.2).
     Store { reply: ReplyTo, request_message_id: String, recipient: Id64, ciphertext: Vec<u8>, sender: Id64 },
     /// The reply frame for a request carried out by another shard.

@@ -27,6 +27,7 @@ use crate::config::Config;
 use crate::protocol::Id64;
 use crate::session::mailbox::Mailboxes;
 use crate::session::ratelimit::TokenBucket;
+use crate::session::nonce::NonceCache;
 use crate::session::sender_map::SenderMap;
 use crate::storage::writer::Job;
 
@@ -71,6 +72,7 @@ pub struct Buckets {
 pub struct State {
     pub mailboxes: Mailboxes,
     pub sender_map: SenderMap,
+    pub nonces: NonceCache,
     pub buckets: HashMap<Id64, Buckets, ahash::RandomState>,
     pub sessions: HashMap<u64, Rc<SessionHandle>, ahash::RandomState>,
     pub sessions_by_routing: HashMap<Id64, Vec<u64>, ahash::RandomState>,

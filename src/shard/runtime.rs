@@ -15,6 +15,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use crate::config::Config;
 use crate::limits;
 use crate::session::mailbox::Mailboxes;
+use crate::session::nonce::NonceCache;
 use crate::session::sender_map::SenderMap;
 use crate::storage::writer::{self, Completion, Job};
 use crate::storage::{BlobMeta, Store};
@@ -150,6 +151,7 @@ async fn run_shard(context: ShardContext, init: ShardInit) {
     let state = State {
         mailboxes: Mailboxes::rebuild(init.index),
         sender_map: SenderMap::new((limits::SENDER_MAP_ENTRIES_MAX / shards).max(1)),
+        nonces: NonceCache::new((limits::NONCE_CACHE_ENTRIES_MAX / shards).max(1)),
         buckets: HashMap::default(),
         sessions: HashMap::default(),
         sessions_by_routing: HashMap::default(),
@@ -204,6 +206,10 @@ async fn inbox_loop(shard: Rc<Shard>, inbox: flume::Receiver<MeshMessage>) {
 fn handle_mesh(shard: &Rc<Shard>, message: MeshMessage) {
     match message {
         MeshMessage::Session { fd, remainder, handshake, slot } => accept::adopt(shard, fd, remainder, handshake, slot),
+        MeshMessage::NonceCheck { key, nonce, now, verdict } => {
+            let result = shard.state.borrow_mut().nonces.check(key, nonce, now);
+            let _ = verdict.try_send(result);
+        }
         MeshMessage::Store { reply, request_message_id, recipient, ciphertext, sender } => {
             owner::store(shard, reply, request_message_id, recipient, ciphertext, Some(sender))
         }
