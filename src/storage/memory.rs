@@ -1,1 +1,87 @@
 //! The volatile `memory` backend (§10.1): committed = visible; lost at exit.
+//! Same semantics as the sqlite backend: a batch is all or nothing, inserting a
+//! stored key fails the batch, deleting a missing key is fine.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::{BlobMeta, BlobRecord, StorageError, Store, WriteOp, check_record};
+
+/// Blobs by shard-local key, so the index comes out in key order like sqlite's rowid.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    blobs: BTreeMap<u64, BlobRecord>,
+}
+
+impl MemoryStore {
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    /// Rejects the batch if any op would fail, before anything is applied. `present`
+    /// tracks keys this batch has already touched, so an insert after a delete of the
+    /// same key is fine and an insert after an insert is not, as in SQL.
+    fn check_batch(&self, ops: &[WriteOp]) -> Result<(), StorageError> {
+        let mut present: HashMap<u64, bool> = HashMap::new();
+        for op in ops {
+            match op {
+                WriteOp::InsertBlob(record) => {
+                    check_record(record)?;
+                    let stored = present
+                        .get(&record.key)
+                        .copied()
+                        .unwrap_or_else(|| self.blobs.contains_key(&record.key));
+                    if stored {
+                        return Err(StorageError::Unavailable("duplicate blob key".to_string()));
+                    }
+                    present.insert(record.key, true);
+                }
+                WriteOp::DeleteBlob { key } => {
+                    present.insert(*key, false);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Store for MemoryStore {
+    fn load_blob_index(&mut self) -> Result<Vec<BlobMeta>, StorageError> {
+        let mut index = Vec::with_capacity(self.blobs.len());
+        for record in self.blobs.values() {
+            index.push(BlobMeta {
+                key: record.key,
+                id: record.id,
+                recipient: record.recipient,
+                created_at_secs: record.created_at_secs,
+                hop_count: record.hop_count,
+                seq: record.seq,
+                data_len: u32::try_from(record.data.len()).map_err(|_| {
+                    StorageError::Unavailable("stored blob data too long".to_string())
+                })?,
+            });
+        }
+        Ok(index)
+    }
+
+    fn commit(&mut self, ops: &[WriteOp]) -> Result<(), StorageError> {
+        self.check_batch(ops)?;
+        for op in ops {
+            match op {
+                WriteOp::InsertBlob(record) => {
+                    self.blobs.insert(record.key, record.clone());
+                }
+                WriteOp::DeleteBlob { key } => {
+                    self.blobs.remove(key);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn read_blob_data(&mut self, keys: &[u64]) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
+        Ok(keys
+            .iter()
+            .map(|key| self.blobs.get(key).map(|record| record.data.clone()))
+            .collect())
+    }
+}

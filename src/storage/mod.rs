@@ -43,7 +43,9 @@ pub struct BlobMeta {
 pub enum WriteOp {
     InsertBlob(BlobRecord),
     /// Deleting a key that does not exist is not an error.
-    DeleteBlob { key: u64 },
+    DeleteBlob {
+        key: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,4 +72,30 @@ pub trait Store: Send {
     fn commit(&mut self, ops: &[WriteOp]) -> Result<(), StorageError>;
     /// The data of each key, `None` where the key is not stored.
     fn read_blob_data(&mut self, keys: &[u64]) -> Result<Vec<Option<Vec<u8>>>, StorageError>;
+}
+
+/// The largest `key`, `created_at_secs` or `seq` either backend stores. SQLite
+/// integers are signed 64-bit; the memory backend refuses the same values so that
+/// both backends behave identically (§10.1).
+pub const STORED_INTEGER_MAX: u64 = i64::MAX as u64;
+
+/// Checks that `record` fits both backends: integers up to `STORED_INTEGER_MAX`,
+/// data length within `BlobMeta::data_len`. The message names fields, never values.
+pub(crate) fn check_record(record: &BlobRecord) -> Result<(), StorageError> {
+    let integers = [
+        ("key", record.key),
+        ("created_at_secs", record.created_at_secs),
+        ("seq", record.seq),
+    ];
+    for (field, value) in integers {
+        if value > STORED_INTEGER_MAX {
+            return Err(StorageError::Unavailable(format!(
+                "blob {field} out of range"
+            )));
+        }
+    }
+    if u32::try_from(record.data.len()).is_err() {
+        return Err(StorageError::Unavailable("blob data too long".to_string()));
+    }
+    Ok(())
 }
