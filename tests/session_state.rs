@@ -37,34 +37,79 @@ fn a_bucket_starts_full_and_refuses_with_the_retry_formula() {
 }
 
 fn meta(key: u64, recipient: Id64, created: u64, seq: u64, len: u32) -> BlobMeta {
-    BlobMeta { key, id: uuid::Uuid::new_v4(), recipient, created_at_secs: created, hop_count: 0, seq, data_len: len }
+    BlobMeta {
+        key,
+        id: uuid::Uuid::new_v4(),
+        recipient,
+        created_at_secs: created,
+        hop_count: 0,
+        seq,
+        data_len: len,
+    }
 }
 
 #[test]
 fn quotas_count_unexpired_blobs_and_bytes() {
-    let quota = Quota { max_blobs: 2, max_bytes: 100 };
+    let quota = Quota {
+        max_blobs: 2,
+        max_bytes: 100,
+    };
     let mut index = Mailboxes::rebuild(vec![meta(1, id(1), 1000, 0, 40)]);
     assert!(index.fits_quota(&id(1), 60, quota, 1000, 500));
-    assert!(!index.fits_quota(&id(1), 61, quota, 1000, 500), "bytes + new > max");
+    assert!(
+        !index.fits_quota(&id(1), 61, quota, 1000, 500),
+        "bytes + new > max"
+    );
     index.reserve(id(1), 2, uuid::Uuid::new_v4(), 1000, 0, 10);
-    assert!(!index.fits_quota(&id(1), 1, quota, 1000, 500), "count >= max, pending included");
+    assert!(
+        !index.fits_quota(&id(1), 1, quota, 1000, 500),
+        "count >= max, pending included"
+    );
     // Once the first blob has expired it no longer counts.
     assert!(index.fits_quota(&id(1), 1, quota, 1500, 500));
-    assert!(index.fits_quota(&id(1), 1, Quota { max_blobs: 0, max_bytes: 0 }, 1000, 500), "0 = unlimited");
+    assert!(
+        index.fits_quota(
+            &id(1),
+            1,
+            Quota {
+                max_blobs: 0,
+                max_bytes: 0
+            },
+            1000,
+            500
+        ),
+        "0 = unlimited"
+    );
 }
 
 #[test]
 fn snapshots_are_ordered_committed_and_unexpired() {
-    let (a, b, c) = (meta(1, id(1), 20, 0, 1), meta(2, id(1), 10, 1, 1), meta(3, id(1), 10, 2, 1));
+    let (a, b, c) = (
+        meta(1, id(1), 20, 0, 1),
+        meta(2, id(1), 10, 1, 1),
+        meta(3, id(1), 10, 2, 1),
+    );
     let mut index = Mailboxes::rebuild(vec![a, b, c, meta(4, id(2), 5, 0, 1)]);
-    let order: Vec<u64> = index.snapshot(&id(1), None, 25, 100).iter().map(|e| e.key).collect();
+    let order: Vec<u64> = index
+        .snapshot(&id(1), None, 25, 100)
+        .iter()
+        .map(|e| e.key)
+        .collect();
     assert_eq!(order, vec![2, 3, 1], "by (created_at_secs, seq)");
     index.reserve(id(1), 5, uuid::Uuid::new_v4(), 30, 0, 1);
-    assert_eq!(index.snapshot(&id(1), Some(3), 30, 100).len(), 0, "pending entries are not delivered");
+    assert_eq!(
+        index.snapshot(&id(1), Some(3), 30, 100).len(),
+        0,
+        "pending entries are not delivered"
+    );
     assert!(index.commit(&id(1), 5));
     assert_eq!(index.snapshot(&id(1), Some(3), 30, 100).len(), 1);
-    assert_eq!(index.snapshot(&id(1), None, 115, 100).len(), 1, "expired blobs are absent");
-    let expired = index.take_expired(115, 100);
+    assert_eq!(
+        index.snapshot(&id(1), None, 125, 100).len(),
+        1,
+        "expired blobs are absent"
+    );
+    let expired = index.take_expired(125, 100);
     assert_eq!(expired.len(), 4);
     assert_eq!(index.blob_count(), 1);
 }
@@ -73,9 +118,15 @@ fn snapshots_are_ordered_committed_and_unexpired() {
 fn acks_delete_only_the_recipients_own_blobs() {
     let blob = meta(1, id(1), 10, 0, 3);
     let mut index = Mailboxes::rebuild(vec![blob]);
-    assert!(index.remove_id(&id(2), &blob.id, 10, 100).is_none(), "foreign blob");
+    assert!(
+        index.remove_id(&id(2), &blob.id, 10, 100).is_none(),
+        "foreign blob"
+    );
     assert!(index.remove_id(&id(1), &blob.id, 10, 100).is_some());
-    assert!(index.remove_id(&id(1), &blob.id, 10, 100).is_none(), "idempotent");
+    assert!(
+        index.remove_id(&id(1), &blob.id, 10, 100).is_none(),
+        "idempotent"
+    );
     assert_eq!((index.blob_count(), index.data_bytes()), (0, 0));
 }
 
@@ -102,9 +153,17 @@ fn nonces_are_used_up_for_120_seconds_and_the_cache_is_bounded() {
     let mut cache = NonceCache::new(2);
     assert_eq!(cache.check(id(1), [1; 32], 1000), NonceVerdict::Fresh);
     assert_eq!(cache.check(id(1), [1; 32], 1119), NonceVerdict::Replayed);
-    assert_eq!(cache.check(id(2), [1; 32], 1119), NonceVerdict::Fresh, "per key");
+    assert_eq!(
+        cache.check(id(2), [1; 32], 1119),
+        NonceVerdict::Fresh,
+        "per key"
+    );
     assert_eq!(cache.check(id(3), [1; 32], 1119), NonceVerdict::Full);
-    assert_eq!(cache.check(id(1), [1; 32], 1120), NonceVerdict::Fresh, "after 120 s");
+    assert_eq!(
+        cache.check(id(1), [1; 32], 1120),
+        NonceVerdict::Fresh,
+        "after 120 s"
+    );
 }
 
 fn appendix_a3() -> HandshakeAuth {
@@ -115,9 +174,16 @@ fn appendix_a3() -> HandshakeAuth {
     )
     .unwrap();
     let mut nonce = [0u8; 32];
-    hex::decode_to_slice("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f", &mut nonce).unwrap();
+    hex::decode_to_slice(
+        "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+        &mut nonce,
+    )
+    .unwrap();
     HandshakeAuth {
-        identity_public_key: Id64::parse("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a").unwrap(),
+        identity_public_key: Id64::parse(
+            "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a",
+        )
+        .unwrap(),
         nonce,
         signature,
         timestamp: 1_767_225_600,
@@ -131,8 +197,14 @@ fn appendix_a3_verifies_and_tampering_does_not() {
     let client = auth.identity_public_key;
     assert!(auth::precheck(&auth, &client, 1_767_225_540));
     assert!(auth::precheck(&auth, &client, 1_767_225_660));
-    assert!(!auth::precheck(&auth, &client, 1_767_225_661), "outside ±60 s");
-    assert!(!auth::precheck(&auth, &id(9), 1_767_225_600), "key must be the client_id");
+    assert!(
+        !auth::precheck(&auth, &client, 1_767_225_661),
+        "outside ±60 s"
+    );
+    assert!(
+        !auth::precheck(&auth, &id(9), 1_767_225_600),
+        "key must be the client_id"
+    );
     let mut later = auth.clone();
     later.timestamp += 1;
     assert!(!auth::signature_verifies(&later));
