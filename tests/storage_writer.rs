@@ -13,7 +13,9 @@ use vauchi_relay::storage::memory::MemoryStore;
 use vauchi_relay::storage::writer::{
     Completion, GROUP_DATA_BYTES_MAX, GROUP_OPS_MAX, Job, spawn_writer,
 };
-use vauchi_relay::storage::{BlobMeta, BlobRecord, StorageError, Store, WriteOp};
+use vauchi_relay::storage::{
+    BlobMeta, BlobRecord, DeviceSyncRecord, RecoveryProofRecord, StorageError, Store, WriteOp,
+};
 
 /// What the test store saw: the op count of every commit call, in order.
 #[derive(Default)]
@@ -32,6 +34,12 @@ struct TestStore {
 impl Store for TestStore {
     fn load_blob_index(&mut self) -> Result<Vec<BlobMeta>, StorageError> {
         self.inner.load_blob_index()
+    }
+    fn load_device_sync(&mut self) -> Result<Vec<DeviceSyncRecord>, StorageError> {
+        self.inner.load_device_sync()
+    }
+    fn load_proofs(&mut self) -> Result<Vec<RecoveryProofRecord>, StorageError> {
+        self.inner.load_proofs()
     }
     fn commit(&mut self, ops: &[WriteOp]) -> Result<(), StorageError> {
         let call = {
