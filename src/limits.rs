@@ -54,4 +54,7 @@ pub const EXECUTOR_IO_MEMORY_BYTES: usize = 128 * 1024;
 pub const MESH_BATCH_MAX: usize = 256;
 
 const _: () = assert!(OUTBOUND_QUEUE_MESSAGES_MAX >= 1);
-const _: () = assert!(PIPELINED_REQUESTS_MAX >= 32, "load tests pipeline 32 requests");
+const _: () = assert!(
+    PIPELINED_REQUESTS_MAX >= 32,
+    "load tests pipeline 32 requests"
+);

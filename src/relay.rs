@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use crate::config::{Config, SqliteSynchronous, StorageBackend};
 use crate::shard::runtime::{self, Running, ShardInit};
+use crate::storage::Store;
 use crate::storage::memory::MemoryStore;
 use crate::storage::sqlite::{self, SqliteStore};
-use crate::storage::Store;
 
 /// Holds the exclusive lock on `RELAY_DATA_DIR` (§10.3) while alive.
 pub struct DataDirLock {
@@ -64,7 +64,9 @@ pub fn load_relay_id(config: &Config) -> String {
 
 /// The shard count in effect: `RELAY_SHARDS`, or the CPUs the process may use.
 pub fn shard_count(config: &Config) -> usize {
-    config.shards.unwrap_or_else(|| runtime::allowed_cpus().len().max(1))
+    config
+        .shards
+        .unwrap_or_else(|| runtime::allowed_cpus().len().max(1))
 }
 
 /// Opens every shard's store and reads its index.
@@ -73,20 +75,38 @@ fn open_stores(config: &Config, shards: usize) -> Result<Vec<ShardInit>, String>
     for index in 0..shards {
         let mut store: Box<dyn Store> = match config.storage_backend {
             StorageBackend::Memory => Box::new(MemoryStore::new()),
-            StorageBackend::Sqlite => Box::new(open_sqlite(&config.data_dir, index, shards, config.sqlite_synchronous)?),
+            StorageBackend::Sqlite => Box::new(open_sqlite(
+                &config.data_dir,
+                index,
+                shards,
+                config.sqlite_synchronous,
+            )?),
         };
-        let index_metas = store.load_blob_index().map_err(|e| format!("cannot read shard {index}: {e}"))?;
-        inits.push(ShardInit { store, index: index_metas });
+        let index_metas = store
+            .load_blob_index()
+            .map_err(|e| format!("cannot read shard {index}: {e}"))?;
+        inits.push(ShardInit {
+            store,
+            index: index_metas,
+        });
     }
     Ok(inits)
 }
 
-fn open_sqlite(dir: &Path, index: usize, shards: usize, synchronous: SqliteSynchronous) -> Result<SqliteStore, String> {
+fn open_sqlite(
+    dir: &Path,
+    index: usize,
+    shards: usize,
+    synchronous: SqliteSynchronous,
+) -> Result<SqliteStore, String> {
     let path = dir.join(sqlite::shard_file_name(index));
-    let mut store = SqliteStore::open(&path, synchronous).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let mut store = SqliteStore::open(&path, synchronous)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     let recorded = store.meta_get("shard_count").map_err(|e| e.to_string())?;
     match recorded.as_deref().map(str::parse::<usize>) {
-        None => store.meta_set("shard_count", &shards.to_string()).map_err(|e| e.to_string())?,
+        None => store
+            .meta_set("shard_count", &shards.to_string())
+            .map_err(|e| e.to_string())?,
         Some(Ok(count)) if count == shards => {}
         Some(_) => {
             return Err(format!(
@@ -106,7 +126,11 @@ pub fn start(config: Config) -> Result<(Running, DataDirLock), String> {
     if config.storage_backend == StorageBackend::Sqlite {
         // A file for a shard index past the count means the data was written with
         // more shards.
-        if config.data_dir.join(sqlite::shard_file_name(shards)).exists() {
+        if config
+            .data_dir
+            .join(sqlite::shard_file_name(shards))
+            .exists()
+        {
             return Err(format!(
                 "RELAY_DATA_DIR={} was written with more shards; start with that RELAY_SHARDS",
                 config.data_dir.display()

@@ -113,7 +113,10 @@ impl FirstMessageReader {
 
     /// A reader for a whole session: polling after `Message` reads the next one.
     pub fn continuous(max_message_bytes: usize) -> Self {
-        FirstMessageReader { continuous: true, ..FirstMessageReader::new(max_message_bytes) }
+        FirstMessageReader {
+            continuous: true,
+            ..FirstMessageReader::new(max_message_bytes)
+        }
     }
 
     /// Adds bytes read from the socket.

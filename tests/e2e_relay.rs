@@ -22,7 +22,11 @@ fn send_blobs(relay: &Relay, count: usize, ciphertext: impl Fn(usize) -> Vec<u8>
         let ack = sender.recv_json();
         assert_eq!(ack["payload"]["type"], "Acknowledgment", "{ack}");
         assert_eq!(ack["payload"]["status"], "Stored", "{ack}");
-        assert_eq!(ack["payload"]["message_id"], format!("m{i}"), "replies in request order");
+        assert_eq!(
+            ack["payload"]["message_id"],
+            format!("m{i}"),
+            "replies in request order"
+        );
         ids.push(ack["payload"]["blob_id"].as_str().unwrap().to_owned());
     }
     sender.close();
@@ -32,11 +36,16 @@ fn send_blobs(relay: &Relay, count: usize, ciphertext: impl Fn(usize) -> Vec<u8>
 /// Connects as B and reads `count` delivered blobs.
 fn receive_blobs(relay: &Relay, count: usize) -> (Client, Vec<Value>) {
     let mut recipient = Client::handshake(relay.addr, B);
-    let blobs = (0..count).map(|_| recipient.recv_json()).collect::<Vec<_>>();
+    let blobs = (0..count)
+        .map(|_| recipient.recv_json())
+        .collect::<Vec<_>>();
     for blob in &blobs {
         assert_eq!(blob["payload"]["type"], "EncryptedUpdate", "{blob}");
         assert_eq!(blob["payload"]["recipient_id"], B);
-        assert!(blob["payload"].get("sender_id").is_none(), "zero knowledge: no sender");
+        assert!(
+            blob["payload"].get("sender_id").is_none(),
+            "zero knowledge: no sender"
+        );
     }
     (recipient, blobs)
 }
@@ -73,7 +82,10 @@ fn sqlite_keeps_every_stored_blob_across_a_restart() {
     };
     let relay = Relay::start(dir.path(), &[("RELAY_SHARDS", "2")]);
     let (_recipient, blobs) = receive_blobs(&relay, 20);
-    let got: Vec<&str> = blobs.iter().map(|b| b["message_id"].as_str().unwrap()).collect();
+    let got: Vec<&str> = blobs
+        .iter()
+        .map(|b| b["message_id"].as_str().unwrap())
+        .collect();
     assert_eq!(got, ids.iter().map(String::as_str).collect::<Vec<_>>());
 }
 
@@ -102,10 +114,8 @@ fn pipelined_handshake_update_and_close_is_stored() {
     let dir = TempDir::new("pipeline");
     let relay = Relay::start(dir.path(), &[("RELAY_SHARDS", "4")]);
     let mut raw = TcpStream::connect(relay.addr).unwrap();
-    let mut bytes = format!(
-        "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    .into_bytes();
+    let mut bytes = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        .to_vec();
     for json in [handshake_json(A), update_json("p1", B, &[4, 5, 6])] {
         bytes.extend(masked_binary_frame(&frame(&json)));
     }
@@ -116,7 +126,10 @@ fn pipelined_handshake_update_and_close_is_stored() {
     raw.set_read_timeout(Some(STUCK)).unwrap();
     let _ = raw.read_to_end(&mut sink);
     let (_recipient, blobs) = receive_blobs(&relay, 1);
-    assert_eq!(blobs[0]["payload"]["ciphertext"], serde_json::json!([4, 5, 6]));
+    assert_eq!(
+        blobs[0]["payload"]["ciphertext"],
+        serde_json::json!([4, 5, 6])
+    );
 }
 
 fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
@@ -149,7 +162,10 @@ fn masked_close_frame(code: u16) -> Vec<u8> {
 #[test]
 fn a_thousand_pending_blobs_arrive_in_order() {
     let dir = TempDir::new("backlog");
-    let relay = Relay::start(dir.path(), &[("RELAY_SHARDS", "2"), ("RELAY_RATE_LIMIT", "100000")]);
+    let relay = Relay::start(
+        dir.path(),
+        &[("RELAY_SHARDS", "2"), ("RELAY_RATE_LIMIT", "100000")],
+    );
     let ids = send_blobs(&relay, 1000, |i| (i as u32).to_be_bytes().to_vec());
     let (_recipient, blobs) = receive_blobs(&relay, 1000);
     for (i, blob) in blobs.iter().enumerate() {
@@ -185,7 +201,11 @@ fn the_general_bucket_refuses_with_rate_limited() {
     }
     client.flush();
     for i in 0..3 {
-        assert_eq!(client.recv_json()["payload"]["status"], "Stored", "request {i}");
+        assert_eq!(
+            client.recv_json()["payload"]["status"],
+            "Stored",
+            "request {i}"
+        );
     }
     let refused = client.recv_json();
     assert_eq!(refused["payload"]["type"], "Error");

@@ -20,11 +20,36 @@ pub enum ErrorCode {
 impl ErrorCode {
     /// The snake_case wire code.
     pub fn as_str(self) -> &'static str {
-        todo!()
+        match self {
+            ErrorCode::MalformedFrame => "malformed_frame",
+            ErrorCode::UnsupportedFrame => "unsupported_frame",
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::UnexpectedMessage => "unexpected_message",
+            ErrorCode::InvalidField => "invalid_field",
+            ErrorCode::NotPermitted => "not_permitted",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
+            ErrorCode::StorageUnavailable => "storage_unavailable",
+            ErrorCode::Overloaded => "overloaded",
+        }
     }
+
     /// A short English reason (≤ 200 bytes, never containing ids or data).
     pub fn reason(self) -> &'static str {
-        todo!()
+        match self {
+            ErrorCode::MalformedFrame => "malformed frame or envelope",
+            ErrorCode::UnsupportedFrame => "text frames are not supported",
+            ErrorCode::UnsupportedVersion => "unsupported protocol version",
+            ErrorCode::UnknownType => "unknown message type",
+            ErrorCode::UnexpectedMessage => "message type not expected from a client",
+            ErrorCode::InvalidField => "missing or invalid field",
+            ErrorCode::NotPermitted => "not permitted",
+            ErrorCode::RateLimited => "rate limit exceeded",
+            ErrorCode::QuotaExceeded => "quota exceeded",
+            ErrorCode::StorageUnavailable => "storage unavailable",
+            ErrorCode::Overloaded => "relay overloaded",
+        }
     }
 }
 
@@ -47,10 +72,41 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// The WebSocket close code.
     pub fn code(self) -> u16 {
-        todo!()
+        match self {
+            CloseReason::IdleTimeout => 1000,
+            CloseReason::ShuttingDown => 1001,
+            CloseReason::ProtocolError => 1002,
+            CloseReason::InvalidUtf8 => 1007,
+            CloseReason::HandshakeRequired
+            | CloseReason::UnsupportedVersion
+            | CloseReason::InvalidHandshake
+            | CloseReason::AuthenticationFailed
+            | CloseReason::NoiseNotSupported
+            | CloseReason::HandshakeTimeout => 1008,
+            CloseReason::MessageTooBig => 1009,
+            CloseReason::InternalError => 1011,
+            CloseReason::Overloaded => 1013,
+        }
     }
+
+    /// The close reason text, exactly as §2.7 lists it.
     pub fn reason(self) -> &'static str {
-        todo!()
+        match self {
+            CloseReason::IdleTimeout => "idle timeout",
+            CloseReason::ShuttingDown => "server shutting down",
+            CloseReason::ProtocolError => "protocol error",
+            CloseReason::InvalidUtf8 => "invalid utf-8",
+            CloseReason::HandshakeRequired => "handshake required",
+            CloseReason::UnsupportedVersion => "unsupported version",
+            CloseReason::InvalidHandshake => "invalid handshake",
+            CloseReason::AuthenticationFailed => "authentication failed",
+            CloseReason::NoiseNotSupported => "noise not supported",
+            CloseReason::HandshakeTimeout => "handshake timeout",
+            CloseReason::MessageTooBig => "message too big",
+            CloseReason::InternalError => "internal error",
+            CloseReason::Overloaded => "overloaded",
+        }
     }
 }

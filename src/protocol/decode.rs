@@ -2,8 +2,22 @@
 //! Handshake acceptance checks (§4.2, §4.3 step 1), and request payloads (§5) split
 //! into the phases of §3.6 so that the session can take rate tokens in between.
 
-use super::ids::Id64;
 use super::codes::CloseReason;
+use super::ids::{Id64, decode_hex};
+use super::raw;
+
+/// `sender_device_id` of DeviceSyncMessage, at most this many bytes (§5.6).
+const SENDER_DEVICE_ID_BYTES_MAX: usize = 256;
+/// `sender_id` of AccountRevoked, at most this many bytes (§5.12).
+const SENDER_ID_BYTES_MAX: usize = 256;
+/// `signature` of AccountRevoked, at most this many bytes (§5.12).
+const REVOCATION_SIGNATURE_BYTES_MAX: usize = 1024;
+/// `key_hashes` of RecoveryProofQuery, at most this many entries (§5.9), so that one
+/// query cannot force an arbitrarily large response.
+const RECOVERY_QUERY_KEY_HASHES_MAX: usize = 100;
+/// A Noise (v2) opening is at least this long and starts with `NOISE_PREFIX` (§4.2).
+const NOISE_OPENING_BYTES_MIN: usize = 51;
+const NOISE_PREFIX: [u8; 3] = [0x00, 0x56, 0x32];
 
 /// A decoded envelope (§3.6 step 3). `payload` is the raw JSON object text.
 #[derive(Debug)]
@@ -24,8 +38,75 @@ pub struct Malformed {
 }
 
 /// Checks the 4-byte prefix and decodes the envelope.
+///
+/// Repeated known members are refused by serde; a repeated unknown member is ignored.
+/// A repeated payload `"type"` is malformed too: the type cannot be told. When the
+/// prefix or the UTF-8 is wrong, no `message_id` is read, since the JSON text itself
+/// is not known.
 pub fn decode_envelope(message: &[u8]) -> Result<Envelope<'_>, Malformed> {
-    todo!("helper B {}", message.len())
+    let no_id = Malformed { message_id: None };
+    let json = frame_text(message).ok_or(no_id)?;
+    decode_envelope_text(json).ok_or_else(|| Malformed {
+        message_id: read_message_id(json),
+    })
+}
+
+/// The JSON text behind a correct 4-byte prefix (§3.1), if it is UTF-8.
+fn frame_text(message: &[u8]) -> Option<&str> {
+    let (prefix, body) = message.split_first_chunk::<4>()?;
+    let length = usize::try_from(u32::from_be_bytes(*prefix)).ok()?;
+    if length != body.len() {
+        return None;
+    }
+    std::str::from_utf8(body).ok()
+}
+
+fn decode_envelope_text(json: &str) -> Option<Envelope<'_>> {
+    // serde derive would also read a struct from a JSON array; only objects are valid.
+    if !is_object(json) {
+        return None;
+    }
+    let envelope: raw::Envelope<'_> = serde_json::from_str(json).ok()?;
+    let version = parse_version(envelope.version.get())?;
+    let payload = envelope.payload.get();
+    if !is_object(payload) {
+        return None;
+    }
+    let payload_type: raw::PayloadType<'_> = serde_json::from_str(payload).ok()?;
+    Some(Envelope {
+        version,
+        message_id: envelope.message_id,
+        timestamp: envelope.timestamp,
+        payload_type: payload_type.kind.0.into_owned(),
+        payload,
+    })
+}
+
+/// A non-negative JSON integer as u64, saturating: any value beyond u64 is still a
+/// version other than 1 (`unsupported_version`), not a malformed frame. JSON number
+/// grammar means that a text of ASCII digits only has no sign, fraction or exponent.
+fn parse_version(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    Some(text.parse::<u64>().unwrap_or(u64::MAX))
+}
+
+/// Whether a JSON text, already known to be one value or about to be parsed as one,
+/// starts with an object.
+fn is_object(json: &str) -> bool {
+    json.trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{')
+}
+
+/// Best effort for §3.6 step 4: the envelope's `message_id` when it is a string.
+fn read_message_id(json: &str) -> Option<String> {
+    if !is_object(json) {
+        return None;
+    }
+    serde_json::from_str::<raw::MessageIdOnly>(json)
+        .ok()
+        .map(|only| only.message_id)
 }
 
 /// Authentication fields of a Handshake, format-checked (§4.3 step 1).
@@ -58,7 +139,48 @@ impl Handshake {
 /// (Check 1, text frames, is the caller's.) Authentication field format errors
 /// give `AuthenticationFailed`.
 pub fn decode_handshake(message: &[u8]) -> Result<Handshake, CloseReason> {
-    todo!("helper B {}", message.len())
+    if message.len() >= NOISE_OPENING_BYTES_MIN && message.starts_with(&NOISE_PREFIX) {
+        return Err(CloseReason::NoiseNotSupported);
+    }
+    let envelope = decode_envelope(message).map_err(|_| CloseReason::HandshakeRequired)?;
+    if envelope.version != 1 {
+        return Err(CloseReason::UnsupportedVersion);
+    }
+    if envelope.payload_type != "Handshake" {
+        return Err(CloseReason::HandshakeRequired);
+    }
+    let fields: raw::Handshake<'_> =
+        serde_json::from_str(envelope.payload).map_err(|_| CloseReason::HandshakeRequired)?;
+    let optional_id = |text: &Option<raw::Text<'_>>| match text {
+        None => Ok(None),
+        Some(text) => Id64::parse(&text.0)
+            .map(Some)
+            .ok_or(CloseReason::InvalidHandshake),
+    };
+    let client_id = Id64::parse(&fields.client_id.0).ok_or(CloseReason::InvalidHandshake)?;
+    let device_id = optional_id(&fields.device_id)?;
+    let routing_token = optional_id(&fields.routing_token)?;
+    let auth = match (
+        &fields.identity_public_key,
+        &fields.nonce,
+        &fields.signature,
+        fields.timestamp,
+    ) {
+        (Some(key), Some(nonce), Some(signature), Some(timestamp)) => Some(HandshakeAuth {
+            identity_public_key: Id64::parse(&key.0).ok_or(CloseReason::AuthenticationFailed)?,
+            nonce: decode_hex::<32>(&nonce.0).ok_or(CloseReason::AuthenticationFailed)?,
+            signature: decode_hex::<64>(&signature.0).ok_or(CloseReason::AuthenticationFailed)?,
+            timestamp,
+        }),
+        _ => None,
+    };
+    Ok(Handshake {
+        client_id,
+        device_id,
+        routing_token,
+        suppress_presence: fields.suppress_presence.unwrap_or(false),
+        auth,
+    })
 }
 
 /// Status of an Acknowledgment (§5.4).
@@ -73,20 +195,52 @@ pub enum AckStatus {
 /// A request whose fields have the right JSON types (§3.6 step 8), values unchecked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    EncryptedUpdate { recipient_id: String, ciphertext: Vec<u8> },
-    Acknowledgment { message_id: String, status: String },
-    DeviceSyncMessage { identity_id: String, target_device_id: String, sender_device_id: String, encrypted_payload: Vec<u8>, version: u64 },
-    DeviceSyncAck { message_id: String, synced_version: u64 },
-    RecoveryProofStore { key_hash: String, proof_data: Vec<u8> },
-    RecoveryProofQuery { key_hashes: Vec<String> },
-    PurgeRequest { include_device_sync: bool, include_recovery_proofs: bool, recovery_key_hash: Option<String> },
-    AccountRevoked { sender_id: String, recipient_id: String, timestamp: u64, signature: Vec<u8> },
+    EncryptedUpdate {
+        recipient_id: String,
+        ciphertext: Vec<u8>,
+    },
+    Acknowledgment {
+        message_id: String,
+        status: String,
+    },
+    DeviceSyncMessage {
+        identity_id: String,
+        target_device_id: String,
+        sender_device_id: String,
+        encrypted_payload: Vec<u8>,
+        version: u64,
+    },
+    DeviceSyncAck {
+        message_id: String,
+        synced_version: u64,
+    },
+    RecoveryProofStore {
+        key_hash: String,
+        proof_data: Vec<u8>,
+    },
+    RecoveryProofQuery {
+        key_hashes: Vec<String>,
+    },
+    PurgeRequest {
+        include_device_sync: bool,
+        include_recovery_proofs: bool,
+        recovery_key_hash: Option<String>,
+    },
+    AccountRevoked {
+        sender_id: String,
+        recipient_id: String,
+        timestamp: u64,
+        signature: Vec<u8>,
+    },
 }
 
 impl Request {
     /// True for the types that take a recovery token (§3.6 step 9).
     pub fn takes_recovery_token(&self) -> bool {
-        matches!(self, Request::RecoveryProofStore { .. } | Request::RecoveryProofQuery { .. })
+        matches!(
+            self,
+            Request::RecoveryProofStore { .. } | Request::RecoveryProofQuery { .. }
+        )
     }
 }
 
@@ -100,21 +254,135 @@ pub enum ShapeError {
 
 /// §3.6 steps 7 and 8 on an envelope whose version is 1.
 pub fn decode_request(envelope: &Envelope<'_>) -> Result<Request, ShapeError> {
-    todo!("helper B {envelope:?}")
+    let payload = envelope.payload;
+    let request = match envelope.payload_type.as_str() {
+        "EncryptedUpdate" => {
+            let raw::EncryptedUpdate {
+                recipient_id,
+                ciphertext,
+            } = fields(payload)?;
+            Request::EncryptedUpdate {
+                recipient_id,
+                ciphertext,
+            }
+        }
+        "Acknowledgment" => {
+            let raw::Acknowledgment { message_id, status } = fields(payload)?;
+            Request::Acknowledgment { message_id, status }
+        }
+        "DeviceSyncMessage" => {
+            let fields: raw::DeviceSyncMessage = fields(payload)?;
+            Request::DeviceSyncMessage {
+                identity_id: fields.identity_id,
+                target_device_id: fields.target_device_id,
+                sender_device_id: fields.sender_device_id,
+                encrypted_payload: fields.encrypted_payload,
+                version: fields.version,
+            }
+        }
+        "DeviceSyncAck" => {
+            let raw::DeviceSyncAck {
+                message_id,
+                synced_version,
+            } = fields(payload)?;
+            Request::DeviceSyncAck {
+                message_id,
+                synced_version,
+            }
+        }
+        "RecoveryProofStore" => {
+            let raw::RecoveryProofStore {
+                key_hash,
+                proof_data,
+            } = fields(payload)?;
+            Request::RecoveryProofStore {
+                key_hash,
+                proof_data,
+            }
+        }
+        "RecoveryProofQuery" => {
+            let raw::RecoveryProofQuery { key_hashes } = fields(payload)?;
+            Request::RecoveryProofQuery { key_hashes }
+        }
+        "PurgeRequest" => {
+            let fields: raw::PurgeRequest = fields(payload)?;
+            Request::PurgeRequest {
+                include_device_sync: fields.include_device_sync.unwrap_or(false),
+                include_recovery_proofs: fields.include_recovery_proofs.unwrap_or(false),
+                recovery_key_hash: fields.recovery_key_hash,
+            }
+        }
+        "AccountRevoked" => {
+            let fields: raw::AccountRevoked = fields(payload)?;
+            Request::AccountRevoked {
+                sender_id: fields.sender_id,
+                recipient_id: fields.recipient_id,
+                timestamp: fields.timestamp,
+                signature: fields.signature,
+            }
+        }
+        "Handshake"
+        | "HandshakeAck"
+        | "PurgeResponse"
+        | "RecoveryProofResponse"
+        | "ForwardingHints"
+        | "Error" => return Err(ShapeError::UnexpectedMessage),
+        _ => return Err(ShapeError::UnknownType),
+    };
+    Ok(request)
+}
+
+/// Reads a payload's fields with their JSON types checked (§3.6 step 8).
+fn fields<'a, T: serde::Deserialize<'a>>(payload: &'a str) -> Result<T, ShapeError> {
+    // decode_envelope guarantees an object, but `Envelope` can be built by hand, and
+    // serde derive would read a struct from a JSON array too.
+    if !is_object(payload) {
+        return Err(ShapeError::InvalidField);
+    }
+    serde_json::from_str(payload).map_err(|_| ShapeError::InvalidField)
 }
 
 /// A request whose values passed §3.6 step 10.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ValidRequest {
-    EncryptedUpdate { recipient_id: Id64, ciphertext: Vec<u8> },
-    Acknowledgment { blob_id: String, status: AckStatus },
-    DeviceSyncMessage { identity_id: Id64, target_device_id: Id64, sender_device_id: String, encrypted_payload: Vec<u8>, version: u64 },
-    DeviceSyncAck { message_id: String, synced_version: u64 },
-    RecoveryProofStore { key_hash: Id64, proof_data: Vec<u8> },
+    EncryptedUpdate {
+        recipient_id: Id64,
+        ciphertext: Vec<u8>,
+    },
+    Acknowledgment {
+        blob_id: String,
+        status: AckStatus,
+    },
+    DeviceSyncMessage {
+        identity_id: Id64,
+        target_device_id: Id64,
+        sender_device_id: String,
+        encrypted_payload: Vec<u8>,
+        version: u64,
+    },
+    DeviceSyncAck {
+        message_id: String,
+        synced_version: u64,
+    },
+    RecoveryProofStore {
+        key_hash: Id64,
+        proof_data: Vec<u8>,
+    },
     /// Non-64-hex entries are already skipped (§5.9).
-    RecoveryProofQuery { key_hashes: Vec<Id64> },
-    PurgeRequest { include_device_sync: bool, include_recovery_proofs: bool, recovery_key_hash: Option<Id64> },
-    AccountRevoked { sender_id: String, recipient_id: Id64, timestamp: u64, signature: Vec<u8> },
+    RecoveryProofQuery {
+        key_hashes: Vec<Id64>,
+    },
+    PurgeRequest {
+        include_device_sync: bool,
+        include_recovery_proofs: bool,
+        recovery_key_hash: Option<Id64>,
+    },
+    AccountRevoked {
+        sender_id: String,
+        recipient_id: Id64,
+        timestamp: u64,
+        signature: Vec<u8>,
+    },
 }
 
 /// The outcome of a failed value check (§3.6 step 10).
@@ -127,5 +395,101 @@ pub enum ValueError {
 
 /// §3.6 step 10. (`identity_id` ≠ session `client_id` is the session's check.)
 pub fn validate(request: Request) -> Result<ValidRequest, ValueError> {
-    todo!("helper B {request:?}")
+    let id = |text: &str| Id64::parse(text).ok_or(ValueError::InvalidField);
+    let valid = match request {
+        Request::EncryptedUpdate {
+            recipient_id,
+            ciphertext,
+        } => ValidRequest::EncryptedUpdate {
+            recipient_id: id(&recipient_id)?,
+            ciphertext,
+        },
+        Request::Acknowledgment { message_id, status } => ValidRequest::Acknowledgment {
+            blob_id: message_id,
+            status: ack_status(&status).ok_or(ValueError::InvalidField)?,
+        },
+        Request::DeviceSyncMessage {
+            identity_id,
+            target_device_id,
+            sender_device_id,
+            encrypted_payload,
+            version,
+        } => {
+            if sender_device_id.len() > SENDER_DEVICE_ID_BYTES_MAX {
+                return Err(ValueError::InvalidField);
+            }
+            ValidRequest::DeviceSyncMessage {
+                identity_id: id(&identity_id)?,
+                target_device_id: id(&target_device_id)?,
+                sender_device_id,
+                encrypted_payload,
+                version,
+            }
+        }
+        Request::DeviceSyncAck {
+            message_id,
+            synced_version,
+        } => ValidRequest::DeviceSyncAck {
+            message_id,
+            synced_version,
+        },
+        Request::RecoveryProofStore {
+            key_hash,
+            proof_data,
+        } => ValidRequest::RecoveryProofStore {
+            key_hash: id(&key_hash)?,
+            proof_data,
+        },
+        Request::RecoveryProofQuery { key_hashes } => {
+            if key_hashes.len() > RECOVERY_QUERY_KEY_HASHES_MAX {
+                return Err(ValueError::InvalidField);
+            }
+            ValidRequest::RecoveryProofQuery {
+                key_hashes: key_hashes
+                    .iter()
+                    .filter_map(|text| Id64::parse(text))
+                    .collect(),
+            }
+        }
+        Request::PurgeRequest {
+            include_device_sync,
+            include_recovery_proofs,
+            recovery_key_hash,
+        } => ValidRequest::PurgeRequest {
+            include_device_sync,
+            include_recovery_proofs,
+            recovery_key_hash: recovery_key_hash.as_deref().map(id).transpose()?,
+        },
+        Request::AccountRevoked {
+            sender_id,
+            recipient_id,
+            timestamp,
+            signature,
+        } => {
+            // The length limits are `invalid_field`; only then is a bad recipient the
+            // `Failed` ack that older relays sent (§5.12).
+            if sender_id.len() > SENDER_ID_BYTES_MAX
+                || signature.len() > REVOCATION_SIGNATURE_BYTES_MAX
+            {
+                return Err(ValueError::InvalidField);
+            }
+            ValidRequest::AccountRevoked {
+                sender_id,
+                recipient_id: Id64::parse(&recipient_id).ok_or(ValueError::FailedAck)?,
+                timestamp,
+                signature,
+            }
+        }
+    };
+    Ok(valid)
+}
+
+fn ack_status(text: &str) -> Option<AckStatus> {
+    match text {
+        "Stored" => Some(AckStatus::Stored),
+        "Delivered" => Some(AckStatus::Delivered),
+        "ReceivedByRecipient" => Some(AckStatus::ReceivedByRecipient),
+        "Failed" => Some(AckStatus::Failed),
+        _ => None,
+    }
 }

@@ -1,4 +1,11 @@
 //! 64-hex identifiers in canonical form (§3.4) and shard assignment (§10.2).
+//! An `Id64` always holds exactly 32 bytes, so its text form is always canonical.
+
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+
+const HEX_DIGITS_LOWER: &[u8; 16] = b"0123456789abcdef";
 
 /// A 64-hex identifier (client_id, device_id, routing_token, recipient id, key_hash),
 /// held as its 32 raw bytes. Its canonical text form is lower-case hex.
@@ -8,16 +15,70 @@ pub struct Id64(pub [u8; 32]);
 impl Id64 {
     /// Parses exactly 64 characters of `0-9a-fA-F`. Anything else is `None`.
     pub fn parse(text: &str) -> Option<Id64> {
-        todo!("helper B: parse {text}")
+        decode_hex::<32>(text).map(Id64)
     }
+
     /// Canonical (lower-case) 64-character hex text.
     pub fn to_hex(&self) -> String {
-        todo!()
+        let mut text = String::with_capacity(64);
+        for byte in self.0 {
+            text.push(char::from(HEX_DIGITS_LOWER[usize::from(byte >> 4)]));
+            text.push(char::from(HEX_DIGITS_LOWER[usize::from(byte & 0x0f)]));
+        }
+        text
+    }
+
+    /// Appends the canonical hex text to `out` without an intermediate `String`.
+    pub(crate) fn write_hex(&self, out: &mut Vec<u8>) {
+        for byte in self.0 {
+            out.push(HEX_DIGITS_LOWER[usize::from(byte >> 4)]);
+            out.push(HEX_DIGITS_LOWER[usize::from(byte & 0x0f)]);
+        }
+    }
+}
+
+impl fmt::Display for Id64 {
+    /// The canonical (lower-case) hex text.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = Vec::with_capacity(64);
+        self.write_hex(&mut text);
+        // write_hex only writes ASCII hex digits, so the text is valid UTF-8.
+        f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
+    }
+}
+
+/// Decodes exactly `2 * N` hex digits of either case into `N` bytes.
+pub(crate) fn decode_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    let digits = text.as_bytes();
+    if digits.len() != 2 * N {
+        return None;
+    }
+    let mut bytes = [0u8; N];
+    for (byte, pair) in bytes.iter_mut().zip(digits.chunks_exact(2)) {
+        *byte = (hex_value(pair[0])? << 4) | hex_value(pair[1])?;
+    }
+    Some(bytes)
+}
+
+fn hex_value(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        b'A'..=b'F' => Some(digit - b'A' + 10),
+        _ => None,
     }
 }
 
 /// `shard_of(key)` of §10.2: the first 8 bytes of SHA-256 over the ASCII bytes of the
 /// lower-case hex text, read as a big-endian u64, modulo `shards`.
 pub fn shard_of(key: &Id64, shards: usize) -> usize {
-    todo!("helper B {key:?} {shards}")
+    assert!(shards > 0, "shard count must be positive");
+    let mut text = Vec::with_capacity(64);
+    key.write_hex(&mut text);
+    let digest = Sha256::digest(&text);
+    let mut prefix = [0u8; 8];
+    prefix.copy_from_slice(&digest[..8]);
+    let value = u64::from_be_bytes(prefix);
+    // The remainder is below `shards`, which is a usize, so it fits in one.
+    (value % shards as u64) as usize
 }

@@ -5,6 +5,8 @@ pub mod codes;
 pub mod decode;
 pub mod encode;
 pub mod ids;
+mod json_writer;
+mod raw;
 
 pub use codes::{CloseReason, ErrorCode};
 pub use ids::{Id64, shard_of};

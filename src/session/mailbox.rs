@@ -87,12 +87,23 @@ impl Mailboxes {
     /// True if a new blob of `data_len` bytes fits the recipient's quota, counting
     /// unexpired blobs only (pending inserts included, so concurrent senders cannot
     /// overshoot).
-    pub fn fits_quota(&self, recipient: &Id64, data_len: usize, quota: Quota, now: u64, ttl_secs: u64) -> bool {
+    pub fn fits_quota(
+        &self,
+        recipient: &Id64,
+        data_len: usize,
+        quota: Quota,
+        now: u64,
+        ttl_secs: u64,
+    ) -> bool {
         let Some(mailbox) = self.boxes.get(recipient) else {
             return quota.max_bytes == 0 || data_len as u64 <= quota.max_bytes;
         };
         let (mut count, mut bytes) = (0u64, 0u64);
-        for entry in mailbox.entries.iter().filter(|e| !e.is_expired(now, ttl_secs)) {
+        for entry in mailbox
+            .entries
+            .iter()
+            .filter(|e| !e.is_expired(now, ttl_secs))
+        {
             count += 1;
             bytes += u64::from(entry.data_len);
         }
@@ -102,11 +113,27 @@ impl Mailboxes {
     }
 
     /// Adds a not-yet-committed entry and returns its `seq`.
-    pub fn reserve(&mut self, recipient: Id64, key: u64, id: BlobId, created_at_secs: u64, hop_count: u8, data_len: u32) -> u64 {
+    pub fn reserve(
+        &mut self,
+        recipient: Id64,
+        key: u64,
+        id: BlobId,
+        created_at_secs: u64,
+        hop_count: u8,
+        data_len: u32,
+    ) -> u64 {
         let mailbox = self.boxes.entry(recipient).or_default();
         let seq = mailbox.next_seq;
         mailbox.next_seq += 1;
-        mailbox.entries.push_back(Entry { key, id, created_at_secs, hop_count, seq, data_len, committed: false });
+        mailbox.entries.push_back(Entry {
+            key,
+            id,
+            created_at_secs,
+            hop_count,
+            seq,
+            data_len,
+            committed: false,
+        });
         self.blob_count += 1;
         self.data_bytes += u64::from(data_len);
         seq
@@ -132,11 +159,23 @@ impl Mailboxes {
     }
 
     /// Removes the committed, unexpired entry with this blob id (an ack, §5.4).
-    pub fn remove_id(&mut self, recipient: &Id64, id: &BlobId, now: u64, ttl_secs: u64) -> Option<Entry> {
-        self.remove_where(recipient, |e| e.committed && e.id == *id && !e.is_expired(now, ttl_secs))
+    pub fn remove_id(
+        &mut self,
+        recipient: &Id64,
+        id: &BlobId,
+        now: u64,
+        ttl_secs: u64,
+    ) -> Option<Entry> {
+        self.remove_where(recipient, |e| {
+            e.committed && e.id == *id && !e.is_expired(now, ttl_secs)
+        })
     }
 
-    fn remove_where(&mut self, recipient: &Id64, matches: impl Fn(&Entry) -> bool) -> Option<Entry> {
+    fn remove_where(
+        &mut self,
+        recipient: &Id64,
+        matches: impl Fn(&Entry) -> bool,
+    ) -> Option<Entry> {
         let mailbox = self.boxes.get_mut(recipient)?;
         let position = mailbox.entries.iter().position(matches)?;
         let entry = mailbox.entries.remove(position)?;
@@ -163,21 +202,31 @@ impl Mailboxes {
 
     /// True if the committed entry with this key is still indexed and unexpired.
     pub fn is_deliverable(&self, recipient: &Id64, key: u64, now: u64, ttl_secs: u64) -> bool {
-        self.boxes
-            .get(recipient)
-            .is_some_and(|m| m.entries.iter().any(|e| e.key == key && e.committed && !e.is_expired(now, ttl_secs)))
+        self.boxes.get(recipient).is_some_and(|m| {
+            m.entries
+                .iter()
+                .any(|e| e.key == key && e.committed && !e.is_expired(now, ttl_secs))
+        })
     }
 
     /// Committed, unexpired entries with `key > after_key`, in delivery order
     /// (`created_at_secs`, `seq`).
-    pub fn snapshot(&self, recipient: &Id64, after_key: Option<u64>, now: u64, ttl_secs: u64) -> Vec<Entry> {
+    pub fn snapshot(
+        &self,
+        recipient: &Id64,
+        after_key: Option<u64>,
+        now: u64,
+        ttl_secs: u64,
+    ) -> Vec<Entry> {
         let Some(mailbox) = self.boxes.get(recipient) else {
             return Vec::new();
         };
         let mut entries: Vec<Entry> = mailbox
             .entries
             .iter()
-            .filter(|e| e.committed && after_key.is_none_or(|k| e.key > k) && !e.is_expired(now, ttl_secs))
+            .filter(|e| {
+                e.committed && after_key.is_none_or(|k| e.key > k) && !e.is_expired(now, ttl_secs)
+            })
             .copied()
             .collect();
         entries.sort_by_key(|e| (e.created_at_secs, e.seq));

@@ -31,7 +31,11 @@ pub struct NonceCache {
 
 impl NonceCache {
     pub fn new(capacity: usize) -> NonceCache {
-        NonceCache { capacity, seen: HashMap::default(), order: VecDeque::new() }
+        NonceCache {
+            capacity,
+            seen: HashMap::default(),
+            order: VecDeque::new(),
+        }
     }
 
     pub fn len(&self) -> usize {

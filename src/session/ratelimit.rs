@@ -13,7 +13,11 @@ pub struct TokenBucket {
 impl TokenBucket {
     /// A full bucket of `capacity` tokens at time `now`.
     pub fn new(capacity: u32, now: f64) -> TokenBucket {
-        TokenBucket { capacity: f64::from(capacity), tokens: f64::from(capacity), updated_at: now }
+        TokenBucket {
+            capacity: f64::from(capacity),
+            tokens: f64::from(capacity),
+            updated_at: now,
+        }
     }
 
     fn refill(&mut self, now: f64) {

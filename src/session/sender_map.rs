@@ -28,7 +28,12 @@ pub struct SenderMap {
 impl SenderMap {
     pub fn new(capacity: usize) -> SenderMap {
         assert!(capacity > 0, "sender map capacity must be positive");
-        SenderMap { capacity, entries: HashMap::default(), order: VecDeque::new(), next_order: 0 }
+        SenderMap {
+            capacity,
+            entries: HashMap::default(),
+            order: VecDeque::new(),
+            next_order: 0,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -42,18 +47,28 @@ impl SenderMap {
     /// Records the sender of a stored blob, evicting the oldest entry when full.
     pub fn insert(&mut self, blob: BlobId, sender: Id64) {
         while self.entries.len() >= self.capacity {
-            let Some((order, oldest)) = self.order.pop_front() else { break };
+            let Some((order, oldest)) = self.order.pop_front() else {
+                break;
+            };
             if self.entries.get(&oldest).is_some_and(|s| s.order == order) {
                 self.entries.remove(&oldest);
             }
         }
         let order = self.next_order;
         self.next_order += 1;
-        self.entries.insert(blob, Sender { routing_id: sender, delivered: false, order });
+        self.entries.insert(
+            blob,
+            Sender {
+                routing_id: sender,
+                delivered: false,
+                order,
+            },
+        );
         self.order.push_back((order, blob));
         if self.order.len() > 2 * self.capacity {
             let entries = &self.entries;
-            self.order.retain(|(o, id)| entries.get(id).is_some_and(|s| s.order == *o));
+            self.order
+                .retain(|(o, id)| entries.get(id).is_some_and(|s| s.order == *o));
         }
     }
 

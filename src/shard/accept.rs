@@ -53,7 +53,8 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         };
         let _ = stream.set_nodelay(true);
         let shared = &shard.shared;
-        let admitted = shared.connections.fetch_add(1, Ordering::Relaxed) < shard.config.max_connections;
+        let admitted =
+            shared.connections.fetch_add(1, Ordering::Relaxed) < shard.config.max_connections;
         if admitted {
             let slot = ConnectionSlot(Arc::clone(shared));
             glommio::spawn_local(serve(Rc::clone(&shard), stream, slot)).detach();
@@ -96,7 +97,10 @@ enum Outcome {
     /// Reply written or connection gone: close.
     Done,
     /// A client session for `handshake`; `remainder` holds bytes read past it.
-    Session { handshake: Handshake, remainder: Vec<u8> },
+    Session {
+        handshake: Box<Handshake>,
+        remainder: Vec<u8>,
+    },
     /// Close the WebSocket with this code and reason (§4.2).
     Close(u16, &'static str),
     /// The peer closed the WebSocket before its Handshake: echo.
@@ -109,7 +113,10 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, slot: ConnectionSlot) {
     let outcome = futures_lite::future::or(pre_session(&shard, &mut stream, &upgraded), async {
         glommio::timer::sleep(timeout).await;
         if upgraded.get() {
-            Outcome::Close(CloseReason::HandshakeTimeout.code(), CloseReason::HandshakeTimeout.reason())
+            Outcome::Close(
+                CloseReason::HandshakeTimeout.code(),
+                CloseReason::HandshakeTimeout.reason(),
+            )
         } else {
             Outcome::Done
         }
@@ -124,7 +131,10 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, slot: ConnectionSlot) {
         Outcome::EchoClose(code) => {
             let _ = stream.write_all(&wsframe::close_frame(code, "")).await;
         }
-        Outcome::Session { handshake, remainder } => {
+        Outcome::Session {
+            handshake,
+            remainder,
+        } => {
             hand_off(shard, stream, slot, handshake, remainder).await;
             return;
         }
@@ -165,7 +175,9 @@ async fn read_head(stream: &mut TcpStream) -> Option<(HeadParse, Vec<u8>)> {
 }
 
 async fn pre_session(shard: &Shard, stream: &mut TcpStream, upgraded: &Cell<bool>) -> Outcome {
-    let Some((parsed, buf)) = read_head(stream).await else { return Outcome::Done };
+    let Some((parsed, buf)) = read_head(stream).await else {
+        return Outcome::Done;
+    };
     let (head_len, request) = match parsed {
         HeadParse::Complete { head_len, request } => (head_len, request),
         HeadParse::TooLarge => return reply(stream, &http::head_too_large()).await,
@@ -230,7 +242,11 @@ async fn first_message(shard: &Shard, stream: &mut TcpStream, early: &[u8]) -> O
                 let reason = CloseReason::HandshakeRequired;
                 return Outcome::Close(reason.code(), reason.reason());
             }
-            Step::Message { binary: true, payload, .. } => {
+            Step::Message {
+                binary: true,
+                payload,
+                ..
+            } => {
                 let handshake = match decode::decode_handshake(&payload) {
                     Ok(handshake) => handshake,
                     Err(reason) => return Outcome::Close(reason.code(), reason.reason()),
@@ -238,7 +254,10 @@ async fn first_message(shard: &Shard, stream: &mut TcpStream, early: &[u8]) -> O
                 if let Err(reason) = authenticate(shard, &handshake).await {
                     return Outcome::Close(reason.code(), reason.reason());
                 }
-                return Outcome::Session { handshake, remainder: reader.into_remainder() };
+                return Outcome::Session {
+                    handshake: Box::new(handshake),
+                    remainder: reader.into_remainder(),
+                };
             }
         }
     }
@@ -246,7 +265,9 @@ async fn first_message(shard: &Shard, stream: &mut TcpStream, early: &[u8]) -> O
 
 /// The authenticated handshake of §4.3, when all four fields were given.
 async fn authenticate(shard: &Shard, handshake: &Handshake) -> Result<(), CloseReason> {
-    let Some(auth) = &handshake.auth else { return Ok(()) };
+    let Some(auth) = &handshake.auth else {
+        return Ok(());
+    };
     let now = unix_now();
     if !auth::precheck(auth, &handshake.client_id, now) {
         return Err(CloseReason::AuthenticationFailed);
@@ -257,22 +278,40 @@ async fn authenticate(shard: &Shard, handshake: &Handshake) -> Result<(), CloseR
         shard.state.borrow_mut().nonces.check(key, auth.nonce, now)
     } else {
         let (verdict, answer) = flume::bounded(1);
-        let message = MeshMessage::NonceCheck { key, nonce: auth.nonce, now, verdict };
+        let message = MeshMessage::NonceCheck {
+            key,
+            nonce: auth.nonce,
+            now,
+            verdict,
+        };
         if shard.mesh.try_send(owner, message).is_err() {
             return Err(CloseReason::Overloaded);
         }
-        answer.recv_async().await.map_err(|_| CloseReason::InternalError)?
+        answer
+            .recv_async()
+            .await
+            .map_err(|_| CloseReason::InternalError)?
     };
     match verdict {
         NonceVerdict::Fresh => {}
         NonceVerdict::Replayed => return Err(CloseReason::AuthenticationFailed),
         NonceVerdict::Full => return Err(CloseReason::Overloaded),
     }
-    if auth::signature_verifies(auth) { Ok(()) } else { Err(CloseReason::AuthenticationFailed) }
+    if auth::signature_verifies(auth) {
+        Ok(())
+    } else {
+        Err(CloseReason::AuthenticationFailed)
+    }
 }
 
 /// Runs the session here, or moves the socket to the owner shard (§10.2).
-async fn hand_off(shard: Rc<Shard>, stream: TcpStream, slot: ConnectionSlot, handshake: Handshake, remainder: Vec<u8>) {
+async fn hand_off(
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    slot: ConnectionSlot,
+    handshake: Box<Handshake>,
+    remainder: Vec<u8>,
+) {
     let owner = shard.owner_of(&handshake.routing_id());
     if owner == shard.index {
         client::run(shard, stream, remainder, handshake, slot).await;
@@ -285,22 +324,42 @@ async fn hand_off(shard: Rc<Shard>, stream: TcpStream, slot: ConnectionSlot, han
         return;
     };
     let fd = duplicate.into_raw_fd();
-    let message = MeshMessage::Session { fd, remainder, handshake, slot };
+    let message = MeshMessage::Session {
+        fd,
+        remainder,
+        handshake,
+        slot,
+    };
     if let Err(MeshMessage::Session { fd, .. }) = shard.mesh.try_send(owner, message) {
         // The owner's queue is full: the session cannot be admitted (§2.2 item 4).
         // SAFETY: `fd` came from `into_raw_fd` above and nothing else owns it.
         let mut stream = unsafe { TcpStream::from_raw_fd(fd) };
         let reason = CloseReason::Overloaded;
-        let _ = stream.write_all(&wsframe::close_frame(reason.code(), reason.reason())).await;
+        let _ = stream
+            .write_all(&wsframe::close_frame(reason.code(), reason.reason()))
+            .await;
         drain_until_close(&mut stream).await;
         let _ = stream.shutdown(std::net::Shutdown::Both).await;
     }
 }
 
 /// Starts a session handed over by another shard.
-pub fn adopt(shard: &Rc<Shard>, fd: i32, remainder: Vec<u8>, handshake: Handshake, slot: ConnectionSlot) {
+pub fn adopt(
+    shard: &Rc<Shard>,
+    fd: i32,
+    remainder: Vec<u8>,
+    handshake: Box<Handshake>,
+    slot: ConnectionSlot,
+) {
     // SAFETY: the fd was duplicated by the accepting shard, which gave up all use
     // of it when it sent it through the mesh; this shard now owns it.
     let stream = unsafe { TcpStream::from_raw_fd(fd) };
-    glommio::spawn_local(client::run(Rc::clone(shard), stream, remainder, handshake, slot)).detach();
+    glommio::spawn_local(client::run(
+        Rc::clone(shard),
+        stream,
+        remainder,
+        handshake,
+        slot,
+    ))
+    .detach();
 }

@@ -30,7 +30,9 @@ use crate::session::ratelimit::TokenBucket;
 enum Phase {
     Open,
     /// The client sent Close: finish the replies, then echo `code`.
-    ClientClosed { code: u16 },
+    ClientClosed {
+        code: u16,
+    },
     /// We sent Close: wait for the peer's Close or EOF, up to the close wait.
     Closing,
     Done,
@@ -50,7 +52,13 @@ struct Connection {
 }
 
 /// Registers a session for a routing_id this shard owns and runs it to the end.
-pub async fn run(shard: Rc<Shard>, stream: TcpStream, remainder: Vec<u8>, handshake: Handshake, slot: super::accept::ConnectionSlot) {
+pub async fn run(
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    remainder: Vec<u8>,
+    handshake: Box<Handshake>,
+    slot: super::accept::ConnectionSlot,
+) {
     let handle = register(&shard, &handshake);
     let mut reader = MessageReader::continuous(shard.config.max_message_size + 4);
     reader.feed(&remainder);
@@ -86,10 +94,17 @@ fn register(shard: &Rc<Shard>, handshake: &Handshake) -> Rc<SessionHandle> {
             id,
             routing_id,
             suppress_presence: handshake.suppress_presence,
-            out: std::cell::RefCell::new(Outbound::new(limits::OUTBOUND_QUEUE_MESSAGES_MAX, bound_bytes)),
+            out: std::cell::RefCell::new(Outbound::new(
+                limits::OUTBOUND_QUEUE_MESSAGES_MAX,
+                bound_bytes,
+            )),
         });
         state.sessions.insert(id, Rc::clone(&handle));
-        state.sessions_by_routing.entry(routing_id).or_default().push(id);
+        state
+            .sessions_by_routing
+            .entry(routing_id)
+            .or_default()
+            .push(id);
         state
             .buckets
             .entry(routing_id)
@@ -101,7 +116,10 @@ fn register(shard: &Rc<Shard>, handshake: &Handshake) -> Rc<SessionHandle> {
             .sessions += 1;
         handle
     };
-    handle.out.borrow_mut().reply_now(encode::handshake_ack(unix_now()));
+    handle
+        .out
+        .borrow_mut()
+        .reply_now(encode::handshake_ack(unix_now()));
     // Registered above, before the snapshot, so nothing committed later is missed
     // and nothing is sent twice (§4.6).
     owner::start_backlog(shard, &handle);
@@ -122,14 +140,22 @@ fn unregister(shard: &Shard, handle: &SessionHandle) {
     }
     if let Some(buckets) = state.buckets.get_mut(&handle.routing_id) {
         buckets.sessions -= 1;
-        if buckets.sessions == 0 && buckets.general.is_full(now_mono) && buckets.recovery.is_full(now_mono) {
+        if buckets.sessions == 0
+            && buckets.general.is_full(now_mono)
+            && buckets.recovery.is_full(now_mono)
+        {
             state.buckets.remove(&handle.routing_id);
         }
     }
 }
 
 /// One pass of the session's state machine; `Ready` when the session is over.
-fn drive(shard: &Rc<Shard>, handle: &Rc<SessionHandle>, conn: &mut Connection, cx: &mut Context<'_>) -> Poll<()> {
+fn drive(
+    shard: &Rc<Shard>,
+    handle: &Rc<SessionHandle>,
+    conn: &mut Connection,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
     loop {
         let mut progress = false;
         let now = Instant::now();
@@ -138,9 +164,13 @@ fn drive(shard: &Rc<Shard>, handle: &Rc<SessionHandle>, conn: &mut Connection, c
         if Pin::new(&mut conn.timer).poll(cx).is_ready() || now >= conn.timer_deadline {
             match conn.phase {
                 Phase::Open | Phase::ClientClosed { .. } => {
-                    let deadline = conn.last_inbound + Duration::from_secs(shard.config.idle_timeout_secs);
+                    let deadline =
+                        conn.last_inbound + Duration::from_secs(shard.config.idle_timeout_secs);
                     if now >= deadline && conn.phase == Phase::Open {
-                        handle.out.borrow_mut().request_close(CloseReason::IdleTimeout);
+                        handle
+                            .out
+                            .borrow_mut()
+                            .request_close(CloseReason::IdleTimeout);
                     } else {
                         arm(conn, deadline.max(now + Duration::from_millis(10)));
                     }
@@ -230,13 +260,15 @@ fn drive(shard: &Rc<Shard>, handle: &Rc<SessionHandle>, conn: &mut Connection, c
 
 fn arm(conn: &mut Connection, deadline: Instant) {
     conn.timer_deadline = deadline;
-    conn.timer.reset(deadline.saturating_duration_since(Instant::now()));
+    conn.timer
+        .reset(deadline.saturating_duration_since(Instant::now()));
 }
 
 /// Sends our Close (at most one per connection, §2.7) and starts the close wait.
 fn start_close(conn: &mut Connection, code: u16, reason: &str) {
     // Frames already in the buffer are whole; the Close goes after them.
-    conn.out.extend_from_slice(&wsframe::close_frame(code, reason));
+    conn.out
+        .extend_from_slice(&wsframe::close_frame(code, reason));
     conn.phase = Phase::Closing;
     arm(conn, Instant::now() + limits::CLOSE_WAIT);
 }
@@ -284,7 +316,9 @@ fn handle_input(shard: &Rc<Shard>, handle: &Rc<SessionHandle>, conn: &mut Connec
                     conn.out.extend_from_slice(&pong);
                 }
             }
-            Step::Message { binary, payload, .. } => {
+            Step::Message {
+                binary, payload, ..
+            } => {
                 if conn.phase == Phase::Open {
                     handle_message(shard, handle, binary, payload);
                 }
@@ -313,8 +347,14 @@ fn handle_input(shard: &Rc<Shard>, handle: &Rc<SessionHandle>, conn: &mut Connec
 fn take_token(shard: &Shard, handle: &SessionHandle, recovery: bool) -> Result<(), u64> {
     let now = shard.monotonic_secs();
     let mut state = shard.state.borrow_mut();
-    let Some(buckets) = state.buckets.get_mut(&handle.routing_id) else { return Ok(()) };
-    if recovery { buckets.recovery.take(now) } else { buckets.general.take(now) }
+    let Some(buckets) = state.buckets.get_mut(&handle.routing_id) else {
+        return Ok(());
+    };
+    if recovery {
+        buckets.recovery.take(now)
+    } else {
+        buckets.general.take(now)
+    }
 }
 
 /// One data message on an open session, in the order of §3.6.
@@ -324,7 +364,12 @@ fn handle_message(shard: &Rc<Shard>, handle: &Rc<SessionHandle>, binary: bool, p
     // Step 2: text frames.
     if !binary {
         match take_token(shard, handle, false) {
-            Err(retry) => reply(encode::error(now, ErrorCode::RateLimited, None, Some(retry))),
+            Err(retry) => reply(encode::error(
+                now,
+                ErrorCode::RateLimited,
+                None,
+                Some(retry),
+            )),
             Ok(()) => reply(encode::error(now, ErrorCode::UnsupportedFrame, None, None)),
         }
         return;
@@ -337,7 +382,12 @@ fn handle_message(shard: &Rc<Shard>, handle: &Rc<SessionHandle>, binary: bool, p
             Ok(envelope) => Some(envelope.message_id.as_str()),
             Err(malformed) => malformed.message_id.as_deref(),
         };
-        reply(encode::error(now, ErrorCode::RateLimited, message_id, Some(retry)));
+        reply(encode::error(
+            now,
+            ErrorCode::RateLimited,
+            message_id,
+            Some(retry),
+        ));
         return;
     }
     // Step 5.
@@ -359,11 +409,16 @@ fn handle_message(shard: &Rc<Shard>, handle: &Rc<SessionHandle>, binary: bool, p
         Err(ShapeError::InvalidField) => return refuse(ErrorCode::InvalidField),
     };
     // Step 9.
-    if request.takes_recovery_token() {
-        if let Err(retry) = take_token(shard, handle, true) {
-            reply(encode::error(now, ErrorCode::RateLimited, Some(message_id), Some(retry)));
-            return;
-        }
+    if request.takes_recovery_token()
+        && let Err(retry) = take_token(shard, handle, true)
+    {
+        reply(encode::error(
+            now,
+            ErrorCode::RateLimited,
+            Some(message_id),
+            Some(retry),
+        ));
+        return;
     }
     // Step 10.
     let request = match decode::validate(request) {
@@ -375,15 +430,35 @@ fn handle_message(shard: &Rc<Shard>, handle: &Rc<SessionHandle>, binary: bool, p
     execute(shard, handle, message_id, request, now);
 }
 
-fn execute(shard: &Rc<Shard>, handle: &Rc<SessionHandle>, message_id: &str, request: ValidRequest, now: u64) {
+fn execute(
+    shard: &Rc<Shard>,
+    handle: &Rc<SessionHandle>,
+    message_id: &str,
+    request: ValidRequest,
+    now: u64,
+) {
     match request {
-        ValidRequest::EncryptedUpdate { recipient_id, ciphertext } => {
+        ValidRequest::EncryptedUpdate {
+            recipient_id,
+            ciphertext,
+        } => {
             let slot = handle.out.borrow_mut().open_slot();
-            let reply = ReplyTo { shard: shard.index, session: handle.id, slot };
+            let reply = ReplyTo {
+                shard: shard.index,
+                session: handle.id,
+                slot,
+            };
             let owner = shard.owner_of(&recipient_id);
             let sender = Some(handle.routing_id);
             if owner == shard.index {
-                owner::store(shard, reply, message_id.to_owned(), recipient_id, ciphertext, sender);
+                owner::store(
+                    shard,
+                    reply,
+                    message_id.to_owned(),
+                    recipient_id,
+                    ciphertext,
+                    sender,
+                );
             } else {
                 let message = MeshMessage::Store {
                     reply,
@@ -393,12 +468,15 @@ fn execute(shard: &Rc<Shard>, handle: &Rc<SessionHandle>, message_id: &str, requ
                     sender: handle.routing_id,
                 };
                 if shard.mesh.try_send(owner, message).is_err() {
-                    let frame = encode::error(now, ErrorCode::Overloaded, Some(message_id), Some(1));
+                    let frame =
+                        encode::error(now, ErrorCode::Overloaded, Some(message_id), Some(1));
                     handle.out.borrow_mut().fill(slot, frame);
                 }
             }
         }
-        ValidRequest::Acknowledgment { blob_id, status } => owner::ack(shard, handle, &blob_id, status),
+        ValidRequest::Acknowledgment { blob_id, status } => {
+            owner::ack(shard, handle, &blob_id, status)
+        }
         other => {
             // Device sync, recovery proofs, purge and AccountRevoked arrive with the
             // complete client protocol; until then they are refused explicitly.

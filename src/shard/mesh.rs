@@ -29,15 +29,35 @@ pub enum MeshMessage {
     /// An accepted connection whose Handshake names a routing_id this shard owns.
     /// `fd` is a duplicate the receiver now owns; `remainder` holds bytes the
     /// accepting shard read past the Handshake (pipelined frames).
-    Session { fd: RawFd, remainder: Vec<u8>, handshake: Handshake, slot: super::accept::ConnectionSlot },
+    Session {
+        fd: RawFd,
+        remainder: Vec<u8>,
+        handshake: Box<Handshake>,
+        slot: super::accept::ConnectionSlot,
+    },
     /// Check and record a handshake nonce for a key this shard owns (§4.3 step 4).
-    NonceCheck { key: Id64, nonce: [u8; 32], now: u64, verdict: flume::Sender<NonceVerdict> },
+    NonceCheck {
+        key: Id64,
+        nonce: [u8; 32],
+        now: u64,
+        verdict: flume::Sender<NonceVerdict>,
+    },
     /// Store an EncryptedUpdate for a recipient this shard owns (§5.2).
-    Store { reply: ReplyTo, request_message_id: String, recipient: Id64, ciphertext: Vec<u8>, sender: Id64 },
+    Store {
+        reply: ReplyTo,
+        request_message_id: String,
+        recipient: Id64,
+        ciphertext: Vec<u8>,
+        sender: Id64,
+    },
     /// The reply frame for a request carried out by another shard.
     Reply { reply: ReplyTo, frame: Vec<u8> },
     /// A notification for a sender whose sessions this shard owns (§7.3).
-    Notify { sender: Id64, blob_id: BlobId, status: Notification },
+    Notify {
+        sender: Id64,
+        blob_id: BlobId,
+        status: Notification,
+    },
 }
 
 /// This shard's ends of the mesh.
@@ -64,8 +84,13 @@ impl Mesh {
     }
 
     /// Sends a request, or gives it back when the target's queue is full.
+    // The message comes back by value so the caller can answer for it; boxing every
+    // mesh message to shrink the error would cost an allocation per request.
+    #[allow(clippy::result_large_err)]
     pub fn try_send(&self, to: usize, message: MeshMessage) -> Result<(), MeshMessage> {
-        self.senders[to].try_send(message).map_err(|e| e.into_inner())
+        self.senders[to]
+            .try_send(message)
+            .map_err(|e| e.into_inner())
     }
 
     /// Sends a reply or notification without blocking and without losing it: when
@@ -76,7 +101,9 @@ impl Mesh {
             match self.senders[to].try_send(message) {
                 Ok(()) => return,
                 Err(flume::TrySendError::Disconnected(_)) => return,
-                Err(flume::TrySendError::Full(message)) => self.outboxes[to].borrow_mut().push_back(message),
+                Err(flume::TrySendError::Full(message)) => {
+                    self.outboxes[to].borrow_mut().push_back(message)
+                }
             }
         } else {
             self.outboxes[to].borrow_mut().push_back(message);

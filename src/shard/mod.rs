@@ -26,8 +26,8 @@ use std::time::Instant;
 use crate::config::Config;
 use crate::protocol::Id64;
 use crate::session::mailbox::Mailboxes;
-use crate::session::ratelimit::TokenBucket;
 use crate::session::nonce::NonceCache;
+use crate::session::ratelimit::TokenBucket;
 use crate::session::sender_map::SenderMap;
 use crate::storage::writer::Job;
 
@@ -56,7 +56,10 @@ impl Shared {
     }
 
     pub fn blob_count(&self) -> u64 {
-        self.blob_counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+        self.blob_counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
     }
 }
 
@@ -117,5 +120,8 @@ impl Shard {
 
 /// Unix time now (§1.2).
 pub fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

@@ -20,7 +20,10 @@ pub struct OutFrame {
 
 impl OutFrame {
     pub fn reply(bytes: Vec<u8>) -> OutFrame {
-        OutFrame { bytes: bytes.into(), blob: None }
+        OutFrame {
+            bytes: bytes.into(),
+            blob: None,
+        }
     }
 }
 
@@ -30,7 +33,11 @@ enum Slot {
     Pending,
     /// Frames to write; `done` is false while more may be appended (the backlog).
     /// `counted` frames count toward the bound of §4.9 (all but the backlog's).
-    Frames { frames: VecDeque<OutFrame>, done: bool, counted: bool },
+    Frames {
+        frames: VecDeque<OutFrame>,
+        done: bool,
+        counted: bool,
+    },
 }
 
 /// Connect-time delivery progress (§4.6).
@@ -38,7 +45,11 @@ enum Slot {
 pub enum Backlog {
     /// Entries still to read and write, in delivery order; `max_key` is the largest
     /// storage key seen so far, from which the catch-up snapshot continues.
-    Loading { todo: VecDeque<Entry>, max_key: Option<u64>, reading: bool },
+    Loading {
+        todo: VecDeque<Entry>,
+        max_key: Option<u64>,
+        reading: bool,
+    },
     /// Caught up: new blobs arrive as live pushes.
     Live,
 }
@@ -122,14 +133,20 @@ impl Outbound {
 
     /// Fills a pending slot. Unknown ids (already written) are ignored.
     pub fn fill(&mut self, slot: u64, frame: Vec<u8>) {
-        let Some(position) = slot.checked_sub(self.first_slot) else { return };
-        if let Some(entry) = self.slots.get_mut(position as usize) {
-            if matches!(entry, Slot::Pending) {
-                self.queued_messages += 1;
-                self.queued_bytes += frame.len();
-                *entry = Slot::Frames { frames: VecDeque::from([OutFrame::reply(frame)]), done: true, counted: true };
-                self.wake();
-            }
+        let Some(position) = slot.checked_sub(self.first_slot) else {
+            return;
+        };
+        if let Some(entry) = self.slots.get_mut(position as usize)
+            && matches!(entry, Slot::Pending)
+        {
+            self.queued_messages += 1;
+            self.queued_bytes += frame.len();
+            *entry = Slot::Frames {
+                frames: VecDeque::from([OutFrame::reply(frame)]),
+                done: true,
+                counted: true,
+            };
+            self.wake();
         }
     }
 
@@ -137,38 +154,50 @@ impl Outbound {
     pub fn open_backlog(&mut self, todo: VecDeque<Entry>, max_key: Option<u64>) {
         let id = self.next_slot;
         self.next_slot += 1;
-        self.slots.push_back(Slot::Frames { frames: VecDeque::new(), done: false, counted: false });
+        self.slots.push_back(Slot::Frames {
+            frames: VecDeque::new(),
+            done: false,
+            counted: false,
+        });
         self.backlog_slot = Some(id);
-        self.backlog = Backlog::Loading { todo, max_key, reading: false };
+        self.backlog = Backlog::Loading {
+            todo,
+            max_key,
+            reading: false,
+        };
     }
 
     /// Appends delivered blobs to the backlog slot. Backlog frames are paced by the
     /// socket (the next chunk is read only when these are written), so they never
     /// count toward the overflow bound (§4.6).
     pub fn append_backlog(&mut self, frames: impl IntoIterator<Item = OutFrame>) {
-        if let Some(id) = self.backlog_slot {
-            if let Some(Slot::Frames { frames: queue, .. }) = self.slots.get_mut((id - self.first_slot) as usize) {
-                queue.extend(frames);
-                self.wake();
-            }
+        if let Some((queue, _)) = self.backlog_slot_mut() {
+            queue.extend(frames);
+            self.wake();
+        }
+    }
+
+    /// The backlog slot's frames and `done` flag, while connect-time delivery runs.
+    fn backlog_slot_mut(&mut self) -> Option<(&mut VecDeque<OutFrame>, &mut bool)> {
+        let position = (self.backlog_slot? - self.first_slot) as usize;
+        match self.slots.get_mut(position) {
+            Some(Slot::Frames { frames, done, .. }) => Some((frames, done)),
+            _ => None,
         }
     }
 
     /// True when the backlog slot has nothing left to write: time for the next chunk.
-    pub fn backlog_drained(&self) -> bool {
-        match self.backlog_slot {
-            Some(id) => matches!(self.slots.get((id - self.first_slot) as usize), Some(Slot::Frames { frames, .. }) if frames.is_empty()),
-            None => false,
-        }
+    pub fn backlog_drained(&mut self) -> bool {
+        self.backlog_slot_mut()
+            .is_some_and(|(frames, _)| frames.is_empty())
     }
 
     /// Ends connect-time delivery: from now on blobs are pushed live.
     pub fn finish_backlog(&mut self) {
-        if let Some(id) = self.backlog_slot.take() {
-            if let Some(Slot::Frames { done, .. }) = self.slots.get_mut((id - self.first_slot) as usize) {
-                *done = true;
-            }
+        if let Some((_, done)) = self.backlog_slot_mut() {
+            *done = true;
         }
+        self.backlog_slot = None;
         self.backlog = Backlog::Live;
         self.wake();
     }
@@ -218,7 +247,11 @@ impl Outbound {
         loop {
             match self.slots.front_mut()? {
                 Slot::Pending => return None,
-                Slot::Frames { frames, done, counted } => {
+                Slot::Frames {
+                    frames,
+                    done,
+                    counted,
+                } => {
                     if let Some(frame) = frames.pop_front() {
                         let counted = *counted;
                         self.account_written(&frame, counted);

@@ -24,9 +24,20 @@ const BACKLOG_CHUNK_BLOBS: usize = 512;
 
 /// Work queued in the writer thread, by token.
 pub enum Pending {
-    Store { reply: ReplyTo, request_message_id: String, recipient: Id64, key: u64, id: BlobId, sender: Option<Id64>, ciphertext: Vec<u8> },
+    Store {
+        reply: ReplyTo,
+        request_message_id: String,
+        recipient: Id64,
+        key: u64,
+        id: BlobId,
+        sender: Option<Id64>,
+        ciphertext: Vec<u8>,
+    },
     Delete,
-    Backlog { session: u64, entries: Vec<Entry> },
+    Backlog {
+        session: u64,
+        entries: Vec<Entry>,
+    },
 }
 
 fn next_token(shard: &Shard) -> u64 {
@@ -48,11 +59,27 @@ fn submit_unrefusable(shard: &Shard, job: Job) {
 }
 
 /// Stores a blob for a recipient this shard owns (§5.2 steps 1-3).
-pub fn store(shard: &Rc<Shard>, reply: ReplyTo, request_message_id: String, recipient: Id64, ciphertext: Vec<u8>, sender: Option<Id64>) {
+pub fn store(
+    shard: &Rc<Shard>,
+    reply: ReplyTo,
+    request_message_id: String,
+    recipient: Id64,
+    ciphertext: Vec<u8>,
+    sender: Option<Id64>,
+) {
     let now = unix_now();
     let config = &shard.config;
-    let quota = Quota { max_blobs: config.max_blobs_per_user, max_bytes: config.max_storage_per_user };
-    let fits = shard.state.borrow().mailboxes.fits_quota(&recipient, ciphertext.len(), quota, now, config.blob_ttl_secs);
+    let quota = Quota {
+        max_blobs: config.max_blobs_per_user,
+        max_bytes: config.max_storage_per_user,
+    };
+    let fits = shard.state.borrow().mailboxes.fits_quota(
+        &recipient,
+        ciphertext.len(),
+        quota,
+        now,
+        config.blob_ttl_secs,
+    );
     if !fits {
         send_reply(shard, reply, encode::failed_ack(now, &request_message_id));
         return;
@@ -63,18 +90,48 @@ pub fn store(shard: &Rc<Shard>, reply: ReplyTo, request_message_id: String, reci
         let mut state = shard.state.borrow_mut();
         state.next_key += 1;
         let key = state.next_key;
-        let seq = state.mailboxes.reserve(recipient, key, id, now, 0, ciphertext.len() as u32);
+        let seq = state
+            .mailboxes
+            .reserve(recipient, key, id, now, 0, ciphertext.len() as u32);
         (key, seq)
     };
-    let record = BlobRecord { key, id, recipient, data: ciphertext.clone(), created_at_secs: now, hop_count: 0, seq };
-    match shard.writer.try_send(Job::Commit { token, ops: vec![WriteOp::InsertBlob(record)] }) {
+    let record = BlobRecord {
+        key,
+        id,
+        recipient,
+        data: ciphertext.clone(),
+        created_at_secs: now,
+        hop_count: 0,
+        seq,
+    };
+    match shard.writer.try_send(Job::Commit {
+        token,
+        ops: vec![WriteOp::InsertBlob(record)],
+    }) {
         Ok(()) => {
-            let pending = Pending::Store { reply, request_message_id, recipient, key, id, sender, ciphertext };
+            let pending = Pending::Store {
+                reply,
+                request_message_id,
+                recipient,
+                key,
+                id,
+                sender,
+                ciphertext,
+            };
             shard.state.borrow_mut().pending.insert(token, pending);
         }
         Err(_) => {
-            shard.state.borrow_mut().mailboxes.remove_key(&recipient, key);
-            let frame = encode::error(now, ErrorCode::Overloaded, Some(&request_message_id), Some(1));
+            shard
+                .state
+                .borrow_mut()
+                .mailboxes
+                .remove_key(&recipient, key);
+            let frame = encode::error(
+                now,
+                ErrorCode::Overloaded,
+                Some(&request_message_id),
+                Some(1),
+            );
             send_reply(shard, reply, frame);
         }
     }
@@ -86,34 +143,79 @@ pub fn on_completion(shard: &Rc<Shard>, completion: Completion) {
         Completion::Committed { token, result } => (token, result.map(|()| None)),
         Completion::Read { token, result } => (token, result.map(Some)),
     };
-    let Some(pending) = shard.state.borrow_mut().pending.remove(&token) else { return };
+    let Some(pending) = shard.state.borrow_mut().pending.remove(&token) else {
+        return;
+    };
     let now = unix_now();
     match (pending, result) {
-        (Pending::Store { reply, request_message_id, recipient, key, id, sender, ciphertext }, Ok(_)) => {
+        (
+            Pending::Store {
+                reply,
+                request_message_id,
+                recipient,
+                key,
+                id,
+                sender,
+                ciphertext,
+            },
+            Ok(_),
+        ) => {
             let still_there = shard.state.borrow_mut().mailboxes.commit(&recipient, key);
             let blob_id = id.to_string();
-            send_reply(shard, reply, encode::stored_ack(now, &request_message_id, Some(&blob_id)));
+            send_reply(
+                shard,
+                reply,
+                encode::stored_ack(now, &request_message_id, Some(&blob_id)),
+            );
             if still_there {
                 if let Some(sender) = sender {
                     shard.state.borrow_mut().sender_map.insert(id, sender);
                 }
-                let frame = OutFrame { bytes: encode::encrypted_update(now, &blob_id, &recipient, &ciphertext).into(), blob: Some(id) };
+                let frame = OutFrame {
+                    bytes: encode::encrypted_update(now, &blob_id, &recipient, &ciphertext).into(),
+                    blob: Some(id),
+                };
                 push_live(shard, &recipient, frame);
             }
         }
-        (Pending::Store { reply, request_message_id, recipient, key, .. }, Err(error)) => {
+        (
+            Pending::Store {
+                reply,
+                request_message_id,
+                recipient,
+                key,
+                ..
+            },
+            Err(error),
+        ) => {
             tracing::warn!(shard = shard.index, %error, "blob store failed");
-            shard.state.borrow_mut().mailboxes.remove_key(&recipient, key);
-            let frame = encode::error(now, ErrorCode::StorageUnavailable, Some(&request_message_id), Some(1));
+            shard
+                .state
+                .borrow_mut()
+                .mailboxes
+                .remove_key(&recipient, key);
+            let frame = encode::error(
+                now,
+                ErrorCode::StorageUnavailable,
+                Some(&request_message_id),
+                Some(1),
+            );
             send_reply(shard, reply, frame);
         }
-        (Pending::Delete, Err(error)) => tracing::warn!(shard = shard.index, %error, "blob delete failed"),
+        (Pending::Delete, Err(error)) => {
+            tracing::warn!(shard = shard.index, %error, "blob delete failed")
+        }
         (Pending::Delete, Ok(_)) => {}
-        (Pending::Backlog { session, entries }, Ok(Some(data))) => backlog_loaded(shard, session, entries, data, now),
+        (Pending::Backlog { session, entries }, Ok(Some(data))) => {
+            backlog_loaded(shard, session, entries, data, now)
+        }
         (Pending::Backlog { session, .. }, _) => {
             tracing::warn!(shard = shard.index, "backlog read failed");
             if let Some(handle) = shard.state.borrow().sessions.get(&session) {
-                handle.out.borrow_mut().request_close(CloseReason::InternalError);
+                handle
+                    .out
+                    .borrow_mut()
+                    .request_close(CloseReason::InternalError);
             }
         }
     }
@@ -123,7 +225,9 @@ pub fn on_completion(shard: &Rc<Shard>, completion: Completion) {
 /// Pushes a committed blob to every live session of its recipient (§4.7).
 fn push_live(shard: &Rc<Shard>, recipient: &Id64, frame: OutFrame) {
     let state = shard.state.borrow();
-    let Some(ids) = state.sessions_by_routing.get(recipient) else { return };
+    let Some(ids) = state.sessions_by_routing.get(recipient) else {
+        return;
+    };
     for id in ids {
         if let Some(handle) = state.sessions.get(id) {
             let mut out = handle.out.borrow_mut();
@@ -139,7 +243,9 @@ pub fn send_reply(shard: &Rc<Shard>, reply: ReplyTo, frame: Vec<u8>) {
     if reply.shard == shard.index {
         deliver_reply(shard, reply, frame);
     } else {
-        shard.mesh.post(reply.shard, MeshMessage::Reply { reply, frame });
+        shard
+            .mesh
+            .post(reply.shard, MeshMessage::Reply { reply, frame });
     }
 }
 
@@ -156,14 +262,23 @@ pub fn notify(shard: &Rc<Shard>, sender: Id64, blob_id: BlobId, status: Notifica
     if owner == shard.index {
         notify_local(shard, &sender, &blob_id, status);
     } else {
-        shard.mesh.post(owner, MeshMessage::Notify { sender, blob_id, status });
+        shard.mesh.post(
+            owner,
+            MeshMessage::Notify {
+                sender,
+                blob_id,
+                status,
+            },
+        );
     }
 }
 
 /// Queues a notification on every session of `sender` on this shard.
 pub fn notify_local(shard: &Shard, sender: &Id64, blob_id: &BlobId, status: Notification) {
     let state = shard.state.borrow();
-    let Some(ids) = state.sessions_by_routing.get(sender) else { return };
+    let Some(ids) = state.sessions_by_routing.get(sender) else {
+        return;
+    };
     let frame = encode::notification(unix_now(), &blob_id.to_string(), status);
     for id in ids {
         if let Some(handle) = state.sessions.get(id) {
@@ -185,12 +300,21 @@ pub fn blob_written(shard: &Rc<Shard>, session: &SessionHandle, blob: &BlobId) {
 
 /// An Acknowledgment from a session this shard owns (§5.4): any status deletes.
 pub fn ack(shard: &Rc<Shard>, session: &SessionHandle, blob_id: &str, status: AckStatus) {
-    let Ok(id) = uuid::Uuid::parse_str(blob_id) else { return };
+    let Ok(id) = uuid::Uuid::parse_str(blob_id) else {
+        return;
+    };
     let now = unix_now();
-    let removed = shard.state.borrow_mut().mailboxes.remove_id(&session.routing_id, &id, now, shard.config.blob_ttl_secs);
+    let removed = shard.state.borrow_mut().mailboxes.remove_id(
+        &session.routing_id,
+        &id,
+        now,
+        shard.config.blob_ttl_secs,
+    );
     let Some(entry) = removed else { return };
     let sender = shard.state.borrow_mut().sender_map.remove(&id);
-    if let (Some(sender), AckStatus::ReceivedByRecipient, false) = (sender, status, session.suppress_presence) {
+    if let (Some(sender), AckStatus::ReceivedByRecipient, false) =
+        (sender, status, session.suppress_presence)
+    {
         notify(shard, sender, id, Notification::ReceivedByRecipient);
     }
     delete_keys(shard, vec![entry.key]);
@@ -203,15 +327,26 @@ pub fn delete_keys(shard: &Shard, keys: Vec<u64>) {
         return;
     }
     let token = next_token(shard);
-    shard.state.borrow_mut().pending.insert(token, Pending::Delete);
-    let ops = keys.into_iter().map(|key| WriteOp::DeleteBlob { key }).collect();
+    shard
+        .state
+        .borrow_mut()
+        .pending
+        .insert(token, Pending::Delete);
+    let ops = keys
+        .into_iter()
+        .map(|key| WriteOp::DeleteBlob { key })
+        .collect();
     submit_unrefusable(shard, Job::Commit { token, ops });
 }
 
 /// Deletes expired blobs (§10.6) and their sender-map entries.
 pub fn expire(shard: &Shard) {
     let now = unix_now();
-    let expired = shard.state.borrow_mut().mailboxes.take_expired(now, shard.config.blob_ttl_secs);
+    let expired = shard
+        .state
+        .borrow_mut()
+        .mailboxes
+        .take_expired(now, shard.config.blob_ttl_secs);
     if expired.is_empty() {
         return;
     }
@@ -221,7 +356,11 @@ pub fn expire(shard: &Shard) {
             state.sender_map.remove(&entry.id);
         }
     }
-    tracing::debug!(shard = shard.index, count = expired.len(), "expired blobs deleted");
+    tracing::debug!(
+        shard = shard.index,
+        count = expired.len(),
+        "expired blobs deleted"
+    );
     delete_keys(shard, expired.into_iter().map(|(_, e)| e.key).collect());
     shard.publish_blob_count();
 }
@@ -230,9 +369,17 @@ pub fn expire(shard: &Shard) {
 /// registered for live push before this runs.
 pub fn start_backlog(shard: &Shard, handle: &SessionHandle) {
     let now = unix_now();
-    let entries = shard.state.borrow().mailboxes.snapshot(&handle.routing_id, None, now, shard.config.blob_ttl_secs);
+    let entries = shard.state.borrow().mailboxes.snapshot(
+        &handle.routing_id,
+        None,
+        now,
+        shard.config.blob_ttl_secs,
+    );
     let max_key = entries.iter().map(|e| e.key).max();
-    handle.out.borrow_mut().open_backlog(VecDeque::from(entries), max_key);
+    handle
+        .out
+        .borrow_mut()
+        .open_backlog(VecDeque::from(entries), max_key);
 }
 
 /// Reads the next backlog chunk once the previous one is written; switches the
@@ -245,12 +392,24 @@ pub fn pump_backlog(shard: &Rc<Shard>, handle: &SessionHandle) {
         if !out.backlog_drained() {
             return;
         }
-        let Backlog::Loading { todo, max_key, reading } = &mut out.backlog else { return };
+        let Backlog::Loading {
+            todo,
+            max_key,
+            reading,
+        } = &mut out.backlog
+        else {
+            return;
+        };
         if *reading {
             return;
         }
         if todo.is_empty() {
-            let newer = shard.state.borrow().mailboxes.snapshot(&handle.routing_id, *max_key, now, ttl);
+            let newer =
+                shard
+                    .state
+                    .borrow()
+                    .mailboxes
+                    .snapshot(&handle.routing_id, *max_key, now, ttl);
             if newer.is_empty() {
                 out.finish_backlog();
                 return;
@@ -264,12 +423,26 @@ pub fn pump_backlog(shard: &Rc<Shard>, handle: &SessionHandle) {
     };
     let token = next_token(shard);
     let keys = chunk.iter().map(|e| e.key).collect();
-    shard.state.borrow_mut().pending.insert(token, Pending::Backlog { session: handle.id, entries: chunk });
+    shard.state.borrow_mut().pending.insert(
+        token,
+        Pending::Backlog {
+            session: handle.id,
+            entries: chunk,
+        },
+    );
     submit_unrefusable(shard, Job::Read { token, keys });
 }
 
-fn backlog_loaded(shard: &Rc<Shard>, session: u64, entries: Vec<Entry>, data: Vec<Option<Vec<u8>>>, now: u64) {
-    let Some(handle) = shard.state.borrow().sessions.get(&session).cloned() else { return };
+fn backlog_loaded(
+    shard: &Rc<Shard>,
+    session: u64,
+    entries: Vec<Entry>,
+    data: Vec<Option<Vec<u8>>>,
+    now: u64,
+) {
+    let Some(handle) = shard.state.borrow().sessions.get(&session).cloned() else {
+        return;
+    };
     let ttl = shard.config.blob_ttl_secs;
     let frames: Vec<OutFrame> = {
         let state = shard.state.borrow();
@@ -279,11 +452,18 @@ fn backlog_loaded(shard: &Rc<Shard>, session: u64, entries: Vec<Entry>, data: Ve
             .filter_map(|(entry, data)| {
                 let data = data?;
                 // An item deleted or expired after the snapshot is skipped (§4.6).
-                if !state.mailboxes.is_deliverable(&handle.routing_id, entry.key, now, ttl) {
+                if !state
+                    .mailboxes
+                    .is_deliverable(&handle.routing_id, entry.key, now, ttl)
+                {
                     return None;
                 }
-                let bytes = encode::encrypted_update(now, &entry.id.to_string(), &handle.routing_id, &data);
-                Some(OutFrame { bytes: bytes.into(), blob: Some(entry.id) })
+                let bytes =
+                    encode::encrypted_update(now, &entry.id.to_string(), &handle.routing_id, &data);
+                Some(OutFrame {
+                    bytes: bytes.into(),
+                    blob: Some(entry.id),
+                })
             })
             .collect()
     };

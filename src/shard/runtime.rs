@@ -49,7 +49,11 @@ impl Running {
 /// which reflects taskset and cgroup cpusets, unlike the online CPU list.
 pub fn allowed_cpus() -> Vec<usize> {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let list = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap_or("").trim();
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap_or("")
+        .trim();
     let mut cpus = Vec::new();
     for part in list.split(',').filter(|p| !p.is_empty()) {
         let mut bounds = part.splitn(2, '-').map(|n| n.trim().parse::<usize>());
@@ -69,12 +73,22 @@ pub fn allowed_cpus() -> Vec<usize> {
 pub fn start(config: Arc<Config>, inits: Vec<ShardInit>) -> Result<Running, String> {
     let shards = inits.len();
     let shared = Arc::new(Shared::new(shards));
-    let (senders, receivers): (Vec<_>, Vec<_>) = (0..shards).map(|_| flume::bounded(limits::MESH_QUEUE_DEPTH)).unzip();
-    let cpus = if config.cpu_pin { allowed_cpus() } else { Vec::new() };
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..shards)
+        .map(|_| flume::bounded(limits::MESH_QUEUE_DEPTH))
+        .unzip();
+    let cpus = if config.cpu_pin {
+        allowed_cpus()
+    } else {
+        Vec::new()
+    };
     let mut address = config.listen_addr;
     let mut handles = Vec::with_capacity(shards);
     for (index, (init, inbox)) in inits.into_iter().zip(receivers).enumerate() {
-        let pinned = if config.cpu_pin { cpus.get(index % cpus.len().max(1)).copied() } else { None };
+        let pinned = if config.cpu_pin {
+            cpus.get(index % cpus.len().max(1)).copied()
+        } else {
+            None
+        };
         let (bound_tx, bound_rx) = flume::bounded::<Result<SocketAddr, String>>(1);
         // The init moves into whichever spawn attempt runs, so a failed pinned
         // attempt leaves it here for the unpinned one.
@@ -115,7 +129,11 @@ pub fn start(config: Arc<Config>, inits: Vec<ShardInit>) -> Result<Running, Stri
             Err(_) => return Err(format!("shard {index} stopped while starting")),
         }
     }
-    Ok(Running { local_addr: address, shared, handles })
+    Ok(Running {
+        local_addr: address,
+        shared,
+        handles,
+    })
 }
 
 struct ShardContext {
@@ -129,20 +147,33 @@ struct ShardContext {
 }
 
 async fn run_shard(context: ShardContext, init: ShardInit) {
-    let ShardContext { index, config, shared, senders, inbox, address, bound } = context;
+    let ShardContext {
+        index,
+        config,
+        shared,
+        senders,
+        inbox,
+        address,
+        bound,
+    } = context;
     let listener = match TcpListener::bind(address) {
         Ok(listener) => listener,
         Err(error) => {
-            let _ = bound.send(Err(format!("cannot bind RELAY_LISTEN_ADDR={address}: {error}")));
+            let _ = bound.send(Err(format!(
+                "cannot bind RELAY_LISTEN_ADDR={address}: {error}"
+            )));
             return;
         }
     };
     let (jobs_tx, jobs_rx) = flume::bounded::<Job>(limits::WRITER_QUEUE_DEPTH);
     let (done_tx, done_rx) = flume::unbounded::<Completion>();
-    let writer = match writer::spawn_writer(format!("store-{index}"), init.store, jobs_rx, done_tx) {
+    let writer = match writer::spawn_writer(format!("store-{index}"), init.store, jobs_rx, done_tx)
+    {
         Ok(handle) => handle,
         Err(error) => {
-            let _ = bound.send(Err(format!("cannot start the storage thread of shard {index}: {error}")));
+            let _ = bound.send(Err(format!(
+                "cannot start the storage thread of shard {index}: {error}"
+            )));
             return;
         }
     };
@@ -205,16 +236,41 @@ async fn inbox_loop(shard: Rc<Shard>, inbox: flume::Receiver<MeshMessage>) {
 
 fn handle_mesh(shard: &Rc<Shard>, message: MeshMessage) {
     match message {
-        MeshMessage::Session { fd, remainder, handshake, slot } => accept::adopt(shard, fd, remainder, handshake, slot),
-        MeshMessage::NonceCheck { key, nonce, now, verdict } => {
+        MeshMessage::Session {
+            fd,
+            remainder,
+            handshake,
+            slot,
+        } => accept::adopt(shard, fd, remainder, handshake, slot),
+        MeshMessage::NonceCheck {
+            key,
+            nonce,
+            now,
+            verdict,
+        } => {
             let result = shard.state.borrow_mut().nonces.check(key, nonce, now);
             let _ = verdict.try_send(result);
         }
-        MeshMessage::Store { reply, request_message_id, recipient, ciphertext, sender } => {
-            owner::store(shard, reply, request_message_id, recipient, ciphertext, Some(sender))
-        }
+        MeshMessage::Store {
+            reply,
+            request_message_id,
+            recipient,
+            ciphertext,
+            sender,
+        } => owner::store(
+            shard,
+            reply,
+            request_message_id,
+            recipient,
+            ciphertext,
+            Some(sender),
+        ),
         MeshMessage::Reply { reply, frame } => owner::deliver_reply(shard, reply, frame),
-        MeshMessage::Notify { sender, blob_id, status } => owner::notify_local(shard, &sender, &blob_id, status),
+        MeshMessage::Notify {
+            sender,
+            blob_id,
+            status,
+        } => owner::notify_local(shard, &sender, &blob_id, status),
     }
 }
 

@@ -27,7 +27,10 @@ pub struct TempDir(pub PathBuf);
 impl TempDir {
     pub fn new(label: &str) -> TempDir {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
         let path = std::env::temp_dir().join(format!(
             "vauchi-{label}-{}-{}-{nanos}",
             std::process::id(),
@@ -124,15 +127,24 @@ pub fn envelope(message_id: &str, payload: Value) -> String {
 }
 
 pub fn handshake_json(client_id: &str) -> String {
-    envelope("hs", serde_json::json!({"type": "Handshake", "client_id": client_id}))
+    envelope(
+        "hs",
+        serde_json::json!({"type": "Handshake", "client_id": client_id}),
+    )
 }
 
 pub fn update_json(message_id: &str, recipient: &str, ciphertext: &[u8]) -> String {
-    envelope(message_id, serde_json::json!({"type": "EncryptedUpdate", "recipient_id": recipient, "ciphertext": ciphertext}))
+    envelope(
+        message_id,
+        serde_json::json!({"type": "EncryptedUpdate", "recipient_id": recipient, "ciphertext": ciphertext}),
+    )
 }
 
 pub fn ack_json(blob_id: &str, status: &str) -> String {
-    envelope("ack", serde_json::json!({"type": "Acknowledgment", "message_id": blob_id, "status": status}))
+    envelope(
+        "ack",
+        serde_json::json!({"type": "Acknowledgment", "message_id": blob_id, "status": status}),
+    )
 }
 
 /// What a read produced.
@@ -199,11 +211,17 @@ impl Client {
                 }
                 Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => continue,
                 Ok(other) => panic!("unexpected message {other:?}"),
-                Err(tungstenite::Error::ConnectionClosed) | Err(tungstenite::Error::AlreadyClosed) => return Received::Eof,
-                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+                Err(tungstenite::Error::ConnectionClosed)
+                | Err(tungstenite::Error::AlreadyClosed) => return Received::Eof,
+                Err(tungstenite::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
                     panic!("relay sent nothing for {STUCK:?}")
                 }
-                Err(tungstenite::Error::Io(_)) | Err(tungstenite::Error::Protocol(_)) => return Received::Eof,
+                Err(tungstenite::Error::Io(_)) | Err(tungstenite::Error::Protocol(_)) => {
+                    return Received::Eof;
+                }
                 Err(e) => panic!("read failed: {e}"),
             }
         }
@@ -228,7 +246,10 @@ impl Client {
     }
 
     pub fn close(&mut self) {
-        let _ = self.ws.close(Some(tungstenite::protocol::CloseFrame { code: CloseCode::Normal, reason: "".into() }));
+        let _ = self.ws.close(Some(tungstenite::protocol::CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        }));
         let _ = self.ws.flush();
     }
 }
