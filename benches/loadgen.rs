@@ -318,10 +318,20 @@ fn main() {
         cli.scenario, target.address, target.path, cli.options.threads
     );
     let mut results = Results {
-        scenario: cli.scenario.clone(),
+        // Open-loop store runs get their own label in the table.
+        scenario: match (cli.scenario.as_str(), cli.options.rate) {
+            ("store", Some(_)) => "store-open".to_string(),
+            (scenario, _) => scenario.to_string(),
+        },
         backend,
         rows: Vec::new(),
     };
+    let own_pid = std::process::id();
+    let cpu_before = (
+        relay::cpu_time(own_pid),
+        relay_pid.and_then(relay::cpu_time),
+        Instant::now(),
+    );
     let outcome = match cli.scenario.as_str() {
         "store" => run_store(&cli, &target, &mut results),
         "live" => run_live(&cli, &target, &mut results),
@@ -330,14 +340,33 @@ fn main() {
         "churn" => run_churn(&cli, &target, &mut results),
         other => Err(format!("unknown scenario {other:?}\n{USAGE}")),
     };
-    results.print();
-    if let Some(mut relay) = relay {
-        if !relay.is_running() {
-            eprintln!(
-                "loadgen: the relay exited during the run; its log:\n{}",
-                relay.log_tail()
-            );
+    // CPU use over the whole scenario (set-up included), in percent of one core:
+    // shows whether the generator or the relay was the limit.
+    let wall = cpu_before.2.elapsed().as_secs_f64().max(1e-9);
+    let percent = |before: Option<Duration>, after: Option<Duration>| match (before, after) {
+        (Some(before), Some(after)) => {
+            format!("{:.0}", (after - before).as_secs_f64() / wall * 100.0)
         }
+        _ => "n/a".to_string(),
+    };
+    results.add(
+        "loadgen_cpu_pct",
+        percent(cpu_before.0, relay::cpu_time(own_pid)),
+    );
+    if relay_pid.is_some() {
+        results.add(
+            "relay_cpu_pct",
+            percent(cpu_before.1, relay_pid.and_then(relay::cpu_time)),
+        );
+    }
+    results.print();
+    if let Some(mut relay) = relay
+        && !relay.is_running()
+    {
+        eprintln!(
+            "loadgen: the relay exited during the run; its log:\n{}",
+            relay.log_tail()
+        );
     }
     if let Err(message) = outcome {
         eprintln!("loadgen: {message}");
@@ -416,9 +445,7 @@ fn run_live(cli: &Cli, target: &Arc<Target>, results: &mut Results) -> Result<()
                 Arc::clone(&control),
                 slots[index],
                 rate / threads,
-                options.warmup,
-                options.duration,
-                options.size_bytes,
+                options,
                 index,
                 pool,
             )

@@ -239,15 +239,13 @@ impl Driver for Churn {
     }
 
     fn opened(&mut self, pool: &mut Pool, slot: usize, now: Instant) {
-        if let Some(timing) = self.timing {
-            if timing.contains(now) {
-                self.tally.completed += 1;
-                Tally::record(
-                    &mut self.tally.latency,
-                    pool.conn(slot).connect_started,
-                    now,
-                );
-            }
+        if self.timing.is_some_and(|timing| timing.contains(now)) {
+            self.tally.completed += 1;
+            Tally::record(
+                &mut self.tally.latency,
+                pool.conn(slot).connect_started,
+                now,
+            );
         }
         pool.close(slot, true);
         self.reconnect(pool, slot, now);

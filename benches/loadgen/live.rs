@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::common::{Control, Ramp, Stream, Tally, Window, count_other, instant_of, stamp_of};
+use crate::common::{
+    Control, Options, Ramp, Stream, Tally, Window, count_other, instant_of, stamp_of,
+};
 use crate::pool::{Driver, Phase, Pool};
 use crate::wire::{self, Reply, UpdateTemplate};
 
@@ -33,13 +35,13 @@ pub struct Live {
 }
 
 impl Live {
+    /// `rate_per_thread` msgs/s over this thread's `pairs`; warm-up, duration
+    /// and ciphertext size come from `options`.
     pub fn new(
         control: Arc<Control>,
         pairs: usize,
         rate_per_thread: f64,
-        warmup: Duration,
-        duration: Duration,
-        size_bytes: usize,
+        options: &Options,
         thread_index: usize,
         pool: &mut Pool,
     ) -> Self {
@@ -53,7 +55,7 @@ impl Live {
                 Stream::new(UpdateTemplate::new(
                     &tag,
                     recipient,
-                    size_bytes.max(8),
+                    options.size_bytes.max(8),
                     true,
                     pool.rng(),
                     unix_secs,
@@ -67,8 +69,8 @@ impl Live {
             recipient_ids,
             streams,
             interval: Duration::from_secs_f64(1.0 / rate_per_thread.max(0.001)),
-            warmup,
-            duration,
+            warmup: options.warmup,
+            duration: options.duration,
             timing: None,
             next_send: Instant::now(),
             next_pair: 0,
@@ -187,20 +189,20 @@ impl Driver for Live {
         }
         let pair = slot - self.pairs;
         if reply.kind == b"Acknowledgment" && reply.status == b"Stored" {
-            if let Some(intended) = self.streams[pair].complete(reply.request_id) {
-                if self.timing.is_some_and(|timing| timing.contains(intended)) {
-                    Tally::record(&mut self.tally.secondary, intended, now);
-                }
+            if let Some(intended) = self.streams[pair].complete(reply.request_id)
+                && self.timing.is_some_and(|timing| timing.contains(intended))
+            {
+                Tally::record(&mut self.tally.secondary, intended, now);
             }
             return;
         }
         count_other(&mut self.tally, reply);
         if reply.kind == b"Error" || reply.status == b"Failed" {
             // A refused request will never be delivered.
-            if let Some(intended) = self.streams[pair].complete(reply.request_id) {
-                if self.timing.is_some_and(|timing| timing.contains(intended)) {
-                    self.measured_outstanding = self.measured_outstanding.saturating_sub(1);
-                }
+            if let Some(intended) = self.streams[pair].complete(reply.request_id)
+                && self.timing.is_some_and(|timing| timing.contains(intended))
+            {
+                self.measured_outstanding = self.measured_outstanding.saturating_sub(1);
             }
         }
     }

@@ -76,10 +76,10 @@ impl Relay {
             let mut found = Some(found);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(address) = listening_address(&line) {
-                    if let Some(found) = found.take() {
-                        let _ = found.send(address);
-                    }
+                if let Some(address) = listening_address(&line)
+                    && let Some(found) = found.take()
+                {
+                    let _ = found.send(address);
                 }
                 let mut tail = tail.lock().expect("log tail lock");
                 if tail.len() == LOG_TAIL_LINES {
@@ -152,6 +152,19 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// CPU time (user + system) of `pid`, from /proc/<pid>/stat.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 12th and 13th of them, in clock ticks.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let ticks: u64 = fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(Duration::from_nanos(ticks * 1_000_000_000 / per_second))
+}
+
 pub fn self_test() {
     assert_eq!(
         listening_address("2026-01-01T00:00:00Z  INFO vauchi_relay: listening on 127.0.0.1:41234"),
@@ -162,4 +175,5 @@ pub fn self_test() {
         Some("[::1]:80".parse().expect("literal"))
     );
     assert!(rss_kib(std::process::id()).is_some_and(|kib| kib > 0));
+    assert!(cpu_time(std::process::id()).is_some());
 }

@@ -91,10 +91,8 @@ impl Store {
     }
 
     fn send(&mut self, pool: &mut Pool, slot: usize, intended: Instant) {
-        if let Some(total) = self.total {
-            if self.tally.sent >= total {
-                return;
-            }
+        if self.total.is_some_and(|total| self.tally.sent >= total) {
+            return;
         }
         self.streams[slot].next(&mut self.message, intended, 0);
         pool.send(slot, &self.message);
@@ -198,11 +196,11 @@ impl Driver for Store {
         self.was_open[slot] = true;
         self.control.opened.fetch_add(1, Ordering::Relaxed);
         // A connection that opens after the start joins the closed loop at once.
-        if let (Some(timing), None) = (self.timing, self.interval) {
-            if now < timing.end {
-                for _ in 0..self.window {
-                    self.send(pool, slot, now);
-                }
+        if let (Some(timing), None) = (self.timing, self.interval)
+            && now < timing.end
+        {
+            for _ in 0..self.window {
+                self.send(pool, slot, now);
             }
         }
     }
