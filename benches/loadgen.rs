@@ -56,6 +56,7 @@ options:
   --relay-pid PID              relay process to read VmRSS from (idle, with --url)
   --connections N  --window W (32)  --duration SECS (10)  --warmup SECS (2)
   --rate MSGS_PER_SEC  --size BYTES (200)  --backlog N (10000)  --threads T (1)
+  --quantum-us US   open loop: batch sends due within US microseconds (0)
 ";
 
 struct Cli {
@@ -84,6 +85,7 @@ fn parse_cli() -> Result<Cli, String> {
             duration: Duration::from_secs(10),
             warmup: Duration::from_secs(2),
             rate: None,
+            send_quantum: Duration::ZERO,
             size_bytes: 200,
             backlog: 10_000,
             threads: 1,
@@ -115,6 +117,7 @@ fn parse_cli() -> Result<Cli, String> {
             "--duration" => options.duration = Duration::from_secs_f64(number(&value)?),
             "--warmup" => options.warmup = Duration::from_secs_f64(number(&value)?),
             "--rate" => options.rate = Some(number(&value)?),
+            "--quantum-us" => options.send_quantum = Duration::from_secs_f64(number(&value)? / 1e6),
             "--size" => options.size_bytes = number(&value)? as usize,
             "--backlog" => options.backlog = number(&value)? as u64,
             "--threads" => options.threads = (number(&value)? as usize).max(1),
@@ -397,6 +400,7 @@ fn run_store(cli: &Cli, target: &Arc<Target>, results: &mut Results) -> Result<(
                 connections: slots[index],
                 window: options.window,
                 rate_per_thread: options.rate.map(|rate| rate / threads),
+                send_quantum: options.send_quantum,
                 warmup: options.warmup,
                 duration: options.duration,
                 size_bytes: options.size_bytes,
@@ -487,6 +491,7 @@ fn run_drain(cli: &Cli, target: &Arc<Target>, results: &mut Results) -> Result<(
                 connections: 1,
                 window: options.window.max(1),
                 rate_per_thread: None,
+                send_quantum: options.send_quantum,
                 warmup: Duration::ZERO,
                 duration: Duration::ZERO,
                 size_bytes: options.size_bytes,

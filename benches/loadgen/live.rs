@@ -21,6 +21,7 @@ pub struct Live {
     recipient_ids: Vec<String>,
     streams: Vec<Stream>,
     interval: Duration,
+    send_quantum: Duration,
     warmup: Duration,
     duration: Duration,
     timing: Option<Window>,
@@ -69,6 +70,7 @@ impl Live {
             recipient_ids,
             streams,
             interval: Duration::from_secs_f64(1.0 / rate_per_thread.max(0.001)),
+            send_quantum: options.send_quantum,
             warmup: options.warmup,
             duration: options.duration,
             timing: None,
@@ -145,7 +147,7 @@ impl Driver for Live {
             }
             return Some(timing.grace_end);
         }
-        Some(self.next_send.min(timing.end))
+        Some(self.next_send.max(now + self.send_quantum).min(timing.end))
     }
 
     fn opened(&mut self, _pool: &mut Pool, slot: usize, _now: Instant) {

@@ -19,6 +19,7 @@ pub struct Store {
     window: usize,
     /// Open loop: time between two sends of this thread.
     interval: Option<Duration>,
+    send_quantum: Duration,
     warmup: Duration,
     duration: Duration,
     /// Fill mode: store exactly this many blobs, then stop.
@@ -38,6 +39,7 @@ pub struct StoreSetup {
     pub connections: usize,
     pub window: usize,
     pub rate_per_thread: Option<f64>,
+    pub send_quantum: Duration,
     pub warmup: Duration,
     pub duration: Duration,
     pub size_bytes: usize,
@@ -75,6 +77,7 @@ impl Store {
             interval: setup
                 .rate_per_thread
                 .map(|rate| Duration::from_secs_f64(1.0 / rate.max(0.001))),
+            send_quantum: setup.send_quantum,
             warmup: setup.warmup,
             duration: setup.duration,
             total: setup.total,
@@ -185,7 +188,7 @@ impl Driver for Store {
             return Some(timing.grace_end);
         }
         Some(if self.interval.is_some() {
-            self.next_send.min(timing.end)
+            self.next_send.max(now + self.send_quantum).min(timing.end)
         } else {
             timing.end
         })
