@@ -85,9 +85,17 @@ fn open_stores(config: &Config, shards: usize) -> Result<Vec<ShardInit>, String>
         let index_metas = store
             .load_blob_index()
             .map_err(|e| format!("cannot read shard {index}: {e}"))?;
+        let device_sync = store
+            .load_device_sync()
+            .map_err(|e| format!("cannot read shard {index}: {e}"))?;
+        let proofs = store
+            .load_proofs()
+            .map_err(|e| format!("cannot read shard {index}: {e}"))?;
         inits.push(ShardInit {
             store,
             index: index_metas,
+            device_sync,
+            proofs,
         });
     }
     Ok(inits)

@@ -3,6 +3,7 @@
 //! authenticated handshake's checks and nonce cache (§4.3).
 
 pub mod auth;
+pub mod device_sync;
 pub mod mailbox;
 pub mod nonce;
 pub mod ratelimit;

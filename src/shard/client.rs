@@ -14,15 +14,16 @@ use glommio::net::TcpStream;
 use glommio::timer::Timer;
 
 use crate::limits;
-use crate::protocol::decode::{self, Handshake, ShapeError, ValidRequest, ValueError};
+use crate::protocol::decode::{self, Handshake, Request, ShapeError, ValidRequest, ValueError};
 use crate::protocol::encode;
-use crate::protocol::{CloseReason, ErrorCode};
+use crate::protocol::{CloseReason, ErrorCode, Id64};
 use crate::storage::BlobId;
 use crate::wsframe::{self, MessageReader, Step};
 
-use super::mesh::{MeshMessage, ReplyTo};
+use super::gather::{self, GatherKind};
+use super::mesh::{MeshMessage, Part, ReplyTo, SessionRef};
 use super::outbound::{Outbound, SessionHandle};
-use super::{Buckets, Shard, owner, unix_now};
+use super::{Buckets, Shard, dispatch, features, owner, unix_now};
 use crate::session::ratelimit::TokenBucket;
 
 /// Where the session is in its life (§4.1, §4.10).
@@ -93,6 +94,8 @@ fn register(shard: &Rc<Shard>, handshake: &Handshake) -> Rc<SessionHandle> {
         let handle = Rc::new(SessionHandle {
             id,
             routing_id,
+            client_id: handshake.client_id,
+            device_id: handshake.device_id,
             suppress_presence: handshake.suppress_presence,
             out: std::cell::RefCell::new(Outbound::new(
                 limits::OUTBOUND_QUEUE_MESSAGES_MAX,
@@ -124,11 +127,44 @@ fn register(shard: &Rc<Shard>, handshake: &Handshake) -> Rc<SessionHandle> {
     // and nothing is sent twice (§4.6).
     owner::start_backlog(shard, &handle);
     owner::pump_backlog(shard, &handle);
+    // Device-sync items follow the blobs (§4.6 item 3); their owner may be another
+    // shard, which registers the session and answers with a snapshot.
+    if let Some(device) = handle.device_id {
+        let slot = handle.out.borrow_mut().open_slot();
+        let session = SessionRef {
+            shard: shard.index,
+            session: handle.id,
+        };
+        let message = MeshMessage::RegisterDevice {
+            identity: handle.client_id,
+            device,
+            session,
+            slot,
+        };
+        if dispatch::route(shard, shard.owner_of(&handle.client_id), message).is_err() {
+            handle
+                .out
+                .borrow_mut()
+                .request_close(CloseReason::Overloaded);
+        }
+    }
     handle
 }
 
 /// Removes only this session's registration (§4.10).
-fn unregister(shard: &Shard, handle: &SessionHandle) {
+fn unregister(shard: &Rc<Shard>, handle: &SessionHandle) {
+    if let Some(device) = handle.device_id {
+        let session = SessionRef {
+            shard: shard.index,
+            session: handle.id,
+        };
+        let message = MeshMessage::UnregisterDevice {
+            identity: handle.client_id,
+            device,
+            session,
+        };
+        dispatch::route_post(shard, shard.owner_of(&handle.client_id), message);
+    }
     let now_mono = shard.monotonic_secs();
     let mut state = shard.state.borrow_mut();
     state.sessions.remove(&handle.id);
@@ -420,6 +456,11 @@ fn handle_message(shard: &Rc<Shard>, handle: &Rc<SessionHandle>, binary: bool, p
         ));
         return;
     }
+    // AccountRevoked stores its recipient_id as received (§5.12).
+    let revoked_recipient = match &request {
+        Request::AccountRevoked { recipient_id, .. } => Some(recipient_id.clone()),
+        _ => None,
+    };
     // Step 10.
     let request = match decode::validate(request) {
         Ok(request) => request,
@@ -427,6 +468,24 @@ fn handle_message(shard: &Rc<Shard>, handle: &Rc<SessionHandle>, binary: bool, p
         Err(ValueError::FailedAck) => return reply(encode::failed_ack(now, message_id)),
     };
     // Step 11.
+    if let ValidRequest::AccountRevoked {
+        sender_id,
+        recipient_id,
+        timestamp,
+        signature,
+    } = &request
+    {
+        let frame = encode::account_revoked_blob(
+            envelope.version,
+            message_id,
+            envelope.timestamp,
+            sender_id,
+            revoked_recipient.as_deref().unwrap_or_default(),
+            *timestamp,
+            signature,
+        );
+        return store_blob(shard, handle, message_id, *recipient_id, frame, None, now);
+    }
     execute(shard, handle, message_id, request, now);
 }
 
@@ -437,52 +496,242 @@ fn execute(
     request: ValidRequest,
     now: u64,
 ) {
+    let refuse = |code: ErrorCode| {
+        handle
+            .out
+            .borrow_mut()
+            .reply_now(encode::error(now, code, Some(message_id), None))
+    };
     match request {
         ValidRequest::EncryptedUpdate {
             recipient_id,
             ciphertext,
-        } => {
-            let slot = handle.out.borrow_mut().open_slot();
-            let reply = ReplyTo {
-                shard: shard.index,
-                session: handle.id,
-                slot,
-            };
-            let owner = shard.owner_of(&recipient_id);
-            let sender = Some(handle.routing_id);
-            if owner == shard.index {
-                owner::store(
-                    shard,
-                    reply,
-                    message_id.to_owned(),
-                    recipient_id,
-                    ciphertext,
-                    sender,
-                );
-            } else {
-                let message = MeshMessage::Store {
-                    reply,
-                    request_message_id: message_id.to_owned(),
-                    recipient: recipient_id,
-                    ciphertext,
-                    sender: handle.routing_id,
-                };
-                if shard.mesh.try_send(owner, message).is_err() {
-                    let frame =
-                        encode::error(now, ErrorCode::Overloaded, Some(message_id), Some(1));
-                    handle.out.borrow_mut().fill(slot, frame);
-                }
-            }
-        }
+        } => store_blob(
+            shard,
+            handle,
+            message_id,
+            recipient_id,
+            ciphertext,
+            Some(handle.routing_id),
+            now,
+        ),
+        ValidRequest::AccountRevoked { .. } => {} // Stored by `handle_message`.
         ValidRequest::Acknowledgment { blob_id, status } => {
             owner::ack(shard, handle, &blob_id, status)
         }
-        other => {
-            // Device sync, recovery proofs, purge and AccountRevoked arrive with the
-            // complete client protocol; until then they are refused explicitly.
-            let _ = other;
-            let frame = encode::error(now, ErrorCode::UnknownType, Some(message_id), None);
-            handle.out.borrow_mut().reply_now(frame);
+        ValidRequest::DeviceSyncMessage {
+            identity_id,
+            target_device_id,
+            sender_device_id,
+            encrypted_payload,
+            version,
+        } => {
+            if identity_id != handle.client_id {
+                return refuse(ErrorCode::NotPermitted);
+            }
+            let message = |reply| MeshMessage::StoreDeviceSync {
+                reply,
+                request_message_id: message_id.to_owned(),
+                identity: identity_id,
+                target: target_device_id,
+                sender_device_id,
+                payload: encrypted_payload,
+                version,
+            };
+            request_reply(
+                shard,
+                handle,
+                message_id,
+                shard.owner_of(&identity_id),
+                message,
+                now,
+            );
         }
+        ValidRequest::DeviceSyncAck {
+            message_id: stored_id,
+            ..
+        } => {
+            let Some(device) = handle.device_id else {
+                return refuse(ErrorCode::NotPermitted);
+            };
+            // An id that is not a UUID names no stored message: no effect (§5.7).
+            let Ok(id) = uuid::Uuid::parse_str(&stored_id) else {
+                return;
+            };
+            let message = MeshMessage::AckDeviceSync {
+                identity: handle.client_id,
+                target: device,
+                id,
+            };
+            if dispatch::route(shard, shard.owner_of(&handle.client_id), message).is_err() {
+                let frame = encode::error(now, ErrorCode::Overloaded, Some(message_id), Some(1));
+                handle.out.borrow_mut().reply_now(frame);
+            }
+        }
+        ValidRequest::RecoveryProofStore {
+            key_hash,
+            proof_data,
+        } => {
+            let message = |reply| MeshMessage::StoreProof {
+                reply,
+                request_message_id: message_id.to_owned(),
+                key_hash,
+                proof_data,
+            };
+            request_reply(
+                shard,
+                handle,
+                message_id,
+                shard.owner_of(&key_hash),
+                message,
+                now,
+            );
+        }
+        ValidRequest::RecoveryProofQuery { key_hashes } => {
+            query_proofs(shard, handle, message_id, key_hashes, now)
+        }
+        ValidRequest::PurgeRequest {
+            include_device_sync,
+            include_recovery_proofs,
+            recovery_key_hash,
+        } => {
+            let proof = recovery_key_hash.filter(|_| include_recovery_proofs);
+            purge(shard, handle, message_id, include_device_sync, proof);
+        }
+    }
+}
+
+/// Sends a request whose owner answers into a new reply slot; `overloaded` when
+/// the owner's queue is full (§5.2).
+fn request_reply(
+    shard: &Rc<Shard>,
+    handle: &SessionHandle,
+    message_id: &str,
+    owner: usize,
+    message: impl FnOnce(ReplyTo) -> MeshMessage,
+    now: u64,
+) {
+    let slot = handle.out.borrow_mut().open_slot();
+    let reply = ReplyTo {
+        shard: shard.index,
+        session: handle.id,
+        slot,
+    };
+    if dispatch::route(shard, owner, message(reply)).is_err() {
+        let frame = encode::error(now, ErrorCode::Overloaded, Some(message_id), Some(1));
+        handle.out.borrow_mut().fill(slot, frame);
+    }
+}
+
+fn store_blob(
+    shard: &Rc<Shard>,
+    handle: &SessionHandle,
+    message_id: &str,
+    recipient: Id64,
+    data: Vec<u8>,
+    sender: Option<Id64>,
+    now: u64,
+) {
+    let message = |reply| MeshMessage::Store {
+        reply,
+        request_message_id: message_id.to_owned(),
+        recipient,
+        ciphertext: data,
+        sender,
+    };
+    request_reply(
+        shard,
+        handle,
+        message_id,
+        shard.owner_of(&recipient),
+        message,
+        now,
+    );
+}
+
+/// RecoveryProofQuery (§5.9): one part per shard that owns a queried hash.
+fn query_proofs(
+    shard: &Rc<Shard>,
+    handle: &SessionHandle,
+    message_id: &str,
+    key_hashes: Vec<Id64>,
+    now: u64,
+) {
+    let slot = handle.out.borrow_mut().open_slot();
+    let reply = ReplyTo {
+        shard: shard.index,
+        session: handle.id,
+        slot,
+    };
+    let mut by_owner: Vec<Vec<Id64>> = vec![Vec::new(); shard.shards()];
+    for hash in &key_hashes {
+        by_owner[shard.owner_of(hash)].push(*hash);
+    }
+    let owners: Vec<usize> = (0..by_owner.len())
+        .filter(|o| !by_owner[*o].is_empty())
+        .collect();
+    let kind = GatherKind::Query {
+        order: key_hashes,
+        found: Default::default(),
+    };
+    // The part count is fixed up front; an empty query is answered at once.
+    let gather = gather::open(
+        shard,
+        reply,
+        message_id.to_owned(),
+        owners.len().max(1),
+        kind,
+    );
+    if owners.is_empty() {
+        gather::receive(shard, gather.id, Part::Proofs(Vec::new()));
+        return;
+    }
+    for owner in owners {
+        let message = MeshMessage::QueryProofs {
+            gather,
+            key_hashes: std::mem::take(&mut by_owner[owner]),
+        };
+        if dispatch::route(shard, owner, message).is_err() {
+            let _ = now;
+            gather::receive(shard, gather.id, Part::Failed);
+        }
+    }
+}
+
+/// PurgeRequest (§5.11): each step on its owner; the reply once all finished.
+fn purge(
+    shard: &Rc<Shard>,
+    handle: &SessionHandle,
+    message_id: &str,
+    device_sync: bool,
+    proof: Option<Id64>,
+) {
+    let slot = handle.out.borrow_mut().open_slot();
+    let reply = ReplyTo {
+        shard: shard.index,
+        session: handle.id,
+        slot,
+    };
+    let parts = 1 + usize::from(device_sync) + usize::from(proof.is_some());
+    let kind = GatherKind::Purge {
+        blobs: 0,
+        device_sync: 0,
+        proofs: 0,
+    };
+    let gather = gather::open(shard, reply, message_id.to_owned(), parts, kind);
+    features::purge_blobs(shard, gather, handle.routing_id);
+    if device_sync {
+        let message = MeshMessage::PurgeDeviceSync {
+            gather,
+            identity: handle.client_id,
+        };
+        dispatch::route_post(shard, shard.owner_of(&handle.client_id), message);
+    }
+    if let Some(key_hash) = proof {
+        dispatch::route_post(
+            shard,
+            shard.owner_of(&key_hash),
+            MeshMessage::PurgeProof { gather, key_hash },
+        );
     }
 }

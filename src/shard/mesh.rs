@@ -23,6 +23,32 @@ pub struct ReplyTo {
     pub slot: u64,
 }
 
+/// A session on some shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionRef {
+    pub shard: usize,
+    pub session: u64,
+}
+
+/// A scatter-gather request (a proof query or a purge) waiting on some shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GatherTo {
+    pub shard: usize,
+    pub id: u64,
+}
+
+/// One shard's contribution to a gather.
+#[derive(Debug)]
+pub enum Part {
+    /// Unexpired proofs found for the queried hashes.
+    Proofs(Vec<(Id64, Vec<u8>)>),
+    BlobsDeleted(u64),
+    DeviceSyncDeleted(u64),
+    ProofsDeleted(u64),
+    /// A storage step failed: the reply is `storage_unavailable`.
+    Failed,
+}
+
 /// Every cross-shard message.
 #[derive(Debug)]
 pub enum MeshMessage {
@@ -48,10 +74,64 @@ pub enum MeshMessage {
         request_message_id: String,
         recipient: Id64,
         ciphertext: Vec<u8>,
-        sender: Id64,
+        sender: Option<Id64>,
     },
     /// The reply frame for a request carried out by another shard.
     Reply { reply: ReplyTo, frame: Vec<u8> },
+    /// Several frames for one slot (the device-sync snapshot of §4.6).
+    ReplyFrames {
+        reply: ReplyTo,
+        frames: Vec<Vec<u8>>,
+    },
+    /// A live device-sync push, ordered after the session's pending replies.
+    PushOrdered { session: u64, frame: Vec<u8> },
+    /// Store a DeviceSyncMessage for an identity this shard owns (§5.6).
+    StoreDeviceSync {
+        reply: ReplyTo,
+        request_message_id: String,
+        identity: Id64,
+        target: Id64,
+        sender_device_id: String,
+        payload: Vec<u8>,
+        version: u64,
+    },
+    /// DeviceSyncAck (§5.7).
+    AckDeviceSync {
+        identity: Id64,
+        target: Id64,
+        id: uuid::Uuid,
+    },
+    /// A session with a device_id opened: register it for live device-sync pushes
+    /// and answer with the pending messages into `slot` (§4.6 item 3).
+    RegisterDevice {
+        identity: Id64,
+        device: Id64,
+        session: SessionRef,
+        slot: u64,
+    },
+    UnregisterDevice {
+        identity: Id64,
+        device: Id64,
+        session: SessionRef,
+    },
+    /// RecoveryProofStore for a hash this shard owns (§5.8).
+    StoreProof {
+        reply: ReplyTo,
+        request_message_id: String,
+        key_hash: Id64,
+        proof_data: Vec<u8>,
+    },
+    /// The part of a RecoveryProofQuery this shard owns (§5.9).
+    QueryProofs {
+        gather: GatherTo,
+        key_hashes: Vec<Id64>,
+    },
+    /// Purge step 3 (§5.11).
+    PurgeDeviceSync { gather: GatherTo, identity: Id64 },
+    /// Purge step 4 (§5.11).
+    PurgeProof { gather: GatherTo, key_hash: Id64 },
+    /// One shard's contribution to a gather.
+    GatherPart { gather: GatherTo, part: Part },
     /// A notification for a sender whose sessions this shard owns (§7.3).
     Notify {
         sender: Id64,

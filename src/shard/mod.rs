@@ -6,11 +6,17 @@
 //! - [`accept`]: TCP accept, HTTP, the first WebSocket message, the hand-off.
 //! - [`client`]: a client session's I/O loop and request handling (§3.6).
 //! - [`owner`]: what a shard does for the ids it owns: store, ack, deliver, notify.
+//! - [`features`]: device sync, recovery proofs and purge on their owner shards.
+//! - [`gather`]: requests answered from several shards (proof query, purge).
+//! - [`dispatch`]: every mesh message to its handler; local or remote routing.
 //! - [`outbound`]: a session's ordered replies, pushes and backlog (§4.8, §4.9).
 //! - [`runtime`]: starting the executors, pinning, binding the listeners.
 
 pub mod accept;
 pub mod client;
+pub mod dispatch;
+pub mod features;
+pub mod gather;
 pub mod mesh;
 pub mod outbound;
 pub mod owner;
@@ -25,13 +31,16 @@ use std::time::Instant;
 
 use crate::config::Config;
 use crate::protocol::Id64;
+use crate::session::device_sync::DeviceSyncIndex;
 use crate::session::mailbox::Mailboxes;
 use crate::session::nonce::NonceCache;
 use crate::session::ratelimit::TokenBucket;
 use crate::session::sender_map::SenderMap;
+use crate::storage::RecoveryProofRecord;
 use crate::storage::writer::Job;
 
-use mesh::Mesh;
+use gather::Gather;
+use mesh::{Mesh, SessionRef};
 use outbound::SessionHandle;
 use owner::Pending;
 
@@ -76,6 +85,13 @@ pub struct State {
     pub mailboxes: Mailboxes,
     pub sender_map: SenderMap,
     pub nonces: NonceCache,
+    pub device_sync: DeviceSyncIndex,
+    /// Sessions to push device-sync messages to, by (identity, device), for the
+    /// identities this shard owns; the sessions may live on any shard.
+    pub device_sessions: HashMap<(Id64, Id64), Vec<SessionRef>, ahash::RandomState>,
+    pub proofs: HashMap<Id64, RecoveryProofRecord, ahash::RandomState>,
+    pub gathers: HashMap<u64, Gather, ahash::RandomState>,
+    pub next_gather: u64,
     pub buckets: HashMap<Id64, Buckets, ahash::RandomState>,
     pub sessions: HashMap<u64, Rc<SessionHandle>, ahash::RandomState>,
     pub sessions_by_routing: HashMap<Id64, Vec<u64>, ahash::RandomState>,

@@ -58,6 +58,8 @@ pub enum Backlog {
 pub struct SessionHandle {
     pub id: u64,
     pub routing_id: Id64,
+    pub client_id: Id64,
+    pub device_id: Option<Id64>,
     pub suppress_presence: bool,
     pub out: std::cell::RefCell<Outbound>,
 }
@@ -147,6 +149,42 @@ impl Outbound {
                 counted: true,
             };
             self.wake();
+        }
+    }
+
+    /// Fills a pending slot with several frames (possibly none).
+    pub fn fill_many(&mut self, slot: u64, frames: Vec<Vec<u8>>) {
+        let Some(position) = slot.checked_sub(self.first_slot) else {
+            return;
+        };
+        if let Some(entry) = self.slots.get_mut(position as usize)
+            && matches!(entry, Slot::Pending)
+        {
+            self.queued_messages += frames.len();
+            self.queued_bytes += frames.iter().map(Vec::len).sum::<usize>();
+            let frames = frames.into_iter().map(OutFrame::reply).collect();
+            *entry = Slot::Frames {
+                frames,
+                done: true,
+                counted: true,
+            };
+            self.wake();
+        }
+    }
+
+    /// A live push that must follow every reply already due (a device-sync message
+    /// must not overtake the connect-time snapshot). Over the bound it closes the
+    /// session with 1013 like any live push (§4.9).
+    pub fn push_ordered(&mut self, frame: Vec<u8>) -> bool {
+        if self.is_over_bound() {
+            self.request_close(CloseReason::Overloaded);
+            return false;
+        }
+        if self.slots.is_empty() {
+            self.push(OutFrame::reply(frame))
+        } else {
+            self.reply_now(frame);
+            true
         }
     }
 

@@ -13,11 +13,12 @@ use crate::protocol::encode::{self, Notification};
 use crate::protocol::{CloseReason, ErrorCode, Id64};
 use crate::session::mailbox::{Entry, Quota};
 use crate::storage::writer::{Completion, Job};
-use crate::storage::{BlobId, BlobRecord, WriteOp};
+use crate::storage::{BlobId, BlobRecord, RecoveryProofRecord, WriteOp};
 
-use super::mesh::{MeshMessage, ReplyTo};
+use super::mesh::{GatherTo, MeshMessage, Part, ReplyTo};
 use super::outbound::{Backlog, OutFrame, SessionHandle};
 use super::{Shard, unix_now};
+use super::{dispatch, features};
 
 /// Blobs read per storage round trip during connect-time delivery.
 const BACKLOG_CHUNK_BLOBS: usize = 512;
@@ -38,17 +39,47 @@ pub enum Pending {
         session: u64,
         entries: Vec<Entry>,
     },
+    DeviceSync {
+        reply: ReplyTo,
+        request_message_id: String,
+        identity: Id64,
+        key: u64,
+    },
+    Proof {
+        reply: ReplyTo,
+        request_message_id: String,
+        record: RecoveryProofRecord,
+    },
+    /// A purge step's deletions: `part` is reported to the gather once committed.
+    PurgePart {
+        gather: GatherTo,
+        part: Part,
+    },
 }
 
-fn next_token(shard: &Shard) -> u64 {
+pub fn next_token(shard: &Shard) -> u64 {
     let mut state = shard.state.borrow_mut();
     state.next_token += 1;
     state.next_token
 }
 
-/// Queues a job that must not be refused (a delete or a read): waits for room in a
-/// task of its own when the writer's queue is full, so the event loop never blocks.
-fn submit_unrefusable(shard: &Shard, job: Job) {
+/// The next shard-local storage key (shared by blobs and device-sync messages).
+pub fn next_key(shard: &Shard) -> u64 {
+    let mut state = shard.state.borrow_mut();
+    state.next_key += 1;
+    state.next_key
+}
+
+/// Queues a commit that must not be refused (deletions, purge steps): waits for
+/// room in a task of its own when the writer's queue is full, so the event loop
+/// never blocks.
+pub fn submit_unrefusable(shard: &Shard, ops: Vec<WriteOp>, pending: Pending) {
+    let token = next_token(shard);
+    shard.state.borrow_mut().pending.insert(token, pending);
+    submit_job(shard, Job::Commit { token, ops });
+}
+
+fn submit_job(shard: &Shard, job: Job) {
     if let Err(flume::TrySendError::Full(job)) = shard.writer.try_send(job) {
         let writer = shard.writer.clone();
         glommio::spawn_local(async move {
@@ -86,14 +117,12 @@ pub fn store(
     }
     let token = next_token(shard);
     let id = uuid::Uuid::new_v4();
-    let (key, seq) = {
+    let key = next_key(shard);
+    let seq = {
         let mut state = shard.state.borrow_mut();
-        state.next_key += 1;
-        let key = state.next_key;
-        let seq = state
+        state
             .mailboxes
-            .reserve(recipient, key, id, now, 0, ciphertext.len() as u32);
-        (key, seq)
+            .reserve(recipient, key, id, now, 0, ciphertext.len() as u32)
     };
     let record = BlobRecord {
         key,
@@ -201,6 +230,76 @@ pub fn on_completion(shard: &Rc<Shard>, completion: Completion) {
                 Some(1),
             );
             send_reply(shard, reply, frame);
+        }
+        (
+            Pending::DeviceSync {
+                reply,
+                request_message_id,
+                identity,
+                key,
+            },
+            Ok(_),
+        ) => features::device_sync_committed(shard, reply, &request_message_id, identity, key),
+        (
+            Pending::DeviceSync {
+                reply,
+                request_message_id,
+                identity,
+                key,
+            },
+            Err(error),
+        ) => {
+            tracing::warn!(shard = shard.index, %error, "device-sync store failed");
+            shard
+                .state
+                .borrow_mut()
+                .device_sync
+                .remove_key(&identity, key);
+            let frame = encode::error(
+                now,
+                ErrorCode::StorageUnavailable,
+                Some(&request_message_id),
+                Some(1),
+            );
+            send_reply(shard, reply, frame);
+        }
+        (
+            Pending::Proof {
+                reply,
+                request_message_id,
+                record,
+            },
+            Ok(_),
+        ) => features::proof_committed(shard, reply, &request_message_id, record),
+        (
+            Pending::Proof {
+                reply,
+                request_message_id,
+                ..
+            },
+            Err(error),
+        ) => {
+            tracing::warn!(shard = shard.index, %error, "recovery proof store failed");
+            let frame = encode::error(
+                now,
+                ErrorCode::StorageUnavailable,
+                Some(&request_message_id),
+                Some(1),
+            );
+            send_reply(shard, reply, frame);
+        }
+        (Pending::PurgePart { gather, part }, result) => {
+            let part = if let Err(error) = result {
+                tracing::warn!(shard = shard.index, %error, "purge step failed");
+                Part::Failed
+            } else {
+                part
+            };
+            dispatch::route_post(
+                shard,
+                gather.shard,
+                MeshMessage::GatherPart { gather, part },
+            );
         }
         (Pending::Delete, Err(error)) => {
             tracing::warn!(shard = shard.index, %error, "blob delete failed")
@@ -326,21 +425,16 @@ pub fn delete_keys(shard: &Shard, keys: Vec<u64>) {
     if keys.is_empty() {
         return;
     }
-    let token = next_token(shard);
-    shard
-        .state
-        .borrow_mut()
-        .pending
-        .insert(token, Pending::Delete);
     let ops = keys
         .into_iter()
         .map(|key| WriteOp::DeleteBlob { key })
         .collect();
-    submit_unrefusable(shard, Job::Commit { token, ops });
+    submit_unrefusable(shard, ops, Pending::Delete);
 }
 
 /// Deletes expired blobs (§10.6) and their sender-map entries.
 pub fn expire(shard: &Shard) {
+    features::expire(shard);
     let now = unix_now();
     let expired = shard
         .state
@@ -430,7 +524,7 @@ pub fn pump_backlog(shard: &Rc<Shard>, handle: &SessionHandle) {
             entries: chunk,
         },
     );
-    submit_unrefusable(shard, Job::Read { token, keys });
+    submit_job(shard, Job::Read { token, keys });
 }
 
 fn backlog_loaded(

@@ -14,19 +14,22 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
 use crate::limits;
+use crate::session::device_sync::DeviceSyncIndex;
 use crate::session::mailbox::Mailboxes;
 use crate::session::nonce::NonceCache;
 use crate::session::sender_map::SenderMap;
 use crate::storage::writer::{self, Completion, Job};
-use crate::storage::{BlobMeta, Store};
+use crate::storage::{BlobMeta, DeviceSyncRecord, RecoveryProofRecord, Store};
 
 use super::mesh::{Mesh, MeshMessage};
-use super::{Shard, Shared, State, accept, owner};
+use super::{Shard, Shared, State, accept, dispatch, owner};
 
 /// What each shard starts from.
 pub struct ShardInit {
     pub store: Box<dyn Store>,
     pub index: Vec<BlobMeta>,
+    pub device_sync: Vec<DeviceSyncRecord>,
+    pub proofs: Vec<RecoveryProofRecord>,
 }
 
 /// The running relay: executor threads and the bound address.
@@ -177,11 +180,22 @@ async fn run_shard(context: ShardContext, init: ShardInit) {
             return;
         }
     };
-    let next_key = init.index.iter().map(|m| m.key).max().unwrap_or(0);
+    let next_key = init
+        .index
+        .iter()
+        .map(|m| m.key)
+        .chain(init.device_sync.iter().map(|r| r.key))
+        .max()
+        .unwrap_or(0);
     let shards = senders.len();
     let state = State {
         mailboxes: Mailboxes::rebuild(init.index),
         sender_map: SenderMap::new((limits::SENDER_MAP_ENTRIES_MAX / shards).max(1)),
+        device_sync: DeviceSyncIndex::rebuild(init.device_sync),
+        device_sessions: HashMap::default(),
+        proofs: init.proofs.into_iter().map(|p| (p.key_hash, p)).collect(),
+        gathers: HashMap::default(),
+        next_gather: 0,
         nonces: NonceCache::new((limits::NONCE_CACHE_ENTRIES_MAX / shards).max(1)),
         buckets: HashMap::default(),
         sessions: HashMap::default(),
@@ -226,51 +240,11 @@ async fn completions(shard: Rc<Shard>, done: flume::Receiver<Completion>) {
 /// Handles cross-shard messages for this shard.
 async fn inbox_loop(shard: Rc<Shard>, inbox: flume::Receiver<MeshMessage>) {
     while let Ok(message) = inbox.recv_async().await {
-        handle_mesh(&shard, message);
+        dispatch::handle(&shard, message);
         for message in inbox.try_iter().take(limits::MESH_BATCH_MAX) {
-            handle_mesh(&shard, message);
+            dispatch::handle(&shard, message);
         }
         glommio::yield_if_needed().await;
-    }
-}
-
-fn handle_mesh(shard: &Rc<Shard>, message: MeshMessage) {
-    match message {
-        MeshMessage::Session {
-            fd,
-            remainder,
-            handshake,
-            slot,
-        } => accept::adopt(shard, fd, remainder, handshake, slot),
-        MeshMessage::NonceCheck {
-            key,
-            nonce,
-            now,
-            verdict,
-        } => {
-            let result = shard.state.borrow_mut().nonces.check(key, nonce, now);
-            let _ = verdict.try_send(result);
-        }
-        MeshMessage::Store {
-            reply,
-            request_message_id,
-            recipient,
-            ciphertext,
-            sender,
-        } => owner::store(
-            shard,
-            reply,
-            request_message_id,
-            recipient,
-            ciphertext,
-            Some(sender),
-        ),
-        MeshMessage::Reply { reply, frame } => owner::deliver_reply(shard, reply, frame),
-        MeshMessage::Notify {
-            sender,
-            blob_id,
-            status,
-        } => owner::notify_local(shard, &sender, &blob_id, status),
     }
 }
 

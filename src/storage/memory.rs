@@ -4,12 +4,18 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::{BlobMeta, BlobRecord, StorageError, Store, WriteOp, check_record};
+use super::{
+    BlobMeta, BlobRecord, DeviceSyncRecord, RecoveryProofRecord, StorageError, Store, WriteOp,
+    check_record,
+};
+use crate::protocol::Id64;
 
 /// Blobs by shard-local key, so the index comes out in key order like sqlite's rowid.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     blobs: BTreeMap<u64, BlobRecord>,
+    device_sync: BTreeMap<u64, DeviceSyncRecord>,
+    proofs: HashMap<Id64, RecoveryProofRecord>,
 }
 
 impl MemoryStore {
@@ -38,6 +44,18 @@ impl MemoryStore {
                 WriteOp::DeleteBlob { key } => {
                     present.insert(*key, false);
                 }
+                WriteOp::InsertDeviceSync(record) => {
+                    if record.key > super::STORED_INTEGER_MAX
+                        || self.device_sync.contains_key(&record.key)
+                    {
+                        return Err(StorageError::Unavailable(
+                            "duplicate device-sync key".to_string(),
+                        ));
+                    }
+                }
+                WriteOp::DeleteDeviceSync { .. }
+                | WriteOp::UpsertProof(_)
+                | WriteOp::DeleteProof { .. } => {}
             }
         }
         Ok(())
@@ -73,9 +91,29 @@ impl Store for MemoryStore {
                 WriteOp::DeleteBlob { key } => {
                     self.blobs.remove(key);
                 }
+                WriteOp::InsertDeviceSync(record) => {
+                    self.device_sync.insert(record.key, record.clone());
+                }
+                WriteOp::DeleteDeviceSync { key } => {
+                    self.device_sync.remove(key);
+                }
+                WriteOp::UpsertProof(record) => {
+                    self.proofs.insert(record.key_hash, record.clone());
+                }
+                WriteOp::DeleteProof { key_hash } => {
+                    self.proofs.remove(key_hash);
+                }
             }
         }
         Ok(())
+    }
+
+    fn load_device_sync(&mut self) -> Result<Vec<DeviceSyncRecord>, StorageError> {
+        Ok(self.device_sync.values().cloned().collect())
+    }
+
+    fn load_proofs(&mut self) -> Result<Vec<RecoveryProofRecord>, StorageError> {
+        Ok(self.proofs.values().cloned().collect())
     }
 
     fn read_blob_data(&mut self, keys: &[u64]) -> Result<Vec<Option<Vec<u8>>>, StorageError> {

@@ -38,11 +38,44 @@ pub struct BlobMeta {
     pub data_len: u32,
 }
 
+/// A stored device-sync message (§5.6, §10.4). `key` orders store order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceSyncRecord {
+    pub key: u64,
+    pub id: uuid::Uuid,
+    pub identity: Id64,
+    pub target: Id64,
+    /// Opaque, at most 256 bytes, returned as received.
+    pub sender_device_id: String,
+    pub payload: Vec<u8>,
+    /// The client's sync version: any u64.
+    pub version: u64,
+    pub created_at_secs: u64,
+}
+
+/// A stored recovery proof (§5.8, §10.4), keyed by its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryProofRecord {
+    pub key_hash: Id64,
+    pub proof_data: Vec<u8>,
+    pub created_at_secs: u64,
+    pub expires_at_secs: u64,
+}
+
 /// One write; a batch of them commits atomically.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteOp {
     InsertBlob(BlobRecord),
     /// Deleting a key that does not exist is not an error.
+    InsertDeviceSync(DeviceSyncRecord),
+    DeleteDeviceSync {
+        key: u64,
+    },
+    /// Inserts or replaces the proof for its hash.
+    UpsertProof(RecoveryProofRecord),
+    DeleteProof {
+        key_hash: Id64,
+    },
     DeleteBlob {
         key: u64,
     },
@@ -68,6 +101,11 @@ impl std::error::Error for StorageError {}
 pub trait Store: Send {
     /// Every stored blob without data, ordered by `key` ascending (startup rebuild).
     fn load_blob_index(&mut self) -> Result<Vec<BlobMeta>, StorageError>;
+    /// Every stored device-sync message, in `key` order (loaded whole: they are
+    /// bounded per identity by the device-sync quota).
+    fn load_device_sync(&mut self) -> Result<Vec<DeviceSyncRecord>, StorageError>;
+    /// Every stored recovery proof.
+    fn load_proofs(&mut self) -> Result<Vec<RecoveryProofRecord>, StorageError>;
     /// Applies every op in one transaction: all or nothing.
     fn commit(&mut self, ops: &[WriteOp]) -> Result<(), StorageError>;
     /// The data of each key, `None` where the key is not stored.

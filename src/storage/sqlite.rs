@@ -12,7 +12,9 @@ use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{BlobMeta, StorageError, Store, WriteOp, check_record};
+use super::{
+    BlobMeta, DeviceSyncRecord, RecoveryProofRecord, StorageError, Store, WriteOp, check_record,
+};
 use crate::config::SqliteSynchronous;
 
 /// `data` is the last column so that reading the index (every column but `data`,
@@ -28,6 +30,22 @@ const SCHEMA: &str = "
         seq INTEGER NOT NULL,
         data BLOB NOT NULL
     );
+    CREATE TABLE IF NOT EXISTS device_sync (
+        key INTEGER PRIMARY KEY,
+        id BLOB NOT NULL,
+        identity BLOB NOT NULL,
+        target BLOB NOT NULL,
+        sender_device_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        created_at_secs INTEGER NOT NULL,
+        payload BLOB NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS recovery_proofs (
+        key_hash BLOB PRIMARY KEY,
+        created_at_secs INTEGER NOT NULL,
+        expires_at_secs INTEGER NOT NULL,
+        proof_data BLOB NOT NULL
+    );
     CREATE TABLE IF NOT EXISTS meta (
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
@@ -40,6 +58,18 @@ const DELETE_BLOB: &str = "DELETE FROM blobs WHERE key = ?1";
 const SELECT_DATA: &str = "SELECT data FROM blobs WHERE key = ?1";
 const SELECT_INDEX: &str = "SELECT key, id, recipient, created_at_secs, hop_count, seq, \
      length(data) FROM blobs ORDER BY key";
+const INSERT_DEVICE_SYNC: &str = "INSERT INTO device_sync (key, id, identity, target, \
+     sender_device_id, version, created_at_secs, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+const DELETE_DEVICE_SYNC: &str = "DELETE FROM device_sync WHERE key = ?1";
+const SELECT_DEVICE_SYNC: &str = "SELECT key, id, identity, target, sender_device_id, version, \
+     created_at_secs, payload FROM device_sync ORDER BY key";
+const UPSERT_PROOF: &str = "INSERT INTO recovery_proofs (key_hash, created_at_secs, \
+     expires_at_secs, proof_data) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (key_hash) DO UPDATE SET \
+     created_at_secs = excluded.created_at_secs, expires_at_secs = excluded.expires_at_secs, \
+     proof_data = excluded.proof_data";
+const DELETE_PROOF: &str = "DELETE FROM recovery_proofs WHERE key_hash = ?1";
+const SELECT_PROOFS: &str =
+    "SELECT key_hash, created_at_secs, expires_at_secs, proof_data FROM recovery_proofs";
 const SELECT_META: &str = "SELECT value FROM meta WHERE key = ?1";
 const UPSERT_META: &str = "INSERT INTO meta (key, value) VALUES (?1, ?2) \
      ON CONFLICT (key) DO UPDATE SET value = excluded.value";
@@ -133,6 +163,51 @@ impl Store for SqliteStore {
             .map_err(unavailable)
     }
 
+    fn load_device_sync(&mut self) -> Result<Vec<DeviceSyncRecord>, StorageError> {
+        self.end_open_transaction()?;
+        let mut select = self
+            .connection
+            .prepare_cached(SELECT_DEVICE_SYNC)
+            .map_err(unavailable)?;
+        let rows = select
+            .query_map([], |row| {
+                Ok(DeviceSyncRecord {
+                    key: unsigned(row, 0)?,
+                    id: uuid::Uuid::from_bytes(row.get::<_, [u8; 16]>(1)?),
+                    identity: crate::protocol::Id64(row.get::<_, [u8; 32]>(2)?),
+                    target: crate::protocol::Id64(row.get::<_, [u8; 32]>(3)?),
+                    sender_device_id: row.get(4)?,
+                    // Stored bit for bit: a client version may exceed i64::MAX.
+                    version: row.get::<_, i64>(5)? as u64,
+                    created_at_secs: unsigned(row, 6)?,
+                    payload: row.get(7)?,
+                })
+            })
+            .map_err(unavailable)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(unavailable)
+    }
+
+    fn load_proofs(&mut self) -> Result<Vec<RecoveryProofRecord>, StorageError> {
+        self.end_open_transaction()?;
+        let mut select = self
+            .connection
+            .prepare_cached(SELECT_PROOFS)
+            .map_err(unavailable)?;
+        let rows = select
+            .query_map([], |row| {
+                Ok(RecoveryProofRecord {
+                    key_hash: crate::protocol::Id64(row.get::<_, [u8; 32]>(0)?),
+                    created_at_secs: unsigned(row, 1)?,
+                    expires_at_secs: unsigned(row, 2)?,
+                    proof_data: row.get(3)?,
+                })
+            })
+            .map_err(unavailable)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(unavailable)
+    }
+
     fn commit(&mut self, ops: &[WriteOp]) -> Result<(), StorageError> {
         for op in ops {
             if let WriteOp::InsertBlob(record) = op {
@@ -205,6 +280,40 @@ fn apply(connection: &Connection, ops: &[WriteOp]) -> rusqlite::Result<()> {
                 if let Ok(key) = i64::try_from(*key) {
                     delete.execute([key])?;
                 }
+            }
+            WriteOp::InsertDeviceSync(record) => {
+                connection
+                    .prepare_cached(INSERT_DEVICE_SYNC)?
+                    .execute(params![
+                        signed(record.key)?,
+                        &record.id.as_bytes()[..],
+                        &record.identity.0[..],
+                        &record.target.0[..],
+                        &record.sender_device_id,
+                        record.version as i64,
+                        signed(record.created_at_secs)?,
+                        &record.payload[..],
+                    ])?;
+            }
+            WriteOp::DeleteDeviceSync { key } => {
+                if let Ok(key) = i64::try_from(*key) {
+                    connection
+                        .prepare_cached(DELETE_DEVICE_SYNC)?
+                        .execute([key])?;
+                }
+            }
+            WriteOp::UpsertProof(record) => {
+                connection.prepare_cached(UPSERT_PROOF)?.execute(params![
+                    &record.key_hash.0[..],
+                    signed(record.created_at_secs)?,
+                    signed(record.expires_at_secs)?,
+                    &record.proof_data[..],
+                ])?;
+            }
+            WriteOp::DeleteProof { key_hash } => {
+                connection
+                    .prepare_cached(DELETE_PROOF)?
+                    .execute([&key_hash.0[..]])?;
             }
         }
     }

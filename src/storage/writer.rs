@@ -115,7 +115,11 @@ fn data_bytes(ops: &[WriteOp]) -> usize {
     ops.iter()
         .map(|op| match op {
             WriteOp::InsertBlob(record) => record.data.len(),
-            WriteOp::DeleteBlob { .. } => 0,
+            WriteOp::InsertDeviceSync(record) => record.payload.len(),
+            WriteOp::UpsertProof(record) => record.proof_data.len(),
+            WriteOp::DeleteBlob { .. }
+            | WriteOp::DeleteDeviceSync { .. }
+            | WriteOp::DeleteProof { .. } => 0,
         })
         .sum()
 }
