@@ -1,0 +1,509 @@
+//! The connections of one worker thread and its event loop. A connection goes
+//! Connecting -> Upgrading -> AwaitAck -> Open; the scenario (a `Driver`) sees it
+//! open, sees each message the relay sends on it, and decides what to send. All
+//! output queued during one loop turn leaves in one write per connection.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::net::{self, EVENT_HUP, EVENT_IN, EVENT_OUT, Epoll};
+use crate::wire::{self, Reply, Rng, UpgradeReply};
+
+/// Where the relay is and how to address it.
+pub struct Target {
+    pub address: SocketAddr,
+    pub host: String,
+    pub path: String,
+}
+
+impl Target {
+    /// Loopback targets get spread over 127.0.0.1..=127.0.0.250 as source
+    /// addresses, so tens of thousands of connections (and TIME_WAITs) never
+    /// exhaust one address's ephemeral ports.
+    fn source_for(&self, counter: u64) -> Option<Ipv4Addr> {
+        match self.address {
+            SocketAddr::V4(v4) if v4.ip().is_loopback() => {
+                Some(Ipv4Addr::new(127, 0, 0, 1 + (counter % 250) as u8))
+            }
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Phase {
+    Free,
+    Connecting,
+    Upgrading,
+    AwaitAck,
+    Open,
+}
+
+pub struct Conn {
+    fd: libc::c_int,
+    generation: u32,
+    pub phase: Phase,
+    pub client_id: String,
+    pub connect_started: Instant,
+    rx: Vec<u8>,
+    fragment: Vec<u8>,
+    tx: Vec<u8>,
+    waiting_writable: bool,
+    dirty: bool,
+}
+
+/// Transport-level outcomes, counted per thread and merged for the report.
+#[derive(Default)]
+pub struct IoStats {
+    pub connect_errors: u64,
+    pub refused_upgrades: BTreeMap<String, u64>,
+    pub closed_by_relay: u64,
+    pub close_codes: BTreeMap<u16, u64>,
+    pub malformed_messages: u64,
+}
+
+impl IoStats {
+    pub fn merge(&mut self, other: &IoStats) {
+        self.connect_errors += other.connect_errors;
+        self.closed_by_relay += other.closed_by_relay;
+        self.malformed_messages += other.malformed_messages;
+        for (status, count) in &other.refused_upgrades {
+            *self.refused_upgrades.entry(status.clone()).or_default() += count;
+        }
+        for (code, count) in &other.close_codes {
+            *self.close_codes.entry(*code).or_default() += count;
+        }
+    }
+}
+
+/// What a scenario does with its connections.
+pub trait Driver {
+    /// Called each loop turn before output is flushed. Returns when it next wants
+    /// to be called, or None to stop the loop.
+    fn tick(&mut self, pool: &mut Pool, now: Instant) -> Option<Instant>;
+    /// The HandshakeAck arrived on `slot`.
+    fn opened(&mut self, pool: &mut Pool, slot: usize, now: Instant);
+    /// A message arrived on an open `slot`.
+    fn received(&mut self, pool: &mut Pool, slot: usize, reply: &Reply, now: Instant);
+    /// `slot` failed or was closed by the relay; it is Free again.
+    fn lost(&mut self, _pool: &mut Pool, _slot: usize, _now: Instant) {}
+}
+
+pub struct Pool {
+    epoll: Epoll,
+    conns: Vec<Conn>,
+    dirty: Vec<usize>,
+    target: std::sync::Arc<Target>,
+    source_counter: u64,
+    rng: Rng,
+    read_buffer: Vec<u8>,
+    message: Vec<u8>,
+    unix_secs: u64,
+    pub stats: IoStats,
+}
+
+/// Upper bound of an HTTP response head we wait for.
+const UPGRADE_HEAD_BYTES_MAX: usize = 16 * 1024;
+/// One read per readiness event; level-triggered epoll reports the rest.
+const READ_BUFFER_BYTES: usize = 256 * 1024;
+/// Longest sleep in the loop, so drivers notice shared stop flags promptly.
+const WAIT_MAX: Duration = Duration::from_millis(50);
+
+impl Pool {
+    pub fn new(
+        target: std::sync::Arc<Target>,
+        slots: usize,
+        seed: u64,
+        source_offset: u64,
+    ) -> std::io::Result<Self> {
+        let now = Instant::now();
+        let conns = (0..slots)
+            .map(|_| Conn {
+                fd: -1,
+                generation: 0,
+                phase: Phase::Free,
+                client_id: String::new(),
+                connect_started: now,
+                rx: Vec::new(),
+                fragment: Vec::new(),
+                tx: Vec::new(),
+                waiting_writable: false,
+                dirty: false,
+            })
+            .collect();
+        Ok(Self {
+            epoll: Epoll::new(1024)?,
+            conns,
+            dirty: Vec::new(),
+            target,
+            source_counter: source_offset,
+            rng: Rng::new(seed),
+            read_buffer: vec![0; READ_BUFFER_BYTES],
+            message: Vec::new(),
+            unix_secs: wire::unix_now_secs(),
+            stats: IoStats::default(),
+        })
+    }
+
+    pub fn slots(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn conn(&self, slot: usize) -> &Conn {
+        &self.conns[slot]
+    }
+
+    pub fn rng(&mut self) -> &mut Rng {
+        &mut self.rng
+    }
+
+    pub fn unix_secs(&self) -> u64 {
+        self.unix_secs
+    }
+
+    /// Bytes queued on `slot` and not yet accepted by the kernel.
+    pub fn unsent_bytes(&self, slot: usize) -> usize {
+        self.conns[slot].tx.len()
+    }
+
+    fn key(&self, slot: usize) -> u64 {
+        (self.conns[slot].generation as u64) << 32 | slot as u64
+    }
+
+    /// Starts connecting `slot` (which must be Free) as `client_id`.
+    /// Returns false (and counts the error) if the connect failed at once.
+    pub fn connect(&mut self, slot: usize, client_id: String, now: Instant) -> bool {
+        assert_eq!(
+            self.conns[slot].phase,
+            Phase::Free,
+            "connect on a busy slot"
+        );
+        self.source_counter += 1;
+        let source = self.target.source_for(self.source_counter);
+        let fd = match net::connect(self.target.address, source) {
+            Ok(fd) => fd,
+            Err(_) => {
+                self.stats.connect_errors += 1;
+                return false;
+            }
+        };
+        let conn = &mut self.conns[slot];
+        conn.fd = fd;
+        conn.generation = conn.generation.wrapping_add(1);
+        conn.phase = Phase::Connecting;
+        conn.client_id = client_id;
+        conn.connect_started = now;
+        let key = self.key(slot);
+        if self.epoll.add(fd, EVENT_IN | EVENT_OUT, key).is_err() {
+            self.stats.connect_errors += 1;
+            self.release(slot);
+            return false;
+        }
+        true
+    }
+
+    /// Queues one protocol message (prefix + JSON, as built by `wire`) on `slot`.
+    pub fn send(&mut self, slot: usize, message: &[u8]) {
+        let mask = self.rng.mask();
+        let conn = &mut self.conns[slot];
+        wire::encode_frame(&mut conn.tx, wire::OPCODE_BINARY, message, mask);
+        if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(slot);
+        }
+    }
+
+    /// Closes `slot`; when graceful, a Close frame (1000) goes out first.
+    pub fn close(&mut self, slot: usize, graceful: bool) {
+        if graceful && self.conns[slot].phase == Phase::Open {
+            let mask = self.rng.mask();
+            let conn = &mut self.conns[slot];
+            wire::encode_frame(
+                &mut conn.tx,
+                wire::OPCODE_CLOSE,
+                &1000u16.to_be_bytes(),
+                mask,
+            );
+            let _ = net::write(conn.fd, &conn.tx);
+        }
+        self.release(slot);
+    }
+
+    fn release(&mut self, slot: usize) {
+        let conn = &mut self.conns[slot];
+        if conn.fd >= 0 {
+            net::close(conn.fd);
+        }
+        conn.fd = -1;
+        conn.generation = conn.generation.wrapping_add(1);
+        conn.phase = Phase::Free;
+        conn.rx = Vec::new();
+        conn.fragment = Vec::new();
+        conn.tx.clear();
+        conn.waiting_writable = false;
+    }
+
+    /// Closes every connection without ceremony (end of a scenario).
+    pub fn close_all(&mut self) {
+        for slot in 0..self.conns.len() {
+            if self.conns[slot].phase != Phase::Free {
+                self.release(slot);
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for &slot in &dirty {
+            self.conns[slot].dirty = false;
+            self.flush_one(slot);
+        }
+        self.dirty = dirty;
+        self.dirty.clear();
+    }
+
+    fn flush_one(&mut self, slot: usize) {
+        let key = self.key(slot);
+        let conn = &mut self.conns[slot];
+        if conn.fd < 0 || conn.tx.is_empty() || conn.phase == Phase::Connecting {
+            return;
+        }
+        let mut written = 0;
+        while written < conn.tx.len() {
+            match net::write(conn.fd, &conn.tx[written..]) {
+                Ok(count) => written += count,
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    // The read side reports the end of the connection.
+                    conn.tx.clear();
+                    return;
+                }
+            }
+        }
+        conn.tx.drain(..written);
+        let want_writable = !conn.tx.is_empty();
+        if want_writable != conn.waiting_writable {
+            conn.waiting_writable = want_writable;
+            let interest = if want_writable {
+                EVENT_IN | EVENT_OUT
+            } else {
+                EVENT_IN
+            };
+            let _ = self.epoll.modify(conn.fd, interest, key);
+        }
+    }
+
+    fn connected(&mut self, slot: usize) -> bool {
+        if net::take_error(self.conns[slot].fd).is_err() {
+            self.stats.connect_errors += 1;
+            return false;
+        }
+        let mut key_bytes = [0u8; 16];
+        key_bytes[..8].copy_from_slice(&self.rng.next().to_ne_bytes());
+        key_bytes[8..].copy_from_slice(&self.rng.next().to_ne_bytes());
+        let request = wire::upgrade_request(&self.target.host, &self.target.path, key_bytes);
+        let key = self.key(slot);
+        let conn = &mut self.conns[slot];
+        conn.phase = Phase::Upgrading;
+        conn.tx.extend_from_slice(&request);
+        let _ = self.epoll.modify(conn.fd, EVENT_IN, key);
+        if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(slot);
+        }
+        true
+    }
+
+    fn fail(&mut self, slot: usize, driver: &mut impl Driver, now: Instant) {
+        self.release(slot);
+        driver.lost(self, slot, now);
+    }
+}
+
+/// Runs the loop until the driver's tick returns None.
+pub fn run(pool: &mut Pool, driver: &mut impl Driver) -> std::io::Result<()> {
+    let mut ready: Vec<(u64, u32)> = Vec::with_capacity(1024);
+    loop {
+        let now = Instant::now();
+        let Some(wake) = driver.tick(pool, now) else {
+            pool.flush();
+            return Ok(());
+        };
+        pool.flush();
+        let timeout = wake.saturating_duration_since(Instant::now()).min(WAIT_MAX);
+        ready.clear();
+        ready.extend(pool.epoll.wait(timeout)?);
+        for &(key, events) in &ready {
+            handle(pool, driver, key, events);
+        }
+    }
+}
+
+fn handle(pool: &mut Pool, driver: &mut impl Driver, key: u64, events: u32) {
+    let slot = (key & 0xffff_ffff) as usize;
+    let generation = (key >> 32) as u32;
+    if pool.conns[slot].generation != generation || pool.conns[slot].fd < 0 {
+        return;
+    }
+    let now = Instant::now();
+    if pool.conns[slot].phase == Phase::Connecting {
+        if events & (EVENT_OUT | EVENT_HUP) != 0 && !pool.connected(slot) {
+            pool.fail(slot, driver, now);
+        }
+        return;
+    }
+    if events & EVENT_OUT != 0 {
+        pool.flush_one(slot);
+    }
+    if events & (EVENT_IN | EVENT_HUP) == 0 {
+        return;
+    }
+    let mut buffer = std::mem::take(&mut pool.read_buffer);
+    let count = match net::read(pool.conns[slot].fd, &mut buffer) {
+        Ok(0) => {
+            pool.read_buffer = buffer;
+            pool.stats.closed_by_relay += 1;
+            pool.fail(slot, driver, now);
+            return;
+        }
+        Ok(count) => count,
+        Err(error)
+            if matches!(
+                error.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+            ) =>
+        {
+            pool.read_buffer = buffer;
+            return;
+        }
+        Err(_) => {
+            pool.read_buffer = buffer;
+            pool.stats.closed_by_relay += 1;
+            pool.fail(slot, driver, now);
+            return;
+        }
+    };
+    let now = Instant::now();
+    let mut pending = std::mem::take(&mut pool.conns[slot].rx);
+    let outcome = if pending.is_empty() {
+        let outcome = consume(pool, driver, slot, generation, &mut buffer[..count], now);
+        if let Consumed::Upto(used) = outcome {
+            pending.extend_from_slice(&buffer[used..count]);
+        }
+        outcome
+    } else {
+        pending.extend_from_slice(&buffer[..count]);
+        let outcome = consume(pool, driver, slot, generation, &mut pending, now);
+        if let Consumed::Upto(used) = outcome {
+            pending.drain(..used);
+        }
+        outcome
+    };
+    pool.read_buffer = buffer;
+    match outcome {
+        Consumed::Upto(_) if pool.conns[slot].generation == generation => {
+            pool.conns[slot].rx = pending
+        }
+        Consumed::Upto(_) => {}
+        Consumed::Failed => pool.fail(slot, driver, now),
+    }
+}
+
+enum Consumed {
+    /// Bytes before this index were used; the rest is an incomplete frame.
+    Upto(usize),
+    /// The connection must end (bad upgrade reply, Close frame, protocol error).
+    Failed,
+}
+
+fn consume(
+    pool: &mut Pool,
+    driver: &mut impl Driver,
+    slot: usize,
+    generation: u32,
+    bytes: &mut [u8],
+    now: Instant,
+) -> Consumed {
+    let mut at = 0;
+    if pool.conns[slot].phase == Phase::Upgrading {
+        match wire::parse_upgrade_reply(bytes) {
+            UpgradeReply::Incomplete if bytes.len() > UPGRADE_HEAD_BYTES_MAX => {
+                return Consumed::Failed;
+            }
+            UpgradeReply::Incomplete => return Consumed::Upto(0),
+            UpgradeReply::Refused(status) => {
+                *pool.stats.refused_upgrades.entry(status).or_default() += 1;
+                return Consumed::Failed;
+            }
+            UpgradeReply::Accepted(head_bytes) => {
+                at = head_bytes;
+                let mut message = std::mem::take(&mut pool.message);
+                let message_id = format!("h-{slot}-{generation}");
+                wire::handshake_json(
+                    &mut message,
+                    &message_id,
+                    &pool.conns[slot].client_id,
+                    pool.unix_secs,
+                );
+                pool.send(slot, &message);
+                pool.message = message;
+                pool.conns[slot].phase = Phase::AwaitAck;
+            }
+        }
+    }
+    while let Some(frame) = wire::decode_frame(&mut bytes[at..]) {
+        let payload = at + frame.payload.start..at + frame.payload.end;
+        at = payload.end;
+        match frame.opcode {
+            wire::OPCODE_BINARY | wire::OPCODE_TEXT | wire::OPCODE_CONTINUATION => {
+                let conn = &mut pool.conns[slot];
+                if frame.fin && conn.fragment.is_empty() {
+                    deliver(pool, driver, slot, &bytes[payload], now);
+                } else {
+                    conn.fragment.extend_from_slice(&bytes[payload]);
+                    if frame.fin {
+                        let message = std::mem::take(&mut conn.fragment);
+                        deliver(pool, driver, slot, &message, now);
+                    }
+                }
+                if pool.conns[slot].generation != generation {
+                    return Consumed::Upto(at);
+                }
+            }
+            wire::OPCODE_CLOSE => {
+                let code = bytes[payload]
+                    .get(..2)
+                    .map(|b| u16::from_be_bytes([b[0], b[1]]))
+                    .unwrap_or(1005);
+                *pool.stats.close_codes.entry(code).or_default() += 1;
+                return Consumed::Failed;
+            }
+            wire::OPCODE_PING => {
+                let mask = pool.rng.mask();
+                let conn = &mut pool.conns[slot];
+                wire::encode_frame(&mut conn.tx, 0xA, &bytes[payload], mask);
+                if !conn.dirty {
+                    conn.dirty = true;
+                    pool.dirty.push(slot);
+                }
+            }
+            _ => {}
+        }
+    }
+    Consumed::Upto(at)
+}
+
+fn deliver(pool: &mut Pool, driver: &mut impl Driver, slot: usize, message: &[u8], now: Instant) {
+    let Some(reply) = wire::parse_reply(message) else {
+        pool.stats.malformed_messages += 1;
+        return;
+    };
+    if pool.conns[slot].phase == Phase::AwaitAck && reply.kind == b"HandshakeAck" {
+        pool.conns[slot].phase = Phase::Open;
+        driver.opened(pool, slot, now);
+    } else {
+        driver.received(pool, slot, &reply, now);
+    }
+}
