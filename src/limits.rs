@@ -24,6 +24,10 @@ pub const READ_CHUNK_BYTES: usize = 16 * 1024;
 /// §2.7: after sending Close, wait this long for the peer's Close.
 pub const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
+/// Resolution of the per-shard deadlines (handshake, idle, close wait): a timer
+/// fires at most this late. Far below every timeout it serves (≥ 1 s).
+pub const DEADLINE_TICK: Duration = Duration::from_millis(50);
+
 /// §2.3: the request head is at most 8192 bytes.
 pub const HTTP_HEAD_BYTES_MAX: usize = 8192;
 

@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
@@ -19,6 +19,7 @@ use crate::protocol::CloseReason;
 use crate::protocol::decode::{self, Handshake};
 use crate::wsframe::{self, FirstMessageReader, Step};
 
+use super::deadline::Deadline;
 use super::mesh::MeshMessage;
 use super::{Shard, Shared, client, unix_now};
 use crate::session::auth;
@@ -63,9 +64,9 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             if refusals.get() < limits::REFUSALS_IN_PROGRESS_MAX {
                 refusals.set(refusals.get() + 1);
                 let refusals = Rc::clone(&refusals);
-                let timeout = Duration::from_secs(shard.config.handshake_timeout_secs);
+                let deadline = shard.deadlines.at(Instant::now() + Duration::from_secs(shard.config.handshake_timeout_secs));
                 glommio::spawn_local(async move {
-                    refuse(stream, timeout).await;
+                    refuse(stream, deadline).await;
                     refusals.set(refusals.get() - 1);
                 })
                 .detach();
@@ -75,13 +76,13 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
 }
 
 /// Answers an over-limit connection with 503 after reading its head (§2.2).
-async fn refuse(mut stream: TcpStream, timeout: Duration) {
+async fn refuse(mut stream: TcpStream, deadline: Deadline) {
     let read = async {
         let _ = read_head(&mut stream).await;
         Some(())
     };
     if futures_lite::future::or(read, async {
-        glommio::timer::sleep(timeout).await;
+        deadline.await;
         None
     })
     .await
@@ -109,9 +110,9 @@ enum Outcome {
 
 async fn serve(shard: Rc<Shard>, mut stream: TcpStream, slot: ConnectionSlot) {
     let upgraded = Cell::new(false);
-    let timeout = Duration::from_secs(shard.config.handshake_timeout_secs);
+    let deadline = shard.deadlines.at(Instant::now() + Duration::from_secs(shard.config.handshake_timeout_secs));
     let outcome = futures_lite::future::or(pre_session(&shard, &mut stream, &upgraded), async {
-        glommio::timer::sleep(timeout).await;
+        deadline.await;
         if upgraded.get() {
             Outcome::Close(
                 CloseReason::HandshakeTimeout.code(),
@@ -126,7 +127,7 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, slot: ConnectionSlot) {
         Outcome::Done => {}
         Outcome::Close(code, reason) => {
             let _ = stream.write_all(&wsframe::close_frame(code, reason)).await;
-            drain_until_close(&mut stream).await;
+            drain_until_close(&shard, &mut stream).await;
         }
         Outcome::EchoClose(code) => {
             let _ = stream.write_all(&wsframe::close_frame(code, "")).await;
@@ -144,7 +145,7 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, slot: ConnectionSlot) {
 }
 
 /// Waits, up to the close wait, for the peer's Close or EOF (§2.7).
-async fn drain_until_close(stream: &mut TcpStream) {
+async fn drain_until_close(shard: &Shard, stream: &mut TcpStream) {
     let wait = async {
         let mut buf = [0u8; 1024];
         while let Ok(n) = stream.read(&mut buf).await {
@@ -153,7 +154,7 @@ async fn drain_until_close(stream: &mut TcpStream) {
             }
         }
     };
-    futures_lite::future::or(wait, glommio::timer::sleep(limits::CLOSE_WAIT)).await;
+    futures_lite::future::or(wait, shard.deadlines.at(Instant::now() + limits::CLOSE_WAIT)).await;
 }
 
 /// Reads a request head, bounded by §2.3. Returns the parse result and the buffer.
@@ -338,7 +339,7 @@ async fn hand_off(
         let _ = stream
             .write_all(&wsframe::close_frame(reason.code(), reason.reason()))
             .await;
-        drain_until_close(&mut stream).await;
+        drain_until_close(&shard, &mut stream).await;
         let _ = stream.shutdown(std::net::Shutdown::Both).await;
     }
 }

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
-use glommio::timer::Timer;
 
 use crate::limits;
 use crate::protocol::decode::{self, Handshake, Request, ShapeError, ValidRequest, ValueError};
@@ -20,6 +19,7 @@ use crate::protocol::{CloseReason, ErrorCode, Id64};
 use crate::storage::BlobId;
 use crate::wsframe::{self, MessageReader, Step};
 
+use super::deadline::Deadline;
 use super::gather::{self, GatherKind};
 use super::mesh::{MeshMessage, Part, ReplyTo, SessionRef};
 use super::outbound::{Outbound, SessionHandle};
@@ -48,8 +48,7 @@ struct Connection {
     out_blobs: Vec<BlobId>,
     phase: Phase,
     last_inbound: Instant,
-    timer: Timer,
-    timer_deadline: Instant,
+    timer: Deadline,
 }
 
 /// Registers a session for a routing_id this shard owns and runs it to the end.
@@ -73,9 +72,11 @@ pub async fn run(
         out_blobs: Vec::new(),
         phase: Phase::Open,
         last_inbound: now,
-        timer: Timer::new(idle),
-        timer_deadline: now + idle,
+        timer: shard.deadlines.at(now + idle),
     };
+    // Requests pipelined behind the Handshake arrived with it: process them now,
+    // not at the next socket event (§4.8).
+    handle_input(&shard, &handle, &mut connection);
     std::future::poll_fn(|cx| drive(&shard, &handle, &mut connection, cx)).await;
     unregister(&shard, &handle);
     let _ = connection.stream.shutdown(std::net::Shutdown::Both).await;
@@ -196,22 +197,18 @@ fn drive(
         let mut progress = false;
         let now = Instant::now();
 
-        // Timers: the idle timer while Open (§2.6), the close wait while Closing.
-        if Pin::new(&mut conn.timer).poll(cx).is_ready() || now >= conn.timer_deadline {
+        // Timers: the idle timer while Open (§2.6); the close wait otherwise.
+        if Pin::new(&mut conn.timer).poll(cx).is_ready() {
             match conn.phase {
-                Phase::Open | Phase::ClientClosed { .. } => {
-                    let deadline =
-                        conn.last_inbound + Duration::from_secs(shard.config.idle_timeout_secs);
-                    if now >= deadline && conn.phase == Phase::Open {
-                        handle
-                            .out
-                            .borrow_mut()
-                            .request_close(CloseReason::IdleTimeout);
+                Phase::Open => {
+                    let deadline = conn.last_inbound + Duration::from_secs(shard.config.idle_timeout_secs);
+                    if now >= deadline {
+                        handle.out.borrow_mut().request_close(CloseReason::IdleTimeout);
                     } else {
-                        arm(conn, deadline.max(now + Duration::from_millis(10)));
+                        conn.timer.reset(deadline);
                     }
                 }
-                Phase::Closing | Phase::Done => return Poll::Ready(()),
+                Phase::ClientClosed { .. } | Phase::Closing | Phase::Done => return Poll::Ready(()),
             }
             progress = true;
         }
@@ -295,9 +292,7 @@ fn drive(
 }
 
 fn arm(conn: &mut Connection, deadline: Instant) {
-    conn.timer_deadline = deadline;
-    conn.timer
-        .reset(deadline.saturating_duration_since(Instant::now()));
+    conn.timer.reset(deadline);
 }
 
 /// Sends our Close (at most one per connection, §2.7) and starts the close wait.
@@ -361,7 +356,11 @@ fn handle_input(shard: &Rc<Shard>, handle: &Rc<SessionHandle>, conn: &mut Connec
             }
             Step::PeerClose { code } => {
                 match conn.phase {
-                    Phase::Open => conn.phase = Phase::ClientClosed { code },
+                    Phase::Open => {
+                        // Replies still due get the close wait to be written (§4.10).
+                        conn.phase = Phase::ClientClosed { code };
+                        arm(conn, Instant::now() + limits::CLOSE_WAIT);
+                    }
                     Phase::Closing => conn.phase = Phase::Done,
                     _ => {}
                 }

@@ -14,6 +14,7 @@
 
 pub mod accept;
 pub mod client;
+pub mod deadline;
 pub mod dispatch;
 pub mod features;
 pub mod gather;
@@ -111,6 +112,7 @@ pub struct Shard {
     pub state: RefCell<State>,
     /// Monotonic seconds for the rate buckets.
     pub clock_origin: Instant,
+    pub deadlines: Rc<deadline::Deadlines>,
 }
 
 impl Shard {

@@ -21,6 +21,7 @@ use crate::session::sender_map::SenderMap;
 use crate::storage::writer::{self, Completion, Job};
 use crate::storage::{BlobMeta, DeviceSyncRecord, RecoveryProofRecord, Store};
 
+use super::deadline::Deadlines;
 use super::mesh::{Mesh, MeshMessage};
 use super::{Shard, Shared, State, accept, dispatch, owner};
 
@@ -213,6 +214,7 @@ async fn run_shard(context: ShardContext, init: ShardInit) {
         writer: jobs_tx,
         state: RefCell::new(state),
         clock_origin: Instant::now(),
+        deadlines: Rc::new(Deadlines::default()),
     });
     shard.publish_blob_count();
     let local = listener.local_addr().unwrap_or(address);
@@ -221,6 +223,7 @@ async fn run_shard(context: ShardContext, init: ShardInit) {
     glommio::spawn_local(completions(Rc::clone(&shard), done_rx)).detach();
     glommio::spawn_local(inbox_loop(Rc::clone(&shard), inbox)).detach();
     glommio::spawn_local(cleanup_loop(Rc::clone(&shard))).detach();
+    glommio::spawn_local(Rc::clone(&shard.deadlines).run()).detach();
     accept::accept_loop(Rc::clone(&shard), listener).await;
     drop(shard);
     let _ = writer.join();
