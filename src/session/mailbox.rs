@@ -35,6 +35,8 @@ impl Entry {
 struct Mailbox {
     next_seq: u64,
     entries: VecDeque<Entry>,
+    /// Sum of `data_len` over `entries` (expired ones included).
+    bytes: u64,
 }
 
 /// Per-recipient quotas (§9); 0 means unlimited.
@@ -68,6 +70,7 @@ impl Mailboxes {
                 data_len: meta.data_len,
                 committed: true,
             });
+            mailbox.bytes += u64::from(meta.data_len);
             index.blob_count += 1;
             index.data_bytes += u64::from(meta.data_len);
         }
@@ -98,6 +101,14 @@ impl Mailboxes {
         let Some(mailbox) = self.boxes.get(recipient) else {
             return quota.max_bytes == 0 || data_len as u64 <= quota.max_bytes;
         };
+        // Fast path: counting expired entries too can only overestimate, so a blob
+        // that fits these totals fits the exact quota.
+        let all = mailbox.entries.len() as u64;
+        if (quota.max_blobs == 0 || all < quota.max_blobs)
+            && (quota.max_bytes == 0 || mailbox.bytes + data_len as u64 <= quota.max_bytes)
+        {
+            return true;
+        }
         let (mut count, mut bytes) = (0u64, 0u64);
         for entry in mailbox
             .entries
@@ -134,6 +145,7 @@ impl Mailboxes {
             data_len,
             committed: false,
         });
+        mailbox.bytes += u64::from(data_len);
         self.blob_count += 1;
         self.data_bytes += u64::from(data_len);
         seq
@@ -179,6 +191,7 @@ impl Mailboxes {
         let mailbox = self.boxes.get_mut(recipient)?;
         let position = mailbox.entries.iter().position(matches)?;
         let entry = mailbox.entries.remove(position)?;
+        mailbox.bytes -= u64::from(entry.data_len);
         self.blob_count -= 1;
         self.data_bytes -= u64::from(entry.data_len);
         if mailbox.entries.is_empty() {
@@ -237,9 +250,11 @@ impl Mailboxes {
     pub fn take_expired(&mut self, now: u64, ttl_secs: u64) -> Vec<(Id64, Entry)> {
         let mut expired = Vec::new();
         for (recipient, mailbox) in self.boxes.iter_mut() {
+            let bytes = &mut mailbox.bytes;
             mailbox.entries.retain(|e| {
                 let gone = e.committed && e.is_expired(now, ttl_secs);
                 if gone {
+                    *bytes -= u64::from(e.data_len);
                     expired.push((*recipient, *e));
                 }
                 !gone

@@ -28,7 +28,7 @@ fn quota(shard: &Shard) -> Quota {
 #[allow(clippy::result_large_err)] // Given back by value, as `Mesh::try_send`.
 fn submit(shard: &Shard, ops: Vec<WriteOp>, pending: Pending) -> Result<(), Pending> {
     let token = owner::next_token(shard);
-    match shard.writer.try_send(Job::Commit { token, ops }) {
+    match shard.storage.try_submit(Job::Commit { token, ops }) {
         Ok(()) => {
             shard.state.borrow_mut().pending.insert(token, pending);
             Ok(())

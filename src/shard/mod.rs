@@ -22,6 +22,7 @@ pub mod mesh;
 pub mod outbound;
 pub mod owner;
 pub mod runtime;
+pub mod storage_link;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -38,7 +39,6 @@ use crate::session::nonce::NonceCache;
 use crate::session::ratelimit::TokenBucket;
 use crate::session::sender_map::SenderMap;
 use crate::storage::RecoveryProofRecord;
-use crate::storage::writer::Job;
 
 use gather::Gather;
 use mesh::{Mesh, SessionRef};
@@ -108,7 +108,7 @@ pub struct Shard {
     pub config: Arc<Config>,
     pub shared: Arc<Shared>,
     pub mesh: Rc<Mesh>,
-    pub writer: flume::Sender<Job>,
+    pub storage: storage_link::StorageLink,
     pub state: RefCell<State>,
     /// Monotonic seconds for the rate buckets.
     pub clock_origin: Instant,

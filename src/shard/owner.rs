@@ -80,13 +80,7 @@ pub fn submit_unrefusable(shard: &Shard, ops: Vec<WriteOp>, pending: Pending) {
 }
 
 fn submit_job(shard: &Shard, job: Job) {
-    if let Err(flume::TrySendError::Full(job)) = shard.writer.try_send(job) {
-        let writer = shard.writer.clone();
-        glommio::spawn_local(async move {
-            let _ = writer.send_async(job).await;
-        })
-        .detach();
-    }
+    shard.storage.submit(job);
 }
 
 /// Stores a blob for a recipient this shard owns (§5.2 steps 1-3).
@@ -133,7 +127,7 @@ pub fn store(
         hop_count: 0,
         seq,
     };
-    match shard.writer.try_send(Job::Commit {
+    match shard.storage.try_submit(Job::Commit {
         token,
         ops: vec![WriteOp::InsertBlob(record)],
     }) {

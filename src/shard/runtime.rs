@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 
-use crate::config::Config;
+use crate::config::{Config, StorageBackend};
 use crate::limits;
 use crate::session::device_sync::DeviceSyncIndex;
 use crate::session::mailbox::Mailboxes;
@@ -22,6 +22,7 @@ use crate::storage::writer::{self, Completion, Job};
 use crate::storage::{BlobMeta, DeviceSyncRecord, RecoveryProofRecord, Store};
 
 use super::deadline::Deadlines;
+use super::storage_link::StorageLink;
 use super::mesh::{Mesh, MeshMessage};
 use super::{Shard, Shared, State, accept, dispatch, owner};
 
@@ -169,16 +170,22 @@ async fn run_shard(context: ShardContext, init: ShardInit) {
             return;
         }
     };
-    let (jobs_tx, jobs_rx) = flume::bounded::<Job>(limits::WRITER_QUEUE_DEPTH);
+    // Completions never outnumber the jobs queued for the writer (bounded by
+    // WRITER_QUEUE_DEPTH) plus the unrefusable ones waiting for room, so this
+    // channel needs no bound of its own; a bound could stall the writer thread.
     let (done_tx, done_rx) = flume::unbounded::<Completion>();
-    let writer = match writer::spawn_writer(format!("store-{index}"), init.store, jobs_rx, done_tx)
-    {
-        Ok(handle) => handle,
-        Err(error) => {
-            let _ = bound.send(Err(format!(
-                "cannot start the storage thread of shard {index}: {error}"
-            )));
-            return;
+    let (storage, writer) = match config.storage_backend {
+        StorageBackend::Memory => (StorageLink::Inline { store: RefCell::new(init.store), done: done_tx }, None),
+        StorageBackend::Sqlite => {
+            let (jobs_tx, jobs_rx) = flume::bounded::<Job>(limits::WRITER_QUEUE_DEPTH);
+            match writer::spawn_writer(format!("store-{index}"), init.store, jobs_rx, done_tx) {
+                Ok(handle) => (StorageLink::Thread(jobs_tx), Some(handle)),
+                Err(error) => {
+                    let message = format!("cannot start the storage thread of shard {index}: {error}");
+                    let _ = bound.send(Err(message));
+                    return;
+                }
+            }
         }
     };
     let next_key = init
@@ -211,7 +218,7 @@ async fn run_shard(context: ShardContext, init: ShardInit) {
         config,
         shared,
         mesh: Rc::new(Mesh::new(index, senders)),
-        writer: jobs_tx,
+        storage,
         state: RefCell::new(state),
         clock_origin: Instant::now(),
         deadlines: Rc::new(Deadlines::default()),
@@ -226,7 +233,9 @@ async fn run_shard(context: ShardContext, init: ShardInit) {
     glommio::spawn_local(Rc::clone(&shard.deadlines).run()).detach();
     accept::accept_loop(Rc::clone(&shard), listener).await;
     drop(shard);
-    let _ = writer.join();
+    if let Some(writer) = writer {
+        let _ = writer.join();
+    }
 }
 
 /// Applies writer completions, in batches.
