@@ -16,6 +16,7 @@
 //! - [`shard`]: the glommio side: executors, accept, hand-off, the mesh (one enum of
 //!   every cross-shard message), the router (`shard_of`), client sessions.
 //! - [`relay`]: startup order (§13.4) and shutdown.
+//! - [`signals`]: SIGTERM and SIGINT received on one thread (§14.1).
 
 pub mod config;
 pub mod http;
@@ -24,5 +25,6 @@ pub mod protocol;
 pub mod relay;
 pub mod session;
 pub mod shard;
+pub mod signals;
 pub mod storage;
 pub mod wsframe;

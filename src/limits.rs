@@ -60,6 +60,9 @@ pub const EXECUTOR_IO_MEMORY_BYTES: usize = 128 * 1024;
 /// ack latency under load. A short interval keeps I/O polled about every 500 µs.
 pub const PREEMPT_INTERVAL: Duration = Duration::from_micros(500);
 
+/// While shutting down, how often a shard checks whether connections remain.
+pub const SHUTDOWN_POLL: Duration = Duration::from_millis(10);
+
 /// Mesh messages handled before the inbox task yields to the other tasks.
 pub const MESH_BATCH_MAX: usize = 256;
 

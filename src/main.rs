@@ -2,7 +2,11 @@
 
 use std::process::ExitCode;
 
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
 use vauchi_relay::config::Config;
+use vauchi_relay::signals;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -40,15 +44,65 @@ fn main() -> ExitCode {
     for warning in loaded.config.startup_warnings() {
         tracing::warn!("{warning}");
     }
-    match vauchi_relay::relay::start(loaded.config) {
-        Ok((running, _lock)) => {
-            tracing::info!("listening on {}", running.local_addr);
-            running.join();
-            ExitCode::SUCCESS
-        }
+    // Before any thread starts, so that every thread inherits the mask and only
+    // the signal thread receives SIGTERM and SIGINT (§14.1).
+    if let Err(error) = signals::block_shutdown_signals() {
+        eprintln!("vauchi-relay: cannot block shutdown signals: {error}");
+        return ExitCode::from(1);
+    }
+    let drain_timeout = Duration::from_secs(loaded.config.federation_drain_timeout_secs);
+    let (mut running, _lock) = match vauchi_relay::relay::start(loaded.config) {
+        Ok(started) => started,
         Err(message) => {
             eprintln!("vauchi-relay: {message}");
-            ExitCode::from(1)
+            return ExitCode::from(1);
+        }
+    };
+    tracing::info!("listening on {}", running.local_addr);
+    let (events, received) = mpsc::channel();
+    if let Err(error) = signals::forward_shutdown_signals(events.clone(), |_| Event::Signal) {
+        eprintln!("vauchi-relay: cannot start the signal thread: {error}");
+        return ExitCode::from(1);
+    }
+    let Some(finished) = running.take_finished() else {
+        return ExitCode::from(1);
+    };
+    std::thread::spawn(move || {
+        finished.wait();
+        let _ = events.send(Event::Stopped);
+    });
+    // Run until a signal; then drain, bounded by RELAY_FEDERATION_DRAIN_TIMEOUT.
+    match received.recv() {
+        Ok(Event::Signal) => {}
+        Ok(Event::Stopped) | Err(_) => {
+            tracing::error!("the shards stopped unexpectedly");
+            return ExitCode::from(1);
         }
     }
+    tracing::info!("shutting down: draining sessions");
+    running.shutdown();
+    let deadline = Instant::now() + drain_timeout;
+    loop {
+        match received.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(Event::Stopped) => {
+                tracing::info!("shutdown complete");
+                return ExitCode::SUCCESS;
+            }
+            Ok(Event::Signal) => {
+                tracing::warn!("second signal: exiting at once");
+                return ExitCode::SUCCESS;
+            }
+            Err(_) => {
+                // Committed data is intact; what is still queued is dropped (§14.1).
+                tracing::warn!("drain timeout reached: exiting");
+                return ExitCode::SUCCESS;
+            }
+        }
+    }
+}
+
+/// What the main thread waits for.
+enum Event {
+    Signal,
+    Stopped,
 }

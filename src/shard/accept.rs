@@ -40,7 +40,7 @@ impl Drop for ConnectionSlot {
     }
 }
 
-/// Accepts connections until the listener fails.
+/// Accepts connections for the life of the shard.
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     let refusals = Rc::new(Cell::new(0u64));
     loop {
@@ -64,7 +64,9 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             if refusals.get() < limits::REFUSALS_IN_PROGRESS_MAX {
                 refusals.set(refusals.get() + 1);
                 let refusals = Rc::clone(&refusals);
-                let deadline = shard.deadlines.at(Instant::now() + Duration::from_secs(shard.config.handshake_timeout_secs));
+                let deadline = shard
+                    .deadlines
+                    .at(Instant::now() + Duration::from_secs(shard.config.handshake_timeout_secs));
                 glommio::spawn_local(async move {
                     refuse(stream, deadline).await;
                     refusals.set(refusals.get() - 1);
@@ -110,7 +112,9 @@ enum Outcome {
 
 async fn serve(shard: Rc<Shard>, mut stream: TcpStream, slot: ConnectionSlot) {
     let upgraded = Cell::new(false);
-    let deadline = shard.deadlines.at(Instant::now() + Duration::from_secs(shard.config.handshake_timeout_secs));
+    let deadline = shard
+        .deadlines
+        .at(Instant::now() + Duration::from_secs(shard.config.handshake_timeout_secs));
     let outcome = futures_lite::future::or(pre_session(&shard, &mut stream, &upgraded), async {
         deadline.await;
         if upgraded.get() {
@@ -154,7 +158,11 @@ async fn drain_until_close(shard: &Shard, stream: &mut TcpStream) {
             }
         }
     };
-    futures_lite::future::or(wait, shard.deadlines.at(Instant::now() + limits::CLOSE_WAIT)).await;
+    futures_lite::future::or(
+        wait,
+        shard.deadlines.at(Instant::now() + limits::CLOSE_WAIT),
+    )
+    .await;
 }
 
 /// Reads a request head, bounded by §2.3. Returns the parse result and the buffer.

@@ -59,6 +59,10 @@ pub async fn run(
     handshake: Box<Handshake>,
     slot: super::accept::ConnectionSlot,
 ) {
+    shard
+        .shared
+        .sessions_open
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let handle = register(&shard, &handshake);
     let mut reader = MessageReader::continuous(shard.config.max_message_size + 4);
     reader.feed(&remainder);
@@ -79,6 +83,10 @@ pub async fn run(
     handle_input(&shard, &handle, &mut connection);
     std::future::poll_fn(|cx| drive(&shard, &handle, &mut connection, cx)).await;
     unregister(&shard, &handle);
+    shard
+        .shared
+        .sessions_open
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     let _ = connection.stream.shutdown(std::net::Shutdown::Both).await;
     drop(slot);
 }
@@ -124,6 +132,9 @@ fn register(shard: &Rc<Shard>, handshake: &Handshake) -> Rc<SessionHandle> {
         .out
         .borrow_mut()
         .reply_now(encode::handshake_ack(unix_now()));
+    if shard.shutdown.is_fired() {
+        handle.out.borrow_mut().begin_drain();
+    }
     // Registered above, before the snapshot, so nothing committed later is missed
     // and nothing is sent twice (§4.6).
     owner::start_backlog(shard, &handle);
@@ -201,9 +212,13 @@ fn drive(
         if Pin::new(&mut conn.timer).poll(cx).is_ready() {
             match conn.phase {
                 Phase::Open => {
-                    let deadline = conn.last_inbound + Duration::from_secs(shard.config.idle_timeout_secs);
+                    let deadline =
+                        conn.last_inbound + Duration::from_secs(shard.config.idle_timeout_secs);
                     if now >= deadline {
-                        handle.out.borrow_mut().request_close(CloseReason::IdleTimeout);
+                        handle
+                            .out
+                            .borrow_mut()
+                            .request_close(CloseReason::IdleTimeout);
                     } else {
                         conn.timer.reset(deadline);
                     }
@@ -263,12 +278,21 @@ fn drive(
         if conn.phase == Phase::Done && written {
             return Poll::Ready(());
         }
+        // Shutdown (§14.1): once every reply due is written, close with 1001.
+        let draining = handle.out.borrow().draining;
+        if draining && conn.phase == Phase::Open && written && handle.out.borrow().is_idle() {
+            let reason = CloseReason::ShuttingDown;
+            start_close(conn, reason.code(), reason.reason());
+            continue;
+        }
 
         // Read while the session may take requests (§4.9 back-pressure, §4.8 window).
         let may_read = match conn.phase {
             Phase::Open => {
                 let out = handle.out.borrow();
-                !out.is_over_bound() && out.slots_in_use() < limits::PIPELINED_REQUESTS_MAX
+                !out.draining
+                    && !out.is_over_bound()
+                    && out.slots_in_use() < limits::PIPELINED_REQUESTS_MAX
             }
             Phase::Closing => true,
             _ => false,

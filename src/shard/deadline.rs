@@ -24,7 +24,11 @@ pub struct Deadlines {
 impl Deadlines {
     /// A future that completes at `at` (up to one tick late).
     pub fn at(self: &Rc<Self>, at: Instant) -> Deadline {
-        Deadline { wheel: Rc::clone(self), at, registered: None }
+        Deadline {
+            wheel: Rc::clone(self),
+            at,
+            registered: None,
+        }
     }
 
     /// Wakes every deadline that has passed; runs for the life of the shard.
@@ -35,7 +39,9 @@ impl Deadlines {
             let due: Vec<Waker> = {
                 let mut pending = self.pending.borrow_mut();
                 let later = pending.split_off(&(now, u64::MAX));
-                std::mem::replace(&mut *pending, later).into_values().collect()
+                std::mem::replace(&mut *pending, later)
+                    .into_values()
+                    .collect()
             };
             for waker in due {
                 waker.wake();

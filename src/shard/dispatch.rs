@@ -127,5 +127,11 @@ pub fn handle(shard: &Rc<Shard>, message: MeshMessage) {
             features::purge_proof(shard, gather, key_hash)
         }
         MeshMessage::GatherPart { gather, part } => gather::receive(shard, gather.id, part),
+        MeshMessage::Shutdown => {
+            shard.shutdown.fire();
+            for handle in shard.state.borrow().sessions.values() {
+                handle.out.borrow_mut().begin_drain();
+            }
+        }
     }
 }

@@ -132,6 +132,8 @@ pub enum MeshMessage {
     PurgeProof { gather: GatherTo, key_hash: Id64 },
     /// One shard's contribution to a gather.
     GatherPart { gather: GatherTo, part: Part },
+    /// Graceful shutdown (§14.1), from the main thread.
+    Shutdown,
     /// A notification for a sender whose sessions this shard owns (§7.3).
     Notify {
         sender: Id64,

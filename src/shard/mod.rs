@@ -22,6 +22,7 @@ pub mod mesh;
 pub mod outbound;
 pub mod owner;
 pub mod runtime;
+pub mod shutdown;
 pub mod storage_link;
 
 use std::cell::RefCell;
@@ -53,6 +54,8 @@ pub struct Shared {
     pub blob_counts: Vec<AtomicU64>,
     /// Open connections on the main port (§2.2).
     pub connections: AtomicU64,
+    /// Client sessions open on all shards (shutdown waits for none to be left).
+    pub sessions_open: AtomicU64,
 }
 
 impl Shared {
@@ -62,6 +65,7 @@ impl Shared {
             draining: AtomicBool::new(false),
             blob_counts: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             connections: AtomicU64::new(0),
+            sessions_open: AtomicU64::new(0),
         }
     }
 
@@ -113,6 +117,7 @@ pub struct Shard {
     /// Monotonic seconds for the rate buckets.
     pub clock_origin: Instant,
     pub deadlines: Rc<deadline::Deadlines>,
+    pub shutdown: shutdown::ShutdownSignal,
 }
 
 impl Shard {

@@ -75,6 +75,8 @@ pub struct Outbound {
     bound_messages: usize,
     bound_bytes: usize,
     pub close: Option<CloseReason>,
+    /// Shutdown: stop reading, finish the replies due, then close with 1001.
+    pub draining: bool,
     pub backlog: Backlog,
     waker: Option<Waker>,
 }
@@ -92,6 +94,7 @@ impl Outbound {
             bound_messages,
             bound_bytes,
             close: None,
+            draining: false,
             backlog: Backlog::Live,
             waker: None,
         }
@@ -266,6 +269,16 @@ impl Outbound {
         } else {
             self.reply_now(frame);
         }
+    }
+
+    pub fn begin_drain(&mut self) {
+        self.draining = true;
+        self.wake();
+    }
+
+    /// True when nothing is left to write: no open slot and no push.
+    pub fn is_idle(&self) -> bool {
+        self.slots.is_empty() && self.pushes.is_empty()
     }
 
     pub fn request_close(&mut self, reason: CloseReason) {

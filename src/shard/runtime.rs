@@ -22,8 +22,8 @@ use crate::storage::writer::{self, Completion, Job};
 use crate::storage::{BlobMeta, DeviceSyncRecord, RecoveryProofRecord, Store};
 
 use super::deadline::Deadlines;
-use super::storage_link::StorageLink;
 use super::mesh::{Mesh, MeshMessage};
+use super::storage_link::StorageLink;
 use super::{Shard, Shared, State, accept, dispatch, owner};
 
 /// What each shard starts from.
@@ -38,15 +38,51 @@ pub struct ShardInit {
 pub struct Running {
     pub local_addr: SocketAddr,
     pub shared: Arc<Shared>,
-    handles: Vec<glommio::ExecutorJoinHandle<()>>,
+    control: Vec<flume::Sender<MeshMessage>>,
+    /// Held, not joined: the process ends when the shards report `Finished`.
+    _executors: Vec<glommio::ExecutorJoinHandle<()>>,
+    finished: Option<Finished>,
+}
+
+/// Reports from the shards as they end (§14.1).
+pub struct Finished {
+    reports: std::sync::mpsc::Receiver<Option<WriterThread>>,
+    shards: usize,
+}
+
+impl Finished {
+    /// Waits until every shard has drained and its store has committed all it was
+    /// given. Returns false if a shard ended without reporting (it failed).
+    pub fn wait(self) -> bool {
+        for _ in 0..self.shards {
+            match self.reports.recv() {
+                Ok(Some(writer)) => {
+                    let _ = writer.join();
+                }
+                Ok(None) => {}
+                Err(_) => return false,
+            }
+        }
+        true
+    }
 }
 
 impl Running {
-    /// Waits for every shard to end.
-    pub fn join(self) {
-        for handle in self.handles {
-            let _ = handle.join();
+    /// Starts graceful shutdown (§14.1): draining at once, then every shard stops
+    /// accepting, drains its sessions and ends when no connection is left.
+    pub fn shutdown(&self) {
+        self.shared
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        for shard in &self.control {
+            // Blocking is fine here: this is the main thread, not a shard.
+            let _ = shard.send(MeshMessage::Shutdown);
         }
+    }
+
+    /// The shards' end reports, to wait on from another thread.
+    pub fn take_finished(&mut self) -> Option<Finished> {
+        self.finished.take()
     }
 }
 
@@ -88,6 +124,7 @@ pub fn start(config: Arc<Config>, inits: Vec<ShardInit>) -> Result<Running, Stri
     };
     let mut address = config.listen_addr;
     let mut handles = Vec::with_capacity(shards);
+    let (finished_tx, finished) = std::sync::mpsc::channel();
     for (index, (init, inbox)) in inits.into_iter().zip(receivers).enumerate() {
         let pinned = if config.cpu_pin {
             cpus.get(index % cpus.len().max(1)).copied()
@@ -107,6 +144,7 @@ pub fn start(config: Arc<Config>, inits: Vec<ShardInit>) -> Result<Running, Stri
                 inbox: inbox.clone(),
                 address,
                 bound: bound_tx.clone(),
+                finished: finished_tx.clone(),
             };
             let init = Arc::clone(&init);
             LocalExecutorBuilder::new(placement)
@@ -137,7 +175,12 @@ pub fn start(config: Arc<Config>, inits: Vec<ShardInit>) -> Result<Running, Stri
     Ok(Running {
         local_addr: address,
         shared,
-        handles,
+        control: senders,
+        _executors: handles,
+        finished: Some(Finished {
+            reports: finished,
+            shards,
+        }),
     })
 }
 
@@ -149,8 +192,14 @@ struct ShardContext {
     inbox: flume::Receiver<MeshMessage>,
     address: SocketAddr,
     bound: flume::Sender<Result<SocketAddr, String>>,
+    finished: std::sync::mpsc::Sender<Option<WriterThread>>,
 }
 
+/// The writer thread of a shard: joined after the executor has ended, since the
+/// thread stops only once every task holding its queue has been dropped.
+pub type WriterThread = std::thread::JoinHandle<()>;
+
+/// Runs one shard; when it ends, reports its writer thread (sqlite) to be joined.
 async fn run_shard(context: ShardContext, init: ShardInit) {
     let ShardContext {
         index,
@@ -160,6 +209,7 @@ async fn run_shard(context: ShardContext, init: ShardInit) {
         inbox,
         address,
         bound,
+        finished,
     } = context;
     let listener = match TcpListener::bind(address) {
         Ok(listener) => listener,
@@ -175,13 +225,20 @@ async fn run_shard(context: ShardContext, init: ShardInit) {
     // channel needs no bound of its own; a bound could stall the writer thread.
     let (done_tx, done_rx) = flume::unbounded::<Completion>();
     let (storage, writer) = match config.storage_backend {
-        StorageBackend::Memory => (StorageLink::Inline { store: RefCell::new(init.store), done: done_tx }, None),
+        StorageBackend::Memory => (
+            StorageLink::Inline {
+                store: RefCell::new(init.store),
+                done: done_tx,
+            },
+            None,
+        ),
         StorageBackend::Sqlite => {
             let (jobs_tx, jobs_rx) = flume::bounded::<Job>(limits::WRITER_QUEUE_DEPTH);
             match writer::spawn_writer(format!("store-{index}"), init.store, jobs_rx, done_tx) {
                 Ok(handle) => (StorageLink::Thread(jobs_tx), Some(handle)),
                 Err(error) => {
-                    let message = format!("cannot start the storage thread of shard {index}: {error}");
+                    let message =
+                        format!("cannot start the storage thread of shard {index}: {error}");
                     let _ = bound.send(Err(message));
                     return;
                 }
@@ -222,6 +279,7 @@ async fn run_shard(context: ShardContext, init: ShardInit) {
         state: RefCell::new(state),
         clock_origin: Instant::now(),
         deadlines: Rc::new(Deadlines::default()),
+        shutdown: Default::default(),
     });
     shard.publish_blob_count();
     let local = listener.local_addr().unwrap_or(address);
@@ -231,11 +289,25 @@ async fn run_shard(context: ShardContext, init: ShardInit) {
     glommio::spawn_local(inbox_loop(Rc::clone(&shard), inbox)).detach();
     glommio::spawn_local(cleanup_loop(Rc::clone(&shard))).detach();
     glommio::spawn_local(Rc::clone(&shard.deadlines).run()).detach();
-    accept::accept_loop(Rc::clone(&shard), listener).await;
-    drop(shard);
-    if let Some(writer) = writer {
-        let _ = writer.join();
+    // Probes are still answered while draining (/ready says 503, upgrades get 503),
+    // so the listener stays open until the shard ends.
+    let acceptor = glommio::spawn_local(accept::accept_loop(Rc::clone(&shard), listener));
+    shard.shutdown.wait().await;
+    // Sessions drain and close; the shard keeps serving the mesh until no session
+    // is left on any shard, so the replies it owes others still go out.
+    while shard
+        .shared
+        .sessions_open
+        .load(std::sync::atomic::Ordering::Relaxed)
+        > 0
+    {
+        glommio::timer::sleep(limits::SHUTDOWN_POLL).await;
     }
+    drop(acceptor);
+    shard.storage.stop().await;
+    // Reported from here rather than by the executor's end: glommio's teardown can
+    // wait on an accept still queued in the kernel.
+    let _ = finished.send(writer);
 }
 
 /// Applies writer completions, in batches.

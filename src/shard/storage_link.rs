@@ -10,7 +10,10 @@ use crate::storage::writer::{self, Completion, Job};
 
 pub enum StorageLink {
     Thread(flume::Sender<Job>),
-    Inline { store: RefCell<Box<dyn Store>>, done: flume::Sender<Completion> },
+    Inline {
+        store: RefCell<Box<dyn Store>>,
+        done: flume::Sender<Completion>,
+    },
 }
 
 impl StorageLink {
@@ -19,11 +22,19 @@ impl StorageLink {
         match self {
             StorageLink::Thread(jobs) => jobs.try_send(job).map_err(|e| e.into_inner()),
             StorageLink::Inline { store, done } => {
-                let completion = writer::run_inline(store.borrow_mut().as_mut(), job);
-                // The receiver lives as long as the shard.
-                let _ = done.send(completion);
+                if let Some(completion) = writer::run_inline(store.borrow_mut().as_mut(), job) {
+                    // The receiver lives as long as the shard.
+                    let _ = done.send(completion);
+                }
                 Ok(())
             }
+        }
+    }
+
+    /// Shutdown: the writer thread commits everything queued, then ends.
+    pub async fn stop(&self) {
+        if let StorageLink::Thread(jobs) = self {
+            let _ = jobs.send_async(Job::Stop).await;
         }
     }
 

@@ -32,6 +32,8 @@ pub enum Job {
         token: u64,
         keys: Vec<u64>,
     },
+    /// Shutdown: everything queued before it has committed; the thread ends.
+    Stop,
 }
 
 #[derive(Debug)]
@@ -63,9 +65,13 @@ pub fn spawn_writer(
 /// Carries out one job at once on the caller's thread, for a backend whose writes
 /// cost no I/O (the memory backend): same results as the writer thread, without a
 /// thread hop per request.
-pub fn run_inline(store: &mut dyn Store, job: Job) -> Completion {
-    match job {
-        Job::Read { token, keys } => Completion::Read { token, result: store.read_blob_data(&keys) },
+pub fn run_inline(store: &mut dyn Store, job: Job) -> Option<Completion> {
+    Some(match job {
+        Job::Stop => return None,
+        Job::Read { token, keys } => Completion::Read {
+            token,
+            result: store.read_blob_data(&keys),
+        },
         Job::Commit { token, ops } => {
             let result = store.commit(&ops);
             if let Err(error) = &result {
@@ -73,7 +79,7 @@ pub fn run_inline(store: &mut dyn Store, job: Job) -> Completion {
             }
             Completion::Committed { token, result }
         }
-    }
+    })
 }
 
 /// The commit jobs of one transaction, in queue order.
@@ -154,6 +160,7 @@ fn run(mut store: Box<dyn Store>, jobs: &flume::Receiver<Job>, done: &flume::Sen
             },
         };
         match job {
+            Job::Stop => return,
             Job::Read { token, keys } => {
                 let result = store.read_blob_data(&keys);
                 let _ = done.send(Completion::Read { token, result });
