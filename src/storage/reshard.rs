@@ -93,8 +93,8 @@ const META_TABLE: &str = "meta";
 pub enum Outcome {
     /// The directory already had the configured layout (or no data).
     Unchanged,
-    /// Records were moved from `from` shards; the counts are the rows copied by this
-    /// run and earlier interrupted runs.
+    /// Records were moved from `from` shards; the counts are the rows this run
+    /// inserted (rows an interrupted earlier run had copied are not counted again).
     Moved {
         from: usize,
         blobs: u64,
