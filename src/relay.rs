@@ -12,6 +12,7 @@ use crate::config::{Config, SqliteSynchronous, StorageBackend};
 use crate::shard::runtime::{self, Running, ShardInit};
 use crate::storage::Store;
 use crate::storage::memory::MemoryStore;
+use crate::storage::reshard;
 use crate::storage::sqlite::{self, SqliteStore};
 
 /// Holds the exclusive lock on `RELAY_DATA_DIR` (§10.3) while alive.
@@ -117,9 +118,12 @@ fn open_sqlite(
             .map_err(|e| e.to_string())?,
         Some(Ok(count)) if count == shards => {}
         Some(_) => {
+            // `reshard::prepare` has run: every file records `shards` unless the
+            // directory was changed behind the relay's back.
             return Err(format!(
-                "RELAY_DATA_DIR={} was written with a different shard count; start with that RELAY_SHARDS",
-                dir.display()
+                "RELAY_DATA_DIR={}: {} records another shard count than its shard-0 file",
+                dir.display(),
+                sqlite::shard_file_name(index)
             ));
         }
     }
@@ -132,18 +136,11 @@ pub fn start(config: Config) -> Result<(Running, DataDirLock), String> {
     let relay_id = load_relay_id(&config);
     let shards = shard_count(&config);
     if config.storage_backend == StorageBackend::Sqlite {
-        // A file for a shard index past the count means the data was written with
-        // more shards.
-        if config
-            .data_dir
-            .join(sqlite::shard_file_name(shards))
-            .exists()
-        {
-            return Err(format!(
-                "RELAY_DATA_DIR={} was written with more shards; start with that RELAY_SHARDS",
-                config.data_dir.display()
-            ));
-        }
+        // Step 3 of §13.4: a directory written with another shard count (or left
+        // half-way through such a move) is brought to `shards` before any store is
+        // opened for serving.
+        reshard::prepare(&config.data_dir, shards, config.sqlite_synchronous)
+            .map_err(|e| format!("RELAY_DATA_DIR={}: {e}", config.data_dir.display()))?;
     }
     let inits = open_stores(&config, shards)?;
     let running = runtime::start(Arc::new(config), inits)?;

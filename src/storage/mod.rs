@@ -6,6 +6,7 @@
 //! that holds its ops has committed; a failed transaction fails every job in it.
 
 pub mod memory;
+pub mod reshard;
 pub mod sqlite;
 pub mod writer;
 
