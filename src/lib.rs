@@ -15,12 +15,14 @@
 //!   group-commit writer thread that drives them off the event loop.
 //! - [`shard`]: the glommio side: executors, accept, hand-off, the mesh (one enum of
 //!   every cross-shard message), the router (`shard_of`), client sessions.
+//! - [`metrics`]: per-shard counters merged at scrape time, the §12 text and listener.
 //! - [`relay`]: startup order (§13.4) and shutdown.
 //! - [`signals`]: SIGTERM and SIGINT received on one thread (§14.1).
 
 pub mod config;
 pub mod http;
 pub mod limits;
+pub mod metrics;
 pub mod protocol;
 pub mod relay;
 pub mod session;

@@ -1,0 +1,540 @@
+//! The metrics of PROTOCOL.md §12: plain per-shard counters, each written only by its
+//! shard's thread with Relaxed atomics and merged at scrape time, a few process-wide
+//! gauges, and the Prometheus text rendering. The `RELAY_METRICS_ADDR` listener is in
+//! `listener.rs`.
+
+use std::fmt::{Display, Write as _};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use crate::protocol::codes::ErrorCode;
+
+mod listener;
+
+pub use listener::{
+    METRICS_CONNECTION_TIMEOUT, METRICS_IO_TIMEOUT, METRICS_REQUESTS_PER_CONNECTION_MAX,
+    spawn_listener,
+};
+
+/// A monotonic counter.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// A gauge that never goes below zero: a stray decrement saturates rather than
+/// wrapping to 2^64 in the scrape.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    pub fn dec(&self) {
+        self.sub(1);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Relaxed);
+    }
+    pub fn sub(&self, n: u64) {
+        // The closure always returns Some, so fetch_update cannot fail.
+        let _ = self
+            .0
+            .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(n)));
+    }
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// The `code` label of `relay_messages_rejected_total`: each §6.1 Error code, and
+/// `failed` for a `Failed` ack.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum RejectCode {
+    MalformedFrame,
+    UnsupportedFrame,
+    UnsupportedVersion,
+    UnknownType,
+    UnexpectedMessage,
+    InvalidField,
+    NotPermitted,
+    RateLimited,
+    QuotaExceeded,
+    StorageUnavailable,
+    Overloaded,
+    Failed,
+}
+
+impl RejectCode {
+    /// Every code, in label order; `ALL[c as usize] == c`.
+    pub const ALL: [RejectCode; 12] = [
+        RejectCode::MalformedFrame,
+        RejectCode::UnsupportedFrame,
+        RejectCode::UnsupportedVersion,
+        RejectCode::UnknownType,
+        RejectCode::UnexpectedMessage,
+        RejectCode::InvalidField,
+        RejectCode::NotPermitted,
+        RejectCode::RateLimited,
+        RejectCode::QuotaExceeded,
+        RejectCode::StorageUnavailable,
+        RejectCode::Overloaded,
+        RejectCode::Failed,
+    ];
+
+    /// The label value: the wire code (as `ErrorCode::as_str`), or `failed`.
+    pub fn as_str(self) -> &'static str {
+        REJECT_LABELS[self as usize]
+    }
+}
+
+impl From<ErrorCode> for RejectCode {
+    fn from(code: ErrorCode) -> RejectCode {
+        match code {
+            ErrorCode::MalformedFrame => RejectCode::MalformedFrame,
+            ErrorCode::UnsupportedFrame => RejectCode::UnsupportedFrame,
+            ErrorCode::UnsupportedVersion => RejectCode::UnsupportedVersion,
+            ErrorCode::UnknownType => RejectCode::UnknownType,
+            ErrorCode::UnexpectedMessage => RejectCode::UnexpectedMessage,
+            ErrorCode::InvalidField => RejectCode::InvalidField,
+            ErrorCode::NotPermitted => RejectCode::NotPermitted,
+            ErrorCode::RateLimited => RejectCode::RateLimited,
+            ErrorCode::QuotaExceeded => RejectCode::QuotaExceeded,
+            ErrorCode::StorageUnavailable => RejectCode::StorageUnavailable,
+            ErrorCode::Overloaded => RejectCode::Overloaded,
+        }
+    }
+}
+
+/// The `limiter` label of `relay_rate_limited_total` (§8).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Limiter {
+    General,
+    Recovery,
+}
+
+/// The `result` label of `relay_offload_sent_total`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum OffloadSentResult {
+    Accepted,
+    Refused,
+    Timeout,
+}
+
+/// The `result` label of `relay_offload_received_total`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum OffloadReceivedResult {
+    Accepted,
+    Refused,
+}
+
+/// The `state` label of `relay_federation_peers`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PeerState {
+    Connected,
+    Draining,
+    Disconnected,
+}
+
+// Label values, indexed by their enum's discriminant.
+const REJECT_LABELS: [&str; RejectCode::ALL.len()] = [
+    "malformed_frame",
+    "unsupported_frame",
+    "unsupported_version",
+    "unknown_type",
+    "unexpected_message",
+    "invalid_field",
+    "not_permitted",
+    "rate_limited",
+    "quota_exceeded",
+    "storage_unavailable",
+    "overloaded",
+    "failed",
+];
+const LIMITERS: [&str; 2] = ["general", "recovery"];
+const OFFLOAD_SENT: [&str; 3] = ["accepted", "refused", "timeout"];
+const OFFLOAD_RECEIVED: [&str; 2] = ["accepted", "refused"];
+const PEER_STATES: [&str; 3] = ["connected", "draining", "disconnected"];
+
+/// Upper bounds of `relay_message_duration_seconds` (§12.2), in microseconds and as
+/// `le` label text.
+const DURATION_BUCKETS: [(u64, &str); 11] = [
+    (5_000, "0.005"),
+    (10_000, "0.01"),
+    (25_000, "0.025"),
+    (50_000, "0.05"),
+    (100_000, "0.1"),
+    (250_000, "0.25"),
+    (500_000, "0.5"),
+    (1_000_000, "1"),
+    (2_500_000, "2.5"),
+    (5_000_000, "5"),
+    (10_000_000, "10"),
+];
+
+/// The request-duration histogram: per-bucket (not cumulative) counts, the last slot
+/// for durations above 10 s, and the sum in microseconds. The count is the sum of
+/// the slots, so `_count` always equals the `+Inf` bucket in a scrape.
+#[derive(Debug, Default)]
+pub struct DurationHistogram {
+    slots: [AtomicU64; DURATION_BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl DurationHistogram {
+    pub fn observe(&self, duration: Duration) {
+        let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+        let slot = DURATION_BUCKETS
+            .iter()
+            .position(|(bound, _)| micros <= *bound)
+            .unwrap_or(DURATION_BUCKETS.len());
+        self.slots[slot].fetch_add(1, Relaxed);
+        self.sum_micros.fetch_add(micros, Relaxed);
+    }
+}
+
+/// One shard's metrics. Only the shard's own thread writes them; the scraper reads.
+/// Aligned to two cache lines so neighbouring shards never share one.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct ShardMetrics {
+    pub connections_total: Counter,
+    pub connections_active: Gauge,
+    pub connection_errors_total: Counter,
+    pub messages_received_total: Counter,
+    pub messages_sent_total: Counter,
+    messages_rejected_total: [Counter; RejectCode::ALL.len()],
+    pub message_duration: DurationHistogram,
+    pub blobs_stored: Gauge,
+    pub blobs_created_total: Counter,
+    pub blobs_delivered_total: Counter,
+    pub blobs_expired_total: Counter,
+    pub recovery_proofs_active: Gauge,
+    pub recovery_vouchers_total: Counter,
+    rate_limited_total: [Counter; LIMITERS.len()],
+    pub storage_used_bytes: Gauge,
+    offload_sent_total: [Counter; OFFLOAD_SENT.len()],
+    offload_received_total: [Counter; OFFLOAD_RECEIVED.len()],
+    pub federation_ignored_total: Counter,
+}
+
+impl ShardMetrics {
+    pub fn new() -> ShardMetrics {
+        ShardMetrics::default()
+    }
+
+    /// One Error sent (its code) or one `Failed` ack ([`RejectCode::Failed`]).
+    pub fn inc_rejected(&self, code: RejectCode) {
+        self.messages_rejected_total[code as usize].inc();
+    }
+
+    /// One request handled: from full receipt to its reply being queued.
+    pub fn observe_duration(&self, duration: Duration) {
+        self.message_duration.observe(duration);
+    }
+
+    /// One `rate_limited` refusal by this bucket.
+    pub fn inc_rate_limited(&self, limiter: Limiter) {
+        self.rate_limited_total[limiter as usize].inc();
+    }
+
+    pub fn inc_offload_sent(&self, result: OffloadSentResult) {
+        self.offload_sent_total[result as usize].inc();
+    }
+
+    pub fn inc_offload_received(&self, result: OffloadReceivedResult) {
+        self.offload_received_total[result as usize].inc();
+    }
+}
+
+/// Process-wide gauges that belong to no shard.
+#[derive(Debug)]
+pub struct Global {
+    shards: u32,
+    draining: AtomicU64,
+    federation_peers: [AtomicU64; PEER_STATES.len()],
+}
+
+impl Global {
+    pub fn new(shards: u32) -> Global {
+        Global {
+            shards,
+            draining: AtomicU64::new(0),
+            federation_peers: Default::default(),
+        }
+    }
+
+    /// `relay_draining`: true from the moment shutdown begins (§14.1).
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.store(u64::from(draining), Relaxed);
+    }
+
+    /// `relay_federation_peers{state}`: the number of known peers in this state.
+    pub fn set_federation_peers(&self, state: PeerState, count: u64) {
+        self.federation_peers[state as usize].store(count, Relaxed);
+    }
+}
+
+/// Where a family's samples come from.
+enum Values {
+    /// One sample: the sum over the shards.
+    Summed(fn(&ShardMetrics) -> u64),
+    /// One sample per shard, labelled `shard`.
+    PerShard(fn(&ShardMetrics) -> u64),
+    /// One sample per label value (by index), each summed over the shards.
+    SummedBy(
+        &'static str,
+        &'static [&'static str],
+        fn(&ShardMetrics, usize) -> u64,
+    ),
+    /// One process-wide sample.
+    Global(fn(&Global) -> u64),
+    /// One process-wide sample per label value (by index).
+    GlobalBy(
+        &'static str,
+        &'static [&'static str],
+        fn(&Global, usize) -> u64,
+    ),
+    /// `relay_message_duration_seconds`.
+    Histogram,
+}
+
+/// Every metric of §12.2, in its order there: name, type, help, values.
+const FAMILIES: [(&str, &str, &str, Values); 21] = [
+    (
+        "relay_connections_total",
+        "counter",
+        "Completed WebSocket upgrades (client and federation).",
+        Values::Summed(|s| s.connections_total.get()),
+    ),
+    (
+        "relay_connections_active",
+        "gauge",
+        "Open WebSocket connections, by the shard serving them.",
+        Values::PerShard(|s| s.connections_active.get()),
+    ),
+    (
+        "relay_connection_errors_total",
+        "counter",
+        "Connections ended before a session or link was established.",
+        Values::Summed(|s| s.connection_errors_total.get()),
+    ),
+    (
+        "relay_messages_received_total",
+        "counter",
+        "Data messages received from clients, Handshake included.",
+        Values::Summed(|s| s.messages_received_total.get()),
+    ),
+    (
+        "relay_messages_sent_total",
+        "counter",
+        "Protocol messages sent to clients (replies, deliveries, pushes).",
+        Values::Summed(|s| s.messages_sent_total.get()),
+    ),
+    (
+        "relay_messages_rejected_total",
+        "counter",
+        "Errors sent, by code, and Failed acks (code failed).",
+        Values::SummedBy("code", &REJECT_LABELS, |s, i| {
+            s.messages_rejected_total[i].get()
+        }),
+    ),
+    (
+        "relay_message_duration_seconds",
+        "histogram",
+        "From full receipt of a request to its reply being queued.",
+        Values::Histogram,
+    ),
+    (
+        "relay_blobs_stored",
+        "gauge",
+        "Blobs stored now.",
+        Values::PerShard(|s| s.blobs_stored.get()),
+    ),
+    (
+        "relay_blobs_created_total",
+        "counter",
+        "Blobs stored (EncryptedUpdate, AccountRevoked, accepted offload).",
+        Values::PerShard(|s| s.blobs_created_total.get()),
+    ),
+    (
+        "relay_blobs_delivered_total",
+        "counter",
+        "Blob writes to recipient sockets (connect-time and live).",
+        Values::PerShard(|s| s.blobs_delivered_total.get()),
+    ),
+    (
+        "relay_blobs_expired_total",
+        "counter",
+        "Blobs deleted by expiry cleanup.",
+        Values::PerShard(|s| s.blobs_expired_total.get()),
+    ),
+    (
+        "relay_recovery_proofs_active",
+        "gauge",
+        "Unexpired recovery proofs stored.",
+        Values::PerShard(|s| s.recovery_proofs_active.get()),
+    ),
+    (
+        "relay_recovery_vouchers_total",
+        "counter",
+        "RecoveryProofStore requests answered Stored.",
+        Values::Summed(|s| s.recovery_vouchers_total.get()),
+    ),
+    (
+        "relay_rate_limited_total",
+        "counter",
+        "rate_limited refusals, by bucket.",
+        Values::SummedBy("limiter", &LIMITERS, |s, i| s.rate_limited_total[i].get()),
+    ),
+    (
+        "relay_storage_used_bytes",
+        "gauge",
+        "Sum of stored blob data lengths.",
+        Values::PerShard(|s| s.storage_used_bytes.get()),
+    ),
+    (
+        "relay_shards",
+        "gauge",
+        "Shard count.",
+        Values::Global(|g| u64::from(g.shards)),
+    ),
+    (
+        "relay_draining",
+        "gauge",
+        "1 during shutdown, else 0.",
+        Values::Global(|g| g.draining.load(Relaxed)),
+    ),
+    (
+        "relay_federation_peers",
+        "gauge",
+        "Known federation peers, by state.",
+        Values::GlobalBy("state", &PEER_STATES, |g, i| {
+            g.federation_peers[i].load(Relaxed)
+        }),
+    ),
+    (
+        "relay_offload_sent_total",
+        "counter",
+        "Outbound offloads, by result.",
+        Values::SummedBy("result", &OFFLOAD_SENT, |s, i| {
+            s.offload_sent_total[i].get()
+        }),
+    ),
+    (
+        "relay_offload_received_total",
+        "counter",
+        "Inbound offloads, by result.",
+        Values::SummedBy("result", &OFFLOAD_RECEIVED, |s, i| {
+            s.offload_received_total[i].get()
+        }),
+    ),
+    (
+        "relay_federation_ignored_total",
+        "counter",
+        "Federation messages ignored.",
+        Values::Summed(|s| s.federation_ignored_total.get()),
+    ),
+];
+
+/// Renders every §12.2 metric in the Prometheus text format 0.0.4. Counters that have
+/// no `shard` label are summed over the shards; every series appears even when zero.
+pub fn render(shards: &[ShardMetrics], global: &Global) -> String {
+    let mut out = String::with_capacity(4096 + shards.len() * 512);
+    let sum = |get: &dyn Fn(&ShardMetrics) -> u64| shards.iter().map(get).sum::<u64>();
+    for (name, kind, help, values) in &FAMILIES {
+        debug_assert!(!help.contains(['\\', '\n']), "help needs no escaping");
+        // Writing to a String cannot fail.
+        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
+        match values {
+            Values::Summed(get) => sample(&mut out, name, None, sum(get)),
+            Values::PerShard(get) => {
+                for (index, shard) in shards.iter().enumerate() {
+                    sample(
+                        &mut out,
+                        name,
+                        Some(("shard", &index.to_string())),
+                        get(shard),
+                    );
+                }
+            }
+            Values::SummedBy(label, texts, get) => {
+                for (index, text) in texts.iter().enumerate() {
+                    let total = sum(&|s| get(s, index));
+                    sample(&mut out, name, Some((label, text)), total);
+                }
+            }
+            Values::Global(get) => sample(&mut out, name, None, get(global)),
+            Values::GlobalBy(label, texts, get) => {
+                for (index, text) in texts.iter().enumerate() {
+                    sample(&mut out, name, Some((label, text)), get(global, index));
+                }
+            }
+            Values::Histogram => render_histogram(&mut out, name, shards),
+        }
+    }
+    out
+}
+
+fn render_histogram(out: &mut String, name: &str, shards: &[ShardMetrics]) {
+    // Read each slot once so the cumulative buckets, +Inf and _count agree.
+    let mut slots = [0u64; DURATION_BUCKETS.len() + 1];
+    let mut sum_micros = 0u64;
+    for shard in shards {
+        for (total, slot) in slots.iter_mut().zip(&shard.message_duration.slots) {
+            *total += slot.load(Relaxed);
+        }
+        sum_micros = sum_micros.saturating_add(shard.message_duration.sum_micros.load(Relaxed));
+    }
+    let mut cumulative = 0u64;
+    for (slot, (_, le)) in slots.iter().zip(DURATION_BUCKETS) {
+        cumulative += slot;
+        sample(out, &format!("{name}_bucket"), Some(("le", le)), cumulative);
+    }
+    cumulative += slots[DURATION_BUCKETS.len()];
+    sample(
+        out,
+        &format!("{name}_bucket"),
+        Some(("le", "+Inf")),
+        cumulative,
+    );
+    // Microseconds to seconds; f64 Display never uses exponent notation.
+    let seconds = sum_micros as f64 / 1e6;
+    sample(out, &format!("{name}_sum"), None, seconds);
+    sample(out, &format!("{name}_count"), None, cumulative);
+}
+
+/// Writes one sample line, escaping the label value as the text format requires.
+fn sample(out: &mut String, name: &str, label: Option<(&str, &str)>, value: impl Display) {
+    out.push_str(name);
+    if let Some((label, text)) = label {
+        out.push('{');
+        out.push_str(label);
+        out.push_str("=\"");
+        for c in text.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '"' => out.push_str("\\\""),
+                '\n' => out.push_str("\\n"),
+                c => out.push(c),
+            }
+        }
+        out.push_str("\"}");
+    }
+    // Writing to a String cannot fail.
+    let _ = writeln!(out, " {value}");
+}
