@@ -82,23 +82,13 @@ fn main() -> ExitCode {
     tracing::info!("shutting down: draining sessions");
     running.shutdown();
     let deadline = Instant::now() + drain_timeout;
-    loop {
-        match received.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(Event::Stopped) => {
-                tracing::info!("shutdown complete");
-                return ExitCode::SUCCESS;
-            }
-            Ok(Event::Signal) => {
-                tracing::warn!("second signal: exiting at once");
-                return ExitCode::SUCCESS;
-            }
-            Err(_) => {
-                // Committed data is intact; what is still queued is dropped (§14.1).
-                tracing::warn!("drain timeout reached: exiting");
-                return ExitCode::SUCCESS;
-            }
-        }
+    match received.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        Ok(Event::Stopped) => tracing::info!("shutdown complete"),
+        Ok(Event::Signal) => tracing::warn!("second signal: exiting at once"),
+        // Committed data is intact; what is still queued is dropped (§14.1).
+        Err(_) => tracing::warn!("drain timeout reached: exiting"),
     }
+    ExitCode::SUCCESS
 }
 
 /// What the main thread waits for.

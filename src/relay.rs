@@ -8,7 +8,8 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::config::{Config, SqliteSynchronous, StorageBackend};
+use crate::config::{Config, MetricsAddr, SqliteSynchronous, StorageBackend};
+use crate::metrics;
 use crate::shard::runtime::{self, Running, ShardInit};
 use crate::storage::Store;
 use crate::storage::memory::MemoryStore;
@@ -143,7 +144,23 @@ pub fn start(config: Config) -> Result<(Running, DataDirLock), String> {
             .map_err(|e| format!("RELAY_DATA_DIR={}: {e}", config.data_dir.display()))?;
     }
     let inits = open_stores(&config, shards)?;
+    let metrics_addr = config.metrics_addr.clone();
+    let metrics_token = config.metrics_token.clone();
     let running = runtime::start(Arc::new(config), inits)?;
+    let shared = &running.shared;
+    let (metrics, global) = (
+        Arc::clone(&shared.metrics),
+        Arc::clone(&shared.global_metrics),
+    );
+    let bound = match &metrics_addr {
+        MetricsAddr::Socket(addr) => metrics::spawn_listener(*addr, metrics_token, metrics, global),
+        MetricsAddr::Localhost(port) => {
+            metrics::spawn_listener(("localhost", *port), metrics_token, metrics, global)
+        }
+    };
+    let (metrics_local, _) =
+        bound.map_err(|e| format!("cannot bind RELAY_METRICS_ADDR={metrics_addr}: {e}"))?;
     tracing::info!(relay_id = %relay_id, shards, "relay started");
+    tracing::info!("metrics on {metrics_local}");
     Ok((running, lock))
 }

@@ -63,6 +63,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             shared.connections.fetch_sub(1, Ordering::Relaxed);
             if refusals.get() < limits::REFUSALS_IN_PROGRESS_MAX {
                 refusals.set(refusals.get() + 1);
+                shard.metrics().connection_errors_total.inc();
                 let refusals = Rc::clone(&refusals);
                 let deadline = shard
                     .deadlines
@@ -108,6 +109,8 @@ enum Outcome {
     Close(u16, &'static str),
     /// The peer closed the WebSocket before its Handshake: echo.
     EchoClose(u16),
+    /// The handshake timer expired before the upgrade: close the TCP connection.
+    TimedOut,
 }
 
 async fn serve(shard: Rc<Shard>, mut stream: TcpStream, slot: ConnectionSlot) {
@@ -123,12 +126,21 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, slot: ConnectionSlot) {
                 CloseReason::HandshakeTimeout.reason(),
             )
         } else {
-            Outcome::Done
+            Outcome::TimedOut
         }
     })
     .await;
+    let metrics = shard.metrics();
+    if upgraded.get() {
+        // The upgraded connection leaves this shard: as a session (which counts
+        // itself) or closed.
+        metrics.connections_active.dec();
+    }
+    if matches!(outcome, Outcome::Close(..) | Outcome::TimedOut) {
+        metrics.connection_errors_total.inc();
+    }
     match outcome {
-        Outcome::Done => {}
+        Outcome::Done | Outcome::TimedOut => {}
         Outcome::Close(code, reason) => {
             let _ = stream.write_all(&wsframe::close_frame(code, reason)).await;
             drain_until_close(&shard, &mut stream).await;
@@ -189,8 +201,14 @@ async fn pre_session(shard: &Shard, stream: &mut TcpStream, upgraded: &Cell<bool
     };
     let (head_len, request) = match parsed {
         HeadParse::Complete { head_len, request } => (head_len, request),
-        HeadParse::TooLarge => return reply(stream, &http::head_too_large()).await,
-        HeadParse::Bad | HeadParse::Partial => return reply(stream, &http::bad_request()).await,
+        HeadParse::TooLarge => {
+            shard.metrics().connection_errors_total.inc();
+            return reply(stream, &http::head_too_large()).await;
+        }
+        HeadParse::Bad | HeadParse::Partial => {
+            shard.metrics().connection_errors_total.inc();
+            return reply(stream, &http::bad_request()).await;
+        }
     };
     let shared = &shard.shared;
     let context = RouteContext {
@@ -198,7 +216,13 @@ async fn pre_session(shard: &Shard, stream: &mut TcpStream, upgraded: &Cell<bool
         draining: shared.draining.load(Ordering::Relaxed),
     };
     match http::route(&request, context) {
-        Route::Reply(bytes) => reply(stream, &bytes).await,
+        Route::Reply(bytes) => {
+            if request.is_upgrade {
+                // A refused upgrade (bad version or key, draining, federation off).
+                shard.metrics().connection_errors_total.inc();
+            }
+            reply(stream, &bytes).await
+        }
         Route::Health { path, head_only } => {
             let facts = HealthFacts {
                 draining: context.draining,
@@ -218,6 +242,8 @@ async fn pre_session(shard: &Shard, stream: &mut TcpStream, upgraded: &Cell<bool
                 return Outcome::Done;
             }
             upgraded.set(true);
+            shard.metrics().connections_total.inc();
+            shard.metrics().connections_active.inc();
             first_message(shard, stream, &buf[head_len..]).await
         }
     }
@@ -248,6 +274,7 @@ async fn first_message(shard: &Shard, stream: &mut TcpStream, early: &[u8]) -> O
             Step::PeerClose { code } => return Outcome::EchoClose(code),
             Step::Fail { code, reason } => return Outcome::Close(code, reason),
             Step::Message { binary: false, .. } => {
+                shard.metrics().messages_received_total.inc();
                 let reason = CloseReason::HandshakeRequired;
                 return Outcome::Close(reason.code(), reason.reason());
             }
@@ -256,6 +283,7 @@ async fn first_message(shard: &Shard, stream: &mut TcpStream, early: &[u8]) -> O
                 payload,
                 ..
             } => {
+                shard.metrics().messages_received_total.inc();
                 let handshake = match decode::decode_handshake(&payload) {
                     Ok(handshake) => handshake,
                     Err(reason) => return Outcome::Close(reason.code(), reason.reason()),

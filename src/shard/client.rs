@@ -13,6 +13,7 @@ use futures_lite::io::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 
 use crate::limits;
+use crate::metrics::Limiter;
 use crate::protocol::decode::{self, Handshake, Request, ShapeError, ValidRequest, ValueError};
 use crate::protocol::encode;
 use crate::protocol::{CloseReason, ErrorCode, Id64};
@@ -63,6 +64,7 @@ pub async fn run(
         .shared
         .sessions_open
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    shard.metrics().connections_active.inc();
     let handle = register(&shard, &handshake);
     let mut reader = MessageReader::continuous(shard.config.max_message_size + 4);
     reader.feed(&remainder);
@@ -87,6 +89,7 @@ pub async fn run(
         .shared
         .sessions_open
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    shard.metrics().connections_active.dec();
     let _ = connection.stream.shutdown(std::net::Shutdown::Both).await;
     drop(slot);
 }
@@ -256,6 +259,10 @@ fn drive(
             if conn.out.capacity() > limits::WRITE_COALESCE_BYTES {
                 conn.out = Vec::new();
             }
+            shard
+                .metrics()
+                .blobs_delivered_total
+                .add(conn.out_blobs.len() as u64);
             for blob in std::mem::take(&mut conn.out_blobs) {
                 owner::blob_written(shard, handle, &blob);
             }
@@ -337,6 +344,7 @@ fn fill_output(shard: &Rc<Shard>, handle: &Rc<SessionHandle>, conn: &mut Connect
         let next = handle.out.borrow_mut().next_frame();
         let Some(frame) = next else { break };
         wsframe::write_binary_frame(&mut conn.out, &frame.bytes);
+        shard.metrics().messages_sent_total.inc();
         if let Some(blob) = frame.blob {
             conn.out_blobs.push(blob);
         }
@@ -374,6 +382,7 @@ fn handle_input(shard: &Rc<Shard>, handle: &Rc<SessionHandle>, conn: &mut Connec
             Step::Message {
                 binary, payload, ..
             } => {
+                shard.metrics().messages_received_total.inc();
                 if conn.phase == Phase::Open {
                     handle_message(shard, handle, binary, payload);
                 }
@@ -409,27 +418,32 @@ fn take_token(shard: &Shard, handle: &SessionHandle, recovery: bool) -> Result<(
     let Some(buckets) = state.buckets.get_mut(&handle.routing_id) else {
         return Ok(());
     };
-    if recovery {
-        buckets.recovery.take(now)
+    let (bucket, limiter) = if recovery {
+        (&mut buckets.recovery, Limiter::Recovery)
     } else {
-        buckets.general.take(now)
+        (&mut buckets.general, Limiter::General)
+    };
+    let taken = bucket.take(now);
+    if taken.is_err() {
+        shard.metrics().inc_rate_limited(limiter);
     }
+    taken
 }
 
 /// One data message on an open session, in the order of §3.6.
 fn handle_message(shard: &Rc<Shard>, handle: &Rc<SessionHandle>, binary: bool, payload: Vec<u8>) {
-    let now = unix_now();
-    let reply = |frame: Vec<u8>| handle.out.borrow_mut().reply_now(frame);
+    let received = Instant::now();
+    let reply = |frame: Vec<u8>| {
+        let waited = handle.out.borrow_mut().reply_now(frame);
+        shard
+            .metrics()
+            .observe_duration(waited.unwrap_or_else(|| received.elapsed()));
+    };
     // Step 2: text frames.
     if !binary {
         match take_token(shard, handle, false) {
-            Err(retry) => reply(encode::error(
-                now,
-                ErrorCode::RateLimited,
-                None,
-                Some(retry),
-            )),
-            Ok(()) => reply(encode::error(now, ErrorCode::UnsupportedFrame, None, None)),
+            Err(retry) => reply(shard.error_frame(ErrorCode::RateLimited, None, Some(retry))),
+            Ok(()) => reply(shard.error_frame(ErrorCode::UnsupportedFrame, None, None)),
         }
         return;
     }
@@ -441,21 +455,16 @@ fn handle_message(shard: &Rc<Shard>, handle: &Rc<SessionHandle>, binary: bool, p
             Ok(envelope) => Some(envelope.message_id.as_str()),
             Err(malformed) => malformed.message_id.as_deref(),
         };
-        reply(encode::error(
-            now,
-            ErrorCode::RateLimited,
-            message_id,
-            Some(retry),
-        ));
+        reply(shard.error_frame(ErrorCode::RateLimited, message_id, Some(retry)));
         return;
     }
     // Step 5.
     let Ok(envelope) = envelope else {
-        reply(encode::error(now, ErrorCode::MalformedFrame, None, None));
+        reply(shard.error_frame(ErrorCode::MalformedFrame, None, None));
         return;
     };
     let message_id = envelope.message_id.as_str();
-    let refuse = |code: ErrorCode| reply(encode::error(now, code, Some(message_id), None));
+    let refuse = |code: ErrorCode| reply(shard.error_frame(code, Some(message_id), None));
     // Step 6.
     if envelope.version != 1 {
         return refuse(ErrorCode::UnsupportedVersion);
@@ -471,12 +480,7 @@ fn handle_message(shard: &Rc<Shard>, handle: &Rc<SessionHandle>, binary: bool, p
     if request.takes_recovery_token()
         && let Err(retry) = take_token(shard, handle, true)
     {
-        reply(encode::error(
-            now,
-            ErrorCode::RateLimited,
-            Some(message_id),
-            Some(retry),
-        ));
+        reply(shard.error_frame(ErrorCode::RateLimited, Some(message_id), Some(retry)));
         return;
     }
     // AccountRevoked stores its recipient_id as received (§5.12).
@@ -488,7 +492,7 @@ fn handle_message(shard: &Rc<Shard>, handle: &Rc<SessionHandle>, binary: bool, p
     let request = match decode::validate(request) {
         Ok(request) => request,
         Err(ValueError::InvalidField) => return refuse(ErrorCode::InvalidField),
-        Err(ValueError::FailedAck) => return reply(encode::failed_ack(now, message_id)),
+        Err(ValueError::FailedAck) => return reply(shard.failed_ack(message_id)),
     };
     // Step 11.
     if let ValidRequest::AccountRevoked {
@@ -507,9 +511,9 @@ fn handle_message(shard: &Rc<Shard>, handle: &Rc<SessionHandle>, binary: bool, p
             *timestamp,
             signature,
         );
-        return store_blob(shard, handle, message_id, *recipient_id, frame, None, now);
+        return store_blob(shard, handle, message_id, *recipient_id, frame, None);
     }
-    execute(shard, handle, message_id, request, now);
+    execute(shard, handle, message_id, request, received);
 }
 
 fn execute(
@@ -517,13 +521,15 @@ fn execute(
     handle: &Rc<SessionHandle>,
     message_id: &str,
     request: ValidRequest,
-    now: u64,
+    received: Instant,
 ) {
+    let observe = || shard.metrics().observe_duration(received.elapsed());
     let refuse = |code: ErrorCode| {
         handle
             .out
             .borrow_mut()
-            .reply_now(encode::error(now, code, Some(message_id), None))
+            .reply_now(shard.error_frame(code, Some(message_id), None));
+        observe();
     };
     match request {
         ValidRequest::EncryptedUpdate {
@@ -536,11 +542,11 @@ fn execute(
             recipient_id,
             ciphertext,
             Some(handle.routing_id),
-            now,
         ),
         ValidRequest::AccountRevoked { .. } => {} // Stored by `handle_message`.
         ValidRequest::Acknowledgment { blob_id, status } => {
-            owner::ack(shard, handle, &blob_id, status)
+            owner::ack(shard, handle, &blob_id, status);
+            observe();
         }
         ValidRequest::DeviceSyncMessage {
             identity_id,
@@ -567,7 +573,6 @@ fn execute(
                 message_id,
                 shard.owner_of(&identity_id),
                 message,
-                now,
             );
         }
         ValidRequest::DeviceSyncAck {
@@ -579,7 +584,7 @@ fn execute(
             };
             // An id that is not a UUID names no stored message: no effect (§5.7).
             let Ok(id) = uuid::Uuid::parse_str(&stored_id) else {
-                return;
+                return observe();
             };
             let message = MeshMessage::AckDeviceSync {
                 identity: handle.client_id,
@@ -587,9 +592,10 @@ fn execute(
                 id,
             };
             if dispatch::route(shard, shard.owner_of(&handle.client_id), message).is_err() {
-                let frame = encode::error(now, ErrorCode::Overloaded, Some(message_id), Some(1));
+                let frame = shard.error_frame(ErrorCode::Overloaded, Some(message_id), Some(1));
                 handle.out.borrow_mut().reply_now(frame);
             }
+            observe();
         }
         ValidRequest::RecoveryProofStore {
             key_hash,
@@ -607,11 +613,10 @@ fn execute(
                 message_id,
                 shard.owner_of(&key_hash),
                 message,
-                now,
             );
         }
         ValidRequest::RecoveryProofQuery { key_hashes } => {
-            query_proofs(shard, handle, message_id, key_hashes, now)
+            query_proofs(shard, handle, message_id, key_hashes)
         }
         ValidRequest::PurgeRequest {
             include_device_sync,
@@ -632,7 +637,6 @@ fn request_reply(
     message_id: &str,
     owner: usize,
     message: impl FnOnce(ReplyTo) -> MeshMessage,
-    now: u64,
 ) {
     let slot = handle.out.borrow_mut().open_slot();
     let reply = ReplyTo {
@@ -641,7 +645,7 @@ fn request_reply(
         slot,
     };
     if dispatch::route(shard, owner, message(reply)).is_err() {
-        let frame = encode::error(now, ErrorCode::Overloaded, Some(message_id), Some(1));
+        let frame = shard.error_frame(ErrorCode::Overloaded, Some(message_id), Some(1));
         handle.out.borrow_mut().fill(slot, frame);
     }
 }
@@ -653,7 +657,6 @@ fn store_blob(
     recipient: Id64,
     data: Vec<u8>,
     sender: Option<Id64>,
-    now: u64,
 ) {
     let message = |reply| MeshMessage::Store {
         reply,
@@ -668,7 +671,6 @@ fn store_blob(
         message_id,
         shard.owner_of(&recipient),
         message,
-        now,
     );
 }
 
@@ -678,7 +680,6 @@ fn query_proofs(
     handle: &SessionHandle,
     message_id: &str,
     key_hashes: Vec<Id64>,
-    now: u64,
 ) {
     let slot = handle.out.borrow_mut().open_slot();
     let reply = ReplyTo {
@@ -715,7 +716,6 @@ fn query_proofs(
             key_hashes: std::mem::take(&mut by_owner[owner]),
         };
         if dispatch::route(shard, owner, message).is_err() {
-            let _ = now;
             gather::receive(shard, gather.id, Part::Failed);
         }
     }

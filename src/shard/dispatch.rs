@@ -63,8 +63,12 @@ pub fn handle(shard: &Rc<Shard>, message: MeshMessage) {
         ),
         MeshMessage::Reply { reply, frame } => owner::deliver_reply(shard, reply, frame),
         MeshMessage::ReplyFrames { reply, frames } => {
-            if let Some(handle) = shard.state.borrow().sessions.get(&reply.session) {
-                handle.out.borrow_mut().fill_many(reply.slot, frames);
+            let state = shard.state.borrow();
+            let handle = state.sessions.get(&reply.session);
+            if let Some(waited) =
+                handle.and_then(|h| h.out.borrow_mut().fill_many(reply.slot, frames))
+            {
+                shard.metrics().observe_duration(waited);
             }
         }
         MeshMessage::PushOrdered { session, frame } => {
@@ -129,6 +133,7 @@ pub fn handle(shard: &Rc<Shard>, message: MeshMessage) {
         MeshMessage::GatherPart { gather, part } => gather::receive(shard, gather.id, part),
         MeshMessage::Shutdown => {
             shard.shutdown.fire();
+            shard.shared.global_metrics.set_draining(true);
             for handle in shard.state.borrow().sessions.values() {
                 handle.out.borrow_mut().begin_drain();
             }

@@ -38,12 +38,7 @@ fn submit(shard: &Shard, ops: Vec<WriteOp>, pending: Pending) -> Result<(), Pend
 }
 
 fn overloaded(shard: &Rc<Shard>, reply: ReplyTo, request_message_id: &str) {
-    let frame = encode::error(
-        unix_now(),
-        ErrorCode::Overloaded,
-        Some(request_message_id),
-        Some(1),
-    );
+    let frame = shard.error_frame(ErrorCode::Overloaded, Some(request_message_id), Some(1));
     owner::send_reply(shard, reply, frame);
 }
 
@@ -68,12 +63,7 @@ pub fn store_device_sync(
         now,
         ttl,
     ) {
-        let frame = encode::error(
-            now,
-            ErrorCode::QuotaExceeded,
-            Some(&request_message_id),
-            None,
-        );
+        let frame = shard.error_frame(ErrorCode::QuotaExceeded, Some(&request_message_id), None);
         owner::send_reply(shard, reply, frame);
         return;
     }
@@ -261,11 +251,18 @@ pub fn proof_committed(
         .borrow_mut()
         .proofs
         .insert(record.key_hash, record);
+    shard.metrics().recovery_vouchers_total.inc();
+    publish_proof_count(shard);
     owner::send_reply(
         shard,
         reply,
         encode::stored_ack(unix_now(), request_message_id, None),
     );
+}
+
+fn publish_proof_count(shard: &Shard) {
+    let count = shard.state.borrow().proofs.len() as u64;
+    shard.metrics().recovery_proofs_active.set(count);
 }
 
 /// This shard's part of a RecoveryProofQuery: its unexpired proofs.
@@ -334,6 +331,7 @@ pub fn purge_device_sync(shard: &Rc<Shard>, gather: GatherTo, identity: Id64) {
 pub fn purge_proof(shard: &Rc<Shard>, gather: GatherTo, key_hash: Id64) {
     let now = unix_now();
     let removed = shard.state.borrow_mut().proofs.remove(&key_hash);
+    publish_proof_count(shard);
     let counted = removed.as_ref().is_some_and(|p| p.expires_at_secs > now) as u64;
     let ops = if removed.is_some() {
         vec![WriteOp::DeleteProof { key_hash }]
@@ -377,6 +375,7 @@ pub fn expire(shard: &Shard) {
         }
         keep
     });
+    publish_proof_count(shard);
     if !ops.is_empty() {
         owner::submit_unrefusable(shard, ops, Pending::Delete);
     }

@@ -93,12 +93,7 @@ fn answer(shard: &Rc<Shard>, gather: Gather) {
     let now = unix_now();
     let message_id = &gather.request_message_id;
     let frame = if gather.failed {
-        encode::error(
-            now,
-            ErrorCode::StorageUnavailable,
-            Some(message_id),
-            Some(1),
-        )
+        shard.error_frame(ErrorCode::StorageUnavailable, Some(message_id), Some(1))
     } else {
         match gather.kind {
             GatherKind::Query { order, found } => {

@@ -33,7 +33,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use crate::config::Config;
+use crate::metrics::{Global, RejectCode, ShardMetrics};
 use crate::protocol::Id64;
+use crate::protocol::{ErrorCode, encode};
 use crate::session::device_sync::DeviceSyncIndex;
 use crate::session::mailbox::Mailboxes;
 use crate::session::nonce::NonceCache;
@@ -56,6 +58,9 @@ pub struct Shared {
     pub connections: AtomicU64,
     /// Client sessions open on all shards (shutdown waits for none to be left).
     pub sessions_open: AtomicU64,
+    /// Per-shard metrics, merged at scrape time (§12).
+    pub metrics: Arc<[ShardMetrics]>,
+    pub global_metrics: Arc<Global>,
 }
 
 impl Shared {
@@ -66,6 +71,8 @@ impl Shared {
             blob_counts: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             connections: AtomicU64::new(0),
             sessions_open: AtomicU64::new(0),
+            metrics: (0..shards).map(|_| ShardMetrics::new()).collect(),
+            global_metrics: Arc::new(Global::new(shards as u32)),
         }
     }
 
@@ -135,9 +142,37 @@ impl Shard {
         self.clock_origin.elapsed().as_secs_f64()
     }
 
+    /// This shard's metrics (§12.2).
+    pub fn metrics(&self) -> &ShardMetrics {
+        &self.shared.metrics[self.index]
+    }
+
+    /// Publishes the blob gauges for `/health` and `/metrics`.
     pub fn publish_blob_count(&self) {
-        let count = self.state.borrow().mailboxes.blob_count();
+        let (count, bytes) = {
+            let state = self.state.borrow();
+            (state.mailboxes.blob_count(), state.mailboxes.data_bytes())
+        };
         self.shared.blob_counts[self.index].store(count, Ordering::Relaxed);
+        self.metrics().blobs_stored.set(count);
+        self.metrics().storage_used_bytes.set(bytes);
+    }
+
+    /// An Error reply (§5.14), counted in `relay_messages_rejected_total`.
+    pub fn error_frame(
+        &self,
+        code: ErrorCode,
+        message_id: Option<&str>,
+        retry_after_secs: Option<u64>,
+    ) -> Vec<u8> {
+        self.metrics().inc_rejected(code.into());
+        encode::error(unix_now(), code, message_id, retry_after_secs)
+    }
+
+    /// An `Acknowledgment Failed` (§5.5), counted with `code="failed"`.
+    pub fn failed_ack(&self, request_message_id: &str) -> Vec<u8> {
+        self.metrics().inc_rejected(RejectCode::Failed);
+        encode::failed_ack(unix_now(), request_message_id)
     }
 }
 

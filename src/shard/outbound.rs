@@ -29,8 +29,8 @@ impl OutFrame {
 
 #[derive(Debug)]
 enum Slot {
-    /// Waiting for its request to complete.
-    Pending,
+    /// Waiting for its request, received at `opened`, to complete.
+    Pending { opened: std::time::Instant },
     /// Frames to write; `done` is false while more may be appended (the backlog).
     /// `counted` frames count toward the bound of §4.9 (all but the backlog's).
     Frames {
@@ -126,53 +126,41 @@ impl Outbound {
     pub fn open_slot(&mut self) -> u64 {
         let id = self.next_slot;
         self.next_slot += 1;
-        self.slots.push_back(Slot::Pending);
+        self.slots.push_back(Slot::Pending {
+            opened: std::time::Instant::now(),
+        });
         id
     }
 
     /// Opens a slot already holding its reply.
-    pub fn reply_now(&mut self, frame: Vec<u8>) {
+    pub fn reply_now(&mut self, frame: Vec<u8>) -> Option<std::time::Duration> {
         let id = self.open_slot();
-        self.fill(id, frame);
+        self.fill(id, frame)
     }
 
-    /// Fills a pending slot. Unknown ids (already written) are ignored.
-    pub fn fill(&mut self, slot: u64, frame: Vec<u8>) {
-        let Some(position) = slot.checked_sub(self.first_slot) else {
-            return;
-        };
-        if let Some(entry) = self.slots.get_mut(position as usize)
-            && matches!(entry, Slot::Pending)
-        {
-            self.queued_messages += 1;
-            self.queued_bytes += frame.len();
-            *entry = Slot::Frames {
-                frames: VecDeque::from([OutFrame::reply(frame)]),
-                done: true,
-                counted: true,
-            };
-            self.wake();
-        }
+    /// Fills a pending slot; returns how long its request waited (for
+    /// `relay_message_duration_seconds`). Unknown ids (already written) are ignored.
+    pub fn fill(&mut self, slot: u64, frame: Vec<u8>) -> Option<std::time::Duration> {
+        self.fill_many(slot, vec![frame])
     }
 
     /// Fills a pending slot with several frames (possibly none).
-    pub fn fill_many(&mut self, slot: u64, frames: Vec<Vec<u8>>) {
-        let Some(position) = slot.checked_sub(self.first_slot) else {
-            return;
+    pub fn fill_many(&mut self, slot: u64, frames: Vec<Vec<u8>>) -> Option<std::time::Duration> {
+        let position = slot.checked_sub(self.first_slot)?;
+        let entry = self.slots.get_mut(position as usize)?;
+        let Slot::Pending { opened } = *entry else {
+            return None;
         };
-        if let Some(entry) = self.slots.get_mut(position as usize)
-            && matches!(entry, Slot::Pending)
-        {
-            self.queued_messages += frames.len();
-            self.queued_bytes += frames.iter().map(Vec::len).sum::<usize>();
-            let frames = frames.into_iter().map(OutFrame::reply).collect();
-            *entry = Slot::Frames {
-                frames,
-                done: true,
-                counted: true,
-            };
-            self.wake();
-        }
+        self.queued_messages += frames.len();
+        self.queued_bytes += frames.iter().map(Vec::len).sum::<usize>();
+        let frames = frames.into_iter().map(OutFrame::reply).collect();
+        *entry = Slot::Frames {
+            frames,
+            done: true,
+            counted: true,
+        };
+        self.wake();
+        Some(opened.elapsed())
     }
 
     /// A live push that must follow every reply already due (a device-sync message
@@ -297,7 +285,7 @@ impl Outbound {
         }
         loop {
             match self.slots.front_mut()? {
-                Slot::Pending => return None,
+                Slot::Pending { .. } => return None,
                 Slot::Frames {
                     frames,
                     done,

@@ -106,7 +106,7 @@ pub fn store(
         config.blob_ttl_secs,
     );
     if !fits {
-        send_reply(shard, reply, encode::failed_ack(now, &request_message_id));
+        send_reply(shard, reply, shard.failed_ack(&request_message_id));
         return;
     }
     let token = next_token(shard);
@@ -149,12 +149,8 @@ pub fn store(
                 .borrow_mut()
                 .mailboxes
                 .remove_key(&recipient, key);
-            let frame = encode::error(
-                now,
-                ErrorCode::Overloaded,
-                Some(&request_message_id),
-                Some(1),
-            );
+            let frame =
+                shard.error_frame(ErrorCode::Overloaded, Some(&request_message_id), Some(1));
             send_reply(shard, reply, frame);
         }
     }
@@ -184,6 +180,7 @@ pub fn on_completion(shard: &Rc<Shard>, completion: Completion) {
             Ok(_),
         ) => {
             let still_there = shard.state.borrow_mut().mailboxes.commit(&recipient, key);
+            shard.metrics().blobs_created_total.inc();
             let blob_id = id.to_string();
             send_reply(
                 shard,
@@ -217,8 +214,7 @@ pub fn on_completion(shard: &Rc<Shard>, completion: Completion) {
                 .borrow_mut()
                 .mailboxes
                 .remove_key(&recipient, key);
-            let frame = encode::error(
-                now,
+            let frame = shard.error_frame(
                 ErrorCode::StorageUnavailable,
                 Some(&request_message_id),
                 Some(1),
@@ -249,8 +245,7 @@ pub fn on_completion(shard: &Rc<Shard>, completion: Completion) {
                 .borrow_mut()
                 .device_sync
                 .remove_key(&identity, key);
-            let frame = encode::error(
-                now,
+            let frame = shard.error_frame(
                 ErrorCode::StorageUnavailable,
                 Some(&request_message_id),
                 Some(1),
@@ -274,8 +269,7 @@ pub fn on_completion(shard: &Rc<Shard>, completion: Completion) {
             Err(error),
         ) => {
             tracing::warn!(shard = shard.index, %error, "recovery proof store failed");
-            let frame = encode::error(
-                now,
+            let frame = shard.error_frame(
                 ErrorCode::StorageUnavailable,
                 Some(&request_message_id),
                 Some(1),
@@ -344,8 +338,14 @@ pub fn send_reply(shard: &Rc<Shard>, reply: ReplyTo, frame: Vec<u8>) {
 
 /// Fills a reply slot of a session on this shard (gone sessions are skipped).
 pub fn deliver_reply(shard: &Shard, reply: ReplyTo, frame: Vec<u8>) {
-    if let Some(handle) = shard.state.borrow().sessions.get(&reply.session) {
-        handle.out.borrow_mut().fill(reply.slot, frame);
+    let waited = shard
+        .state
+        .borrow()
+        .sessions
+        .get(&reply.session)
+        .and_then(|h| h.out.borrow_mut().fill(reply.slot, frame));
+    if let Some(waited) = waited {
+        shard.metrics().observe_duration(waited);
     }
 }
 
@@ -449,6 +449,10 @@ pub fn expire(shard: &Shard) {
         count = expired.len(),
         "expired blobs deleted"
     );
+    shard
+        .metrics()
+        .blobs_expired_total
+        .add(expired.len() as u64);
     delete_keys(shard, expired.into_iter().map(|(_, e)| e.key).collect());
     shard.publish_blob_count();
 }

@@ -54,6 +54,8 @@ impl Drop for TempDir {
 pub struct Relay {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The metrics listener's address (logged before the main one).
+    pub metrics_addr: Option<SocketAddr>,
     pub log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -78,10 +80,15 @@ impl Relay {
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let metrics = Arc::new(Mutex::new(None));
+        let metrics_sink = Arc::clone(&metrics);
         let sink = Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                if let Some(rest) = line.split("metrics on ").nth(1) {
+                    *metrics_sink.lock().unwrap() = rest.trim().parse::<SocketAddr>().ok();
+                }
                 if let Some(rest) = line.split("listening on ").nth(1) {
                     let _ = addr_tx.send(rest.trim().parse::<SocketAddr>().unwrap());
                 }
@@ -95,7 +102,13 @@ impl Relay {
                 panic!("relay did not start: {:?}", log.lock().unwrap());
             }
         };
-        Relay { child, addr, log }
+        let metrics_addr = *metrics.lock().unwrap();
+        Relay {
+            child,
+            addr,
+            metrics_addr,
+            log,
+        }
     }
 
     pub fn connect(&self) -> Client {
