@@ -18,6 +18,7 @@
 //! - [`metrics`]: per-shard counters merged at scrape time, the §12 text and listener.
 //! - [`relay`]: startup order (§13.4) and shutdown.
 //! - [`signals`]: SIGTERM and SIGINT received on one thread (§14.1).
+//! - [`system`]: kernel features and process limits checked at startup.
 
 pub mod config;
 pub mod http;
@@ -29,4 +30,5 @@ pub mod session;
 pub mod shard;
 pub mod signals;
 pub mod storage;
+pub mod system;
 pub mod wsframe;

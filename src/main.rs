@@ -6,7 +6,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use vauchi_relay::config::Config;
-use vauchi_relay::signals;
+use vauchi_relay::{signals, system};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -42,6 +42,16 @@ fn main() -> ExitCode {
         tracing::warn!("{warning}");
     }
     for warning in loaded.config.startup_warnings() {
+        tracing::warn!("{warning}");
+    }
+    // Fail fast, saying what to change, when the kernel cannot run the shards.
+    for check in [system::check_io_uring(), system::check_memlock()] {
+        if let Err(message) = check {
+            eprintln!("vauchi-relay: {message}");
+            return ExitCode::from(1);
+        }
+    }
+    if let Some(warning) = system::raise_open_files(loaded.config.max_connections) {
         tracing::warn!("{warning}");
     }
     // Before any thread starts, so that every thread inherits the mask and only
