@@ -133,6 +133,11 @@ fn open_sqlite(
 
 /// Runs startup steps 2-4 of §13.4 and returns the running relay.
 pub fn start(config: Config) -> Result<(Running, DataDirLock), String> {
+    if config.federation_enabled {
+        tracing::warn!(
+            "federation is not implemented in this version: RELAY_FEDERATION_ENABLED is ignored"
+        );
+    }
     let lock = lock_data_dir(&config.data_dir)?;
     let relay_id = load_relay_id(&config);
     let shards = shard_count(&config);

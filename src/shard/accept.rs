@@ -212,7 +212,9 @@ async fn pre_session(shard: &Shard, stream: &mut TcpStream, upgraded: &Cell<bool
     };
     let shared = &shard.shared;
     let context = RouteContext {
-        federation_enabled: shard.config.federation_enabled,
+        // Federation (§11) is not implemented yet: `/federation` is answered as
+        // when it is disabled, whatever RELAY_FEDERATION_ENABLED says (main warns).
+        federation_enabled: false,
         draining: shared.draining.load(Ordering::Relaxed),
     };
     match http::route(&request, context) {
@@ -232,11 +234,7 @@ async fn pre_session(shard: &Shard, stream: &mut TcpStream, upgraded: &Cell<bool
             };
             reply(stream, &http::health_response(path, head_only, facts)).await
         }
-        Route::FederationUpgrade { .. } => {
-            // Federation links arrive with the federation shard; until then the
-            // upgrade is refused as if federation were disabled.
-            reply(stream, &http::bad_request()).await
-        }
+        Route::FederationUpgrade { .. } => Outcome::Done,
         Route::ClientUpgrade { response } => {
             if stream.write_all(&response).await.is_err() {
                 return Outcome::Done;
