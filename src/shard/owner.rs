@@ -13,7 +13,7 @@ use crate::protocol::encode::{self, Notification};
 use crate::protocol::{CloseReason, ErrorCode, Id64};
 use crate::session::mailbox::{Entry, Quota};
 use crate::storage::writer::{Completion, Job};
-use crate::storage::{BlobId, BlobRecord, RecoveryProofRecord, WriteOp};
+use crate::storage::{BlobId, BlobRecord, RecoveryProofRecord, StorageError, WriteOp};
 
 use super::mesh::{GatherTo, MeshMessage, Part, ReplyTo};
 use super::outbound::{Backlog, OutFrame, SessionHandle};
@@ -208,18 +208,12 @@ pub fn on_completion(shard: &Rc<Shard>, completion: Completion) {
             },
             Err(error),
         ) => {
-            tracing::warn!(shard = shard.index, %error, "blob store failed");
             shard
                 .state
                 .borrow_mut()
                 .mailboxes
                 .remove_key(&recipient, key);
-            let frame = shard.error_frame(
-                ErrorCode::StorageUnavailable,
-                Some(&request_message_id),
-                Some(1),
-            );
-            send_reply(shard, reply, frame);
+            storage_failed(shard, reply, &request_message_id, "blob store", &error);
         }
         (
             Pending::DeviceSync {
@@ -239,18 +233,18 @@ pub fn on_completion(shard: &Rc<Shard>, completion: Completion) {
             },
             Err(error),
         ) => {
-            tracing::warn!(shard = shard.index, %error, "device-sync store failed");
             shard
                 .state
                 .borrow_mut()
                 .device_sync
                 .remove_key(&identity, key);
-            let frame = shard.error_frame(
-                ErrorCode::StorageUnavailable,
-                Some(&request_message_id),
-                Some(1),
+            storage_failed(
+                shard,
+                reply,
+                &request_message_id,
+                "device-sync store",
+                &error,
             );
-            send_reply(shard, reply, frame);
         }
         (
             Pending::Proof {
@@ -268,13 +262,13 @@ pub fn on_completion(shard: &Rc<Shard>, completion: Completion) {
             },
             Err(error),
         ) => {
-            tracing::warn!(shard = shard.index, %error, "recovery proof store failed");
-            let frame = shard.error_frame(
-                ErrorCode::StorageUnavailable,
-                Some(&request_message_id),
-                Some(1),
+            storage_failed(
+                shard,
+                reply,
+                &request_message_id,
+                "recovery proof store",
+                &error,
             );
-            send_reply(shard, reply, frame);
         }
         (Pending::PurgePart { gather, part }, result) => {
             let part = if let Err(error) = result {
@@ -307,6 +301,23 @@ pub fn on_completion(shard: &Rc<Shard>, completion: Completion) {
         }
     }
     shard.publish_blob_count();
+}
+
+/// A store whose commit failed: `storage_unavailable`, never an ack (§6.1).
+fn storage_failed(
+    shard: &Rc<Shard>,
+    reply: ReplyTo,
+    request_message_id: &str,
+    what: &str,
+    error: &StorageError,
+) {
+    tracing::warn!(shard = shard.index, %error, "{what} failed");
+    let frame = shard.error_frame(
+        ErrorCode::StorageUnavailable,
+        Some(request_message_id),
+        Some(1),
+    );
+    send_reply(shard, reply, frame);
 }
 
 /// Pushes a committed blob to every live session of its recipient (§4.7).
