@@ -24,16 +24,7 @@ const HANDSHAKE_TIMEOUT_SECS: u64 = 2;
 const TOO_EARLY: Duration = Duration::from_secs(1);
 
 fn scrape(relay: &Relay) -> String {
-    let mut stream =
-        TcpStream::connect(relay.metrics_addr.expect("metrics address logged")).unwrap();
-    stream.set_read_timeout(Some(STUCK)).unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    response
+    scrape_metrics(relay)
 }
 
 fn connection_errors(relay: &Relay) -> u64 {

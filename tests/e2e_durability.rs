@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, Condvar, Mutex};
@@ -41,20 +41,7 @@ fn random_id() -> String {
 /// Starts the binary with the test defaults of `Relay::start`, returning the child
 /// and its stderr lines as they come.
 fn spawn_relay(data_dir: &Path, vars: &[(&str, &str)]) -> (Child, Receiver<String>) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_vauchi-relay"));
-    command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RELAY_LISTEN_ADDR", "127.0.0.1:0")
-        .env("RELAY_METRICS_ADDR", "127.0.0.1:0")
-        .env("RELAY_DATA_DIR", data_dir)
-        .env("RELAY_CPU_PIN", "false")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (name, value) in vars {
-        command.env(name, value);
-    }
+    let mut command = relay_command(data_dir, vars);
     let mut child = command.spawn().expect("start the relay binary");
     let stderr = child.stderr.take().unwrap();
     let (lines_tx, lines_rx) = channel();

@@ -62,20 +62,7 @@ pub struct Relay {
 impl Relay {
     /// Starts the relay with these variables on top of test defaults.
     pub fn start(data_dir: &Path, vars: &[(&str, &str)]) -> Relay {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_vauchi-relay"));
-        command
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("RELAY_LISTEN_ADDR", "127.0.0.1:0")
-            .env("RELAY_METRICS_ADDR", "127.0.0.1:0")
-            .env("RELAY_DATA_DIR", data_dir)
-            .env("RELAY_CPU_PIN", "false")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (name, value) in vars {
-            command.env(name, value);
-        }
+        let mut command = relay_command(data_dir, vars);
         let mut child = command.spawn().expect("start the relay binary");
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -126,6 +113,41 @@ impl Drop for Relay {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The relay binary with the test defaults (127.0.0.1:0 listeners, this data
+/// directory, no pinning, info logs on stderr) and these variables on top.
+pub fn relay_command(data_dir: &Path, vars: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vauchi-relay"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RELAY_LISTEN_ADDR", "127.0.0.1:0")
+        .env("RELAY_METRICS_ADDR", "127.0.0.1:0")
+        .env("RELAY_DATA_DIR", data_dir)
+        .env("RELAY_CPU_PIN", "false")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (name, value) in vars {
+        command.env(name, value);
+    }
+    command
+}
+
+/// GET /metrics from the relay's metrics listener; the whole response.
+pub fn scrape_metrics(relay: &Relay) -> String {
+    use std::io::{Read, Write};
+    let mut stream =
+        TcpStream::connect(relay.metrics_addr.expect("metrics address logged")).unwrap();
+    stream.set_read_timeout(Some(STUCK)).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
 }
 
 /// A frame: 4-byte big-endian length prefix + JSON text.
