@@ -69,7 +69,9 @@ enum End {
 /// being read never exceed `max_message_bytes + 14` bytes (a control frame in the
 /// middle of a message adds at most 139). Whatever the caller feeds beyond the frame
 /// being read is held as well, so a caller that reads in chunks of at most `c` bytes
-/// and polls after each `feed` keeps the reader under `max_message_bytes + 139 + c`.
+/// and polls after each `feed` keeps the reader under `max_message_bytes + 139 + c`
+/// bytes held. The allocations behind them may carry spare capacity of up to the
+/// same again (the read buffer grows by doubling and can become a message).
 pub struct FirstMessageReader {
     max_message_bytes: usize,
     /// Fed bytes not yet parsed; always starts at a frame boundary.
