@@ -28,9 +28,6 @@ pub const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// fires at most this late. Far below every timeout it serves (≥ 1 s).
 pub const DEADLINE_TICK: Duration = Duration::from_millis(50);
 
-/// §2.3: the request head is at most 8192 bytes.
-pub const HTTP_HEAD_BYTES_MAX: usize = 8192;
-
 /// §2.2: refusals in progress beyond which over-limit connections are closed
 /// without a response.
 pub const REFUSALS_IN_PROGRESS_MAX: u64 = 1024;

@@ -188,7 +188,7 @@ async fn read_head(stream: &mut TcpStream) -> Option<(HeadParse, Vec<u8>)> {
         }
         buf.extend_from_slice(&chunk[..n]);
         match http::parse_head(&buf) {
-            HeadParse::Partial if buf.len() <= limits::HTTP_HEAD_BYTES_MAX => continue,
+            HeadParse::Partial if buf.len() <= http::HEAD_BYTES_MAX => continue,
             HeadParse::Partial => return Some((HeadParse::TooLarge, buf)),
             parsed => return Some((parsed, buf)),
         }

@@ -22,7 +22,7 @@ use crate::wsframe::{self, MessageReader, Step};
 
 use super::deadline::Deadline;
 use super::gather::{self, GatherKind};
-use super::mesh::{MeshMessage, Part, ReplyTo, SessionRef};
+use super::mesh::{MeshMessage, Part, ReplyTo};
 use super::outbound::{Outbound, SessionHandle};
 use super::{Buckets, Shard, dispatch, features, owner, unix_now};
 use crate::session::ratelimit::TokenBucket;
@@ -146,10 +146,7 @@ fn register(shard: &Rc<Shard>, handshake: &Handshake) -> Rc<SessionHandle> {
     // shard, which registers the session and answers with a snapshot.
     if let Some(device) = handle.device_id {
         let slot = handle.out.borrow_mut().open_slot();
-        let session = SessionRef {
-            shard: shard.index,
-            session: handle.id,
-        };
+        let session = handle.reference(shard.index);
         let message = MeshMessage::RegisterDevice {
             identity: handle.client_id,
             device,
@@ -169,10 +166,7 @@ fn register(shard: &Rc<Shard>, handshake: &Handshake) -> Rc<SessionHandle> {
 /// Removes only this session's registration (§4.10).
 fn unregister(shard: &Rc<Shard>, handle: &SessionHandle) {
     if let Some(device) = handle.device_id {
-        let session = SessionRef {
-            shard: shard.index,
-            session: handle.id,
-        };
+        let session = handle.reference(shard.index);
         let message = MeshMessage::UnregisterDevice {
             identity: handle.client_id,
             device,

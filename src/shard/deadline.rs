@@ -48,15 +48,6 @@ impl Deadlines {
             }
         }
     }
-
-    /// Deadlines currently registered.
-    pub fn len(&self) -> usize {
-        self.pending.borrow().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// One deadline; dropping it unregisters it.
@@ -67,10 +58,6 @@ pub struct Deadline {
 }
 
 impl Deadline {
-    pub fn when(&self) -> Instant {
-        self.at
-    }
-
     /// Moves the deadline.
     pub fn reset(&mut self, at: Instant) {
         self.unregister();

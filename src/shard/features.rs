@@ -6,7 +6,6 @@ use std::rc::Rc;
 
 use crate::protocol::{ErrorCode, Id64, encode};
 use crate::session::mailbox::Quota;
-use crate::storage::writer::Job;
 use crate::storage::{DeviceSyncRecord, RecoveryProofRecord, WriteOp};
 
 use super::dispatch;
@@ -22,24 +21,6 @@ fn quota(shard: &Shard) -> Quota {
         max_blobs: shard.config.max_blobs_per_user,
         max_bytes: shard.config.max_storage_per_user,
     }
-}
-
-/// Queues `ops` as one commit answered by `pending`, or refuses with `overloaded`.
-#[allow(clippy::result_large_err)] // Given back by value, as `Mesh::try_send`.
-fn submit(shard: &Shard, ops: Vec<WriteOp>, pending: Pending) -> Result<(), Pending> {
-    let token = owner::next_token(shard);
-    match shard.storage.try_submit(Job::Commit { token, ops }) {
-        Ok(()) => {
-            shard.state.borrow_mut().pending.insert(token, pending);
-            Ok(())
-        }
-        Err(_) => Err(pending),
-    }
-}
-
-fn overloaded(shard: &Rc<Shard>, reply: ReplyTo, request_message_id: &str) {
-    let frame = shard.error_frame(ErrorCode::Overloaded, Some(request_message_id), Some(1));
-    owner::send_reply(shard, reply, frame);
 }
 
 /// Stores a DeviceSyncMessage under the device-sync quota (§5.6, §9).
@@ -87,14 +68,14 @@ pub fn store_device_sync(
     };
     if let Err(Pending::DeviceSync {
         request_message_id, ..
-    }) = submit(shard, vec![WriteOp::InsertDeviceSync(record)], pending)
+    }) = owner::submit_refusable(shard, vec![WriteOp::InsertDeviceSync(record)], pending)
     {
         shard
             .state
             .borrow_mut()
             .device_sync
             .remove_key(&identity, key);
-        overloaded(shard, reply, &request_message_id);
+        owner::refuse_overloaded(shard, reply, &request_message_id);
     }
 }
 
@@ -233,9 +214,9 @@ pub fn store_proof(
     };
     if let Err(Pending::Proof {
         request_message_id, ..
-    }) = submit(shard, vec![WriteOp::UpsertProof(record)], pending)
+    }) = owner::submit_refusable(shard, vec![WriteOp::UpsertProof(record)], pending)
     {
-        overloaded(shard, reply, &request_message_id);
+        owner::refuse_overloaded(shard, reply, &request_message_id);
     }
 }
 

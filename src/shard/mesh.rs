@@ -144,17 +144,15 @@ pub enum MeshMessage {
 
 /// This shard's ends of the mesh.
 pub struct Mesh {
-    pub index: usize,
     senders: Vec<flume::Sender<MeshMessage>>,
     outboxes: Vec<RefCell<VecDeque<MeshMessage>>>,
     forwarder_running: Vec<std::cell::Cell<bool>>,
 }
 
 impl Mesh {
-    pub fn new(index: usize, senders: Vec<flume::Sender<MeshMessage>>) -> Mesh {
+    pub fn new(senders: Vec<flume::Sender<MeshMessage>>) -> Mesh {
         let shards = senders.len();
         Mesh {
-            index,
             senders,
             outboxes: (0..shards).map(|_| RefCell::new(VecDeque::new())).collect(),
             forwarder_running: (0..shards).map(|_| std::cell::Cell::new(false)).collect(),

@@ -64,6 +64,16 @@ pub struct SessionHandle {
     pub out: std::cell::RefCell<Outbound>,
 }
 
+impl SessionHandle {
+    /// This session's address for other shards.
+    pub fn reference(&self, shard: usize) -> super::mesh::SessionRef {
+        super::mesh::SessionRef {
+            shard,
+            session: self.id,
+        }
+    }
+}
+
 pub struct Outbound {
     slots: VecDeque<Slot>,
     first_slot: u64,
@@ -171,11 +181,21 @@ impl Outbound {
             self.request_close(CloseReason::Overloaded);
             return false;
         }
+        self.append_after_replies(frame);
+        true
+    }
+
+    /// Queues a frame behind every reply slot already open (or as a push when none
+    /// is), so it cannot overtake a reply that is due first. The bound is the
+    /// caller's.
+    fn append_after_replies(&mut self, frame: Vec<u8>) {
         if self.slots.is_empty() {
-            self.push(OutFrame::reply(frame))
+            self.queued_messages += 1;
+            self.queued_bytes += frame.len();
+            self.pushes.push_back(OutFrame::reply(frame));
+            self.wake();
         } else {
             self.reply_now(frame);
-            true
         }
     }
 
@@ -249,13 +269,8 @@ impl Outbound {
     /// behind every reply slot already open, so a `Delivered` never overtakes the
     /// `Stored` ack of the same blob (§7.3).
     pub fn notify(&mut self, frame: Vec<u8>) {
-        if self.is_over_bound() {
-            return;
-        }
-        if self.slots.is_empty() {
-            self.push(OutFrame::reply(frame));
-        } else {
-            self.reply_now(frame);
+        if !self.is_over_bound() {
+            self.append_after_replies(frame);
         }
     }
 

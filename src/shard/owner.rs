@@ -76,11 +76,27 @@ pub fn next_key(shard: &Shard) -> u64 {
 pub fn submit_unrefusable(shard: &Shard, ops: Vec<WriteOp>, pending: Pending) {
     let token = next_token(shard);
     shard.state.borrow_mut().pending.insert(token, pending);
-    submit_job(shard, Job::Commit { token, ops });
+    shard.storage.submit(Job::Commit { token, ops });
 }
 
-fn submit_job(shard: &Shard, job: Job) {
-    shard.storage.submit(job);
+/// Queues `ops` as one commit answered by `pending`, or gives `pending` back when
+/// the writer's queue is full (the caller answers `overloaded`).
+#[allow(clippy::result_large_err)] // Given back by value, as `Mesh::try_send`.
+pub fn submit_refusable(shard: &Shard, ops: Vec<WriteOp>, pending: Pending) -> Result<(), Pending> {
+    let token = next_token(shard);
+    match shard.storage.try_submit(Job::Commit { token, ops }) {
+        Ok(()) => {
+            shard.state.borrow_mut().pending.insert(token, pending);
+            Ok(())
+        }
+        Err(_) => Err(pending),
+    }
+}
+
+/// Answers a request the writer could not queue (§5.2: the shard's queue is full).
+pub fn refuse_overloaded(shard: &Rc<Shard>, reply: ReplyTo, request_message_id: &str) {
+    let frame = shard.error_frame(ErrorCode::Overloaded, Some(request_message_id), Some(1));
+    send_reply(shard, reply, frame);
 }
 
 /// Stores a blob for a recipient this shard owns (§5.2 steps 1-3).
@@ -109,7 +125,6 @@ pub fn store(
         send_reply(shard, reply, shard.failed_ack(&request_message_id));
         return;
     }
-    let token = next_token(shard);
     let id = uuid::Uuid::new_v4();
     let key = next_key(shard);
     let seq = {
@@ -127,32 +142,25 @@ pub fn store(
         hop_count: 0,
         seq,
     };
-    match shard.storage.try_submit(Job::Commit {
-        token,
-        ops: vec![WriteOp::InsertBlob(record)],
-    }) {
-        Ok(()) => {
-            let pending = Pending::Store {
-                reply,
-                request_message_id,
-                recipient,
-                key,
-                id,
-                sender,
-                ciphertext,
-            };
-            shard.state.borrow_mut().pending.insert(token, pending);
-        }
-        Err(_) => {
-            shard
-                .state
-                .borrow_mut()
-                .mailboxes
-                .remove_key(&recipient, key);
-            let frame =
-                shard.error_frame(ErrorCode::Overloaded, Some(&request_message_id), Some(1));
-            send_reply(shard, reply, frame);
-        }
+    let pending = Pending::Store {
+        reply,
+        request_message_id,
+        recipient,
+        key,
+        id,
+        sender,
+        ciphertext,
+    };
+    if let Err(Pending::Store {
+        request_message_id, ..
+    }) = submit_refusable(shard, vec![WriteOp::InsertBlob(record)], pending)
+    {
+        shard
+            .state
+            .borrow_mut()
+            .mailboxes
+            .remove_key(&recipient, key);
+        refuse_overloaded(shard, reply, &request_message_id);
     }
 }
 
@@ -533,7 +541,7 @@ pub fn pump_backlog(shard: &Rc<Shard>, handle: &SessionHandle) {
             entries: chunk,
         },
     );
-    submit_job(shard, Job::Read { token, keys });
+    shard.storage.submit(Job::Read { token, keys });
 }
 
 fn backlog_loaded(

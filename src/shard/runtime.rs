@@ -274,7 +274,7 @@ async fn run_shard(context: ShardContext, init: ShardInit) {
         index,
         config,
         shared,
-        mesh: Rc::new(Mesh::new(index, senders)),
+        mesh: Rc::new(Mesh::new(senders)),
         storage,
         state: RefCell::new(state),
         clock_origin: Instant::now(),
