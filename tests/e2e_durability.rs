@@ -94,7 +94,12 @@ fn a_second_relay_on_the_same_data_dir_exits_with_status_1() {
         }
     };
     assert_eq!(status.code(), Some(1), "{status:?}");
-    let log: Vec<String> = lines.try_iter().collect();
+    // The reader thread may still hold lines the child wrote before exiting: read
+    // until it reaches the end of the pipe and drops its sender.
+    let mut log = Vec::new();
+    while let Ok(line) = lines.recv_timeout(STUCK) {
+        log.push(line);
+    }
     assert!(
         log.iter()
             .any(|l| l.contains("RELAY_DATA_DIR") && l.contains("locked")),
