@@ -6,6 +6,7 @@
 //! - [`limits`]: every fixed bound and timeout, with the reason for its value.
 //! - [`protocol`]: bytes <-> typed messages: frame prefix, envelope, client payloads,
 //!   error and close codes. No I/O, no storage, no clock.
+//! - [`federation`]: the relay-to-relay protocol (§11): bytes <-> federation messages.
 //! - [`http`]: the main port's HTTP/1.x request head parser, routing and replies.
 //! - [`wsframe`]: a sans-I/O RFC 6455 frame reader for the bytes read before a
 //!   session is handed to its owner shard.
@@ -21,6 +22,7 @@
 //! - [`system`]: kernel features and process limits checked at startup.
 
 pub mod config;
+pub mod federation;
 pub mod http;
 pub mod limits;
 pub mod metrics;

@@ -52,7 +52,7 @@ pub fn decode_envelope(message: &[u8]) -> Result<Envelope<'_>, Malformed> {
 }
 
 /// The JSON text behind a correct 4-byte prefix (§3.1), if it is UTF-8.
-fn frame_text(message: &[u8]) -> Option<&str> {
+pub(crate) fn frame_text(message: &[u8]) -> Option<&str> {
     let (prefix, body) = message.split_first_chunk::<4>()?;
     let length = usize::try_from(u32::from_be_bytes(*prefix)).ok()?;
     if length != body.len() {
@@ -61,7 +61,8 @@ fn frame_text(message: &[u8]) -> Option<&str> {
     std::str::from_utf8(body).ok()
 }
 
-fn decode_envelope_text(json: &str) -> Option<Envelope<'_>> {
+/// The envelope of §3.2 in a frame's JSON text, if it is one.
+pub(crate) fn decode_envelope_text(json: &str) -> Option<Envelope<'_>> {
     // serde derive would also read a struct from a JSON array; only objects are valid.
     if !is_object(json) {
         return None;
@@ -334,12 +335,19 @@ pub fn decode_request(envelope: &Envelope<'_>) -> Result<Request, ShapeError> {
 
 /// Reads a payload's fields with their JSON types checked (§3.6 step 8).
 fn fields<'a, T: serde::Deserialize<'a>>(payload: &'a str) -> Result<T, ShapeError> {
+    payload_fields(payload).ok_or(ShapeError::InvalidField)
+}
+
+/// Reads a payload object into a serde shape: `None` if it is not an object, or if a
+/// known member is missing, repeated or of the wrong JSON type. Unknown members are
+/// ignored (§3.3).
+pub(crate) fn payload_fields<'a, T: serde::Deserialize<'a>>(payload: &'a str) -> Option<T> {
     // decode_envelope guarantees an object, but `Envelope` can be built by hand, and
     // serde derive would read a struct from a JSON array too.
     if !is_object(payload) {
-        return Err(ShapeError::InvalidField);
+        return None;
     }
-    serde_json::from_str(payload).map_err(|_| ShapeError::InvalidField)
+    serde_json::from_str(payload).ok()
 }
 
 /// A request whose values passed §3.6 step 10.

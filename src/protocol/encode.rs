@@ -19,7 +19,7 @@ pub enum Notification {
 /// the timestamp at its widest and a UUID message id; each message adds its own fields.
 const ENVELOPE_JSON_BYTES: usize = 128;
 /// JSON bytes of a `bytes` array per element: up to three digits and a comma.
-const BYTES_JSON_BYTES_PER_ELEMENT: usize = 4;
+pub(crate) const BYTES_JSON_BYTES_PER_ELEMENT: usize = 4;
 /// JSON bytes of a quoted 64-hex id member, name included (`,"recipient_id":"…"`).
 const ID_MEMBER_JSON_BYTES: usize = 96;
 /// JSON bytes of a u64 member, name included.
@@ -30,14 +30,19 @@ const FEATURES_JSON: &str = r#"["routing_token","suppress_presence","purge","dev
 
 /// Calls `write` with a new UUIDv4 in lower-case hyphenated form (§3.4), without
 /// allocating for its text.
-fn with_new_id<T>(write: impl FnOnce(&str) -> T) -> T {
+pub(crate) fn with_new_id<T>(write: impl FnOnce(&str) -> T) -> T {
     let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
     let id = uuid::Uuid::new_v4();
     write(id.hyphenated().encode_lower(&mut text))
 }
 
 /// A version-1 envelope as the relay writes it.
-fn envelope(json_bytes: usize, now: u64, message_id: &str, payload_type: &str) -> FrameWriter {
+pub(crate) fn envelope(
+    json_bytes: usize,
+    now: u64,
+    message_id: &str,
+    payload_type: &str,
+) -> FrameWriter {
     FrameWriter::envelope(
         ENVELOPE_JSON_BYTES + message_id.len() + json_bytes,
         1,

@@ -144,6 +144,11 @@ impl FrameWriter {
         self.buffer.extend_from_slice(&digits[start..]);
     }
 
+    /// `true` or `false` (§3.3).
+    pub(crate) fn boolean(&mut self, value: bool) {
+        self.literal(if value { "true" } else { "false" });
+    }
+
     /// `bytes` (§3.3): a JSON array of integers 0–255.
     pub(crate) fn bytes(&mut self, data: &[u8]) {
         self.buffer.push(b'[');

@@ -5,7 +5,7 @@ pub mod codes;
 pub mod decode;
 pub mod encode;
 pub mod ids;
-mod json_writer;
+pub(crate) mod json_writer;
 mod raw;
 
 pub use codes::{CloseReason, ErrorCode};
