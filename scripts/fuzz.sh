@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Long fuzzing run of the property tests in tests/fuzz_parsers.rs (HTTP head and
-# routing, WebSocket frame reader, envelope/Handshake/request decoders, RELAY_*
-# configuration), one test binary process per property, each bounded in time.
+# routing, WebSocket frame reader, envelope/Handshake/request decoders, federation
+# message decoder and encoder, RELAY_* configuration), one test binary process per
+# property, each bounded in time.
 #
 # Usage: scripts/fuzz.sh [SECONDS_PER_PROPERTY]      (default 60)
 # Environment: FUZZ_CASES (default 100000) cases per property; FUZZ_SEED (default

@@ -1,8 +1,8 @@
 //! Property-based fuzzing (proptest) of every parser that sees untrusted bytes: the
 //! HTTP request head and its routing (PROTOCOL.md §2.3-§2.5), the WebSocket frame
 //! reader fed whole and in random small chunks (§2.6), the frame prefix, envelope,
-//! Handshake and request payloads (§3.1, §3.2, §4.2, §5), and the `RELAY_*`
-//! configuration (§13).
+//! Handshake and request payloads (§3.1, §3.2, §4.2, §5), the federation messages
+//! (§11.1, §11.2), and the `RELAY_*` configuration (§13).
 //!
 //! `FUZZ_CASES` sets the cases per property (default 4096, about a second in release);
 //! `FUZZ_SEED` a fixed RNG seed (default 0, so runs are reproducible) or `random`;
@@ -11,14 +11,18 @@
 //! proptest in `tests/fuzz_parsers.proptest-regressions` and replayed first on every
 //! later run: commit that file, it is the regression test.
 
+mod federation_examples;
+
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use federation_examples::EXAMPLES as FED_EXAMPLES;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence, RngSeed};
 use serde_json::{Map, Value, json};
 use vauchi_relay::config::Config;
+use vauchi_relay::federation::messages::{self as fed, FedMessage, Ignored};
 use vauchi_relay::http::{self, HEAD_BYTES_MAX, HeadParse, Route, RouteContext};
 use vauchi_relay::protocol::decode::{
     ValidRequest, decode_envelope, decode_handshake, decode_request, validate,
@@ -732,32 +736,38 @@ enum JsonEdit {
     SetType(&'static str),
 }
 
-fn json_edit() -> impl Strategy<Value = JsonEdit> {
+/// Member names the client edits add, besides random ones.
+const MEMBERS: &[&str] = &[
+    "version",
+    "message_id",
+    "timestamp",
+    "payload",
+    "type",
+    "recipient_id",
+    "ciphertext",
+    "client_id",
+    "status",
+    "key_hashes",
+    "signature",
+];
+
+/// An edit that adds one of `members` (or a random name) and sets one of `types`.
+fn json_edit(
+    members: &'static [&'static str],
+    types: &'static [&'static str],
+) -> impl Strategy<Value = JsonEdit> {
     prop_oneof![
         any::<usize>().prop_map(JsonEdit::Remove),
         (any::<usize>(), json_value()).prop_map(|(i, v)| JsonEdit::Replace(i, v)),
         (
             prop_oneof![
-                prop::sample::select(vec![
-                    "version",
-                    "message_id",
-                    "timestamp",
-                    "payload",
-                    "type",
-                    "recipient_id",
-                    "ciphertext",
-                    "client_id",
-                    "status",
-                    "key_hashes",
-                    "signature",
-                ])
-                .prop_map(str::to_owned),
+                prop::sample::select(members.to_vec()).prop_map(str::to_owned),
                 "[a-z_]{1,10}",
             ],
             json_value()
         )
             .prop_map(|(k, v)| JsonEdit::Add(k, v)),
-        prop::sample::select(PAYLOAD_TYPES.to_vec()).prop_map(JsonEdit::SetType),
+        prop::sample::select(types.to_vec()).prop_map(JsonEdit::SetType),
     ]
 }
 
@@ -783,6 +793,31 @@ fn edit_object(object: &mut Map<String, Value>, edit: &JsonEdit) {
             object.insert("type".to_owned(), Value::from(*kind));
         }
     }
+}
+
+/// Applies `envelope_edits` to `example`, `payload_edits` to its payload, and checks
+/// the result; then garbles its text with `text_mutations` and checks it again.
+fn check_edited(
+    example: &str,
+    envelope_edits: &[JsonEdit],
+    payload_edits: &[JsonEdit],
+    text_mutations: &[Mutation],
+    check: fn(&[u8]) -> Result<(), TestCaseError>,
+) -> Result<(), TestCaseError> {
+    let mut envelope: Value = serde_json::from_str(example).expect("example parses");
+    let object = envelope.as_object_mut().expect("example is an object");
+    for edit in envelope_edits {
+        edit_object(object, edit);
+    }
+    if let Some(Value::Object(payload)) = object.get_mut("payload") {
+        for edit in payload_edits {
+            edit_object(payload, edit);
+        }
+    }
+    let mut text = serde_json::to_vec(&envelope).expect("serializes");
+    check(&frame(&text))?;
+    apply(&mut text, text_mutations);
+    check(&frame(&text))
 }
 
 /// Runs every decoder on a message; none may panic, and each result is consistent.
@@ -852,26 +887,18 @@ proptest! {
     #[test]
     fn protocol_mutated_envelopes(
         json_index in any::<prop::sample::Index>(),
-        envelope_edits in prop::collection::vec(json_edit(), 0..3),
-        payload_edits in prop::collection::vec(json_edit(), 0..5),
+        envelope_edits in prop::collection::vec(json_edit(MEMBERS, PAYLOAD_TYPES), 0..3),
+        payload_edits in prop::collection::vec(json_edit(MEMBERS, PAYLOAD_TYPES), 0..5),
         text_mutations in prop::collection::vec(mutation(), 0..3),
     ) {
         if out_of_time() { return Ok(()); }
-        let mut envelope: Value =
-            serde_json::from_str(json_index.get::<&str>(EXAMPLES)).expect("example parses");
-        let object = envelope.as_object_mut().expect("example is an object");
-        for edit in &envelope_edits {
-            edit_object(object, edit);
-        }
-        if let Some(Value::Object(payload)) = object.get_mut("payload") {
-            for edit in &payload_edits {
-                edit_object(payload, edit);
-            }
-        }
-        let mut text = serde_json::to_vec(&envelope).expect("serializes");
-        check_message(&frame(&text))?;
-        apply(&mut text, &text_mutations);
-        check_message(&frame(&text))?;
+        check_edited(
+            json_index.get::<&str>(EXAMPLES),
+            &envelope_edits,
+            &payload_edits,
+            &text_mutations,
+            check_message,
+        )?;
     }
 
     #[test]
@@ -938,6 +965,279 @@ proptest! {
         );
         prop_assert_eq!(handshake.suppress_presence, suppress.unwrap_or(false));
         prop_assert!(handshake.auth.is_none());
+    }
+}
+
+// ---- federation messages ------------------------------------------------------------
+
+/// The §11.2 types (the first `FED_KNOWN_TYPES`), then some that are not.
+const FED_PAYLOAD_TYPES: &[&str] = &[
+    "PeerHandshake",
+    "PeerHandshakeAck",
+    "OffloadBlob",
+    "OffloadAck",
+    "CapacityReport",
+    "DrainNotice",
+    "DrainAck",
+    "OffloadRequest",
+    "PeerAdvertisement",
+    "Handshake",
+    "drainack",
+    "",
+];
+const FED_KNOWN_TYPES: usize = 8;
+
+fn is_fed_type(kind: &str) -> bool {
+    FED_PAYLOAD_TYPES[..FED_KNOWN_TYPES].contains(&kind)
+}
+
+/// The envelope members and every field of §11.2.
+const FED_MEMBERS: &[&str] = &[
+    "version",
+    "message_id",
+    "timestamp",
+    "payload",
+    "type",
+    "relay_id",
+    "listen_addr",
+    "accepted",
+    "capacity_used_bytes",
+    "capacity_max_bytes",
+    "blob_id",
+    "routing_id",
+    "data",
+    "created_at_secs",
+    "integrity_hash",
+    "hop_count",
+    "reason",
+    "used_bytes",
+    "max_bytes",
+    "blob_count",
+    "drain_timeout_secs",
+    "count",
+    "total_bytes",
+];
+
+/// A value for a federation field: any JSON, or one near the fields' types and ranges.
+fn fed_value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        3 => json_value(),
+        1 => prop::collection::vec(0u64..=256, 0..64).prop_map(Value::from),
+        1 => (0u64..=300).prop_map(Value::from),
+        1 => prop::sample::select(FED_PAYLOAD_TYPES.to_vec()).prop_map(Value::from),
+    ]
+}
+
+/// A payload object of any federation type with any members.
+fn fed_payload() -> impl Strategy<Value = Map<String, Value>> {
+    let name = prop_oneof![
+        4 => prop::sample::select(FED_MEMBERS.to_vec()).prop_map(str::to_owned),
+        1 => "[a-z_]{0,10}",
+    ];
+    (
+        prop::option::of(prop::sample::select(FED_PAYLOAD_TYPES.to_vec())),
+        prop::collection::vec((name, fed_value()), 0..10),
+    )
+        .prop_map(|(kind, members)| {
+            let mut payload: Map<String, Value> = members.into_iter().collect();
+            if let Some(kind) = kind {
+                payload.insert("type".to_owned(), Value::from(kind));
+            }
+            payload
+        })
+}
+
+/// Any string, control characters and quotes included.
+fn fed_text() -> impl Strategy<Value = String> {
+    prop_oneof!["\\PC{0,40}", "[\\x00-\\x7f]{0,20}", Just(String::new())]
+}
+
+/// Any federation message.
+fn fed_message() -> impl Strategy<Value = FedMessage> {
+    let data = prop_oneof![
+        8 => prop::collection::vec(any::<u8>(), 0..64),
+        1 => prop::collection::vec(any::<u8>(), 64..2_000),
+    ];
+    prop_oneof![
+        (fed_text(), any::<u8>(), fed_text()).prop_map(|(relay_id, version, listen_addr)| {
+            FedMessage::PeerHandshake {
+                relay_id,
+                version,
+                listen_addr,
+            }
+        }),
+        (
+            fed_text(),
+            any::<u8>(),
+            any::<bool>(),
+            any::<u64>(),
+            any::<u64>()
+        )
+            .prop_map(|(relay_id, version, accepted, used, max)| {
+                FedMessage::PeerHandshakeAck {
+                    relay_id,
+                    version,
+                    accepted,
+                    capacity_used_bytes: used,
+                    capacity_max_bytes: max,
+                }
+            }),
+        (
+            fed_text(),
+            fed_text(),
+            data,
+            any::<u64>(),
+            fed_text(),
+            any::<u8>()
+        )
+            .prop_map(
+                |(blob_id, routing_id, data, created_at_secs, hash, hop_count)| {
+                    FedMessage::OffloadBlob {
+                        blob_id,
+                        routing_id,
+                        data,
+                        created_at_secs,
+                        integrity_hash: hash,
+                        hop_count,
+                    }
+                }
+            ),
+        (fed_text(), any::<bool>(), prop::option::of(fed_text())).prop_map(
+            |(blob_id, accepted, reason)| FedMessage::OffloadAck {
+                blob_id,
+                accepted,
+                reason,
+            }
+        ),
+        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(used, max, count)| {
+            FedMessage::CapacityReport {
+                used_bytes: used,
+                max_bytes: max,
+                blob_count: count,
+            }
+        }),
+        any::<u64>().prop_map(|secs| FedMessage::DrainNotice {
+            drain_timeout_secs: secs
+        }),
+        Just(FedMessage::DrainAck),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(count, total_bytes)| { FedMessage::OffloadRequest { count, total_bytes } }),
+    ]
+}
+
+/// Runs the federation decoder on a message: it may not panic, its reason agrees with
+/// the client decoder on the same frame and envelope, and what it decodes re-encodes
+/// to the same value.
+fn check_fed_message(message: &[u8]) -> Result<(), TestCaseError> {
+    let frame_ok = message.len() >= 4
+        && u32::from_be_bytes([message[0], message[1], message[2], message[3]]) as usize
+            == message.len() - 4
+        && std::str::from_utf8(&message[4..]).is_ok();
+    let decoded = fed::decode(message);
+    let envelope = decode_envelope(message);
+    match (&decoded, &envelope) {
+        (Err(Ignored::MalformedFrame), Err(_)) => prop_assert!(!frame_ok),
+        (Err(Ignored::BadEnvelope), Err(_)) => prop_assert!(frame_ok),
+        (Err(Ignored::UnsupportedVersion), Ok(envelope)) => prop_assert_ne!(envelope.version, 1),
+        (Err(Ignored::UnknownType), Ok(envelope)) => {
+            prop_assert_eq!(envelope.version, 1);
+            prop_assert!(!is_fed_type(&envelope.payload_type));
+        }
+        (Err(Ignored::BadPayload), Ok(envelope)) => {
+            prop_assert_eq!(envelope.version, 1);
+            prop_assert!(is_fed_type(&envelope.payload_type));
+        }
+        (Ok(value), Ok(envelope)) => {
+            prop_assert_eq!(envelope.version, 1);
+            prop_assert_eq!(value.type_name(), envelope.payload_type.as_str());
+            prop_assert_eq!(
+                &fed::decode(&fed::encode(value, envelope.timestamp)),
+                &decoded
+            );
+        }
+        (decoded, envelope) => {
+            prop_assert!(
+                false,
+                "federation {decoded:?} but client envelope {envelope:?}"
+            )
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(fuzz_config())]
+
+    #[test]
+    fn federation_arbitrary_bytes(
+        body in prop::collection::vec(any::<u8>(), 0..600),
+        exact_prefix in any::<bool>(),
+    ) {
+        if out_of_time() { return Ok(()); }
+        check_fed_message(&body)?;
+        if exact_prefix {
+            check_fed_message(&frame(&body))?;
+        }
+    }
+
+    #[test]
+    fn federation_arbitrary_envelopes(
+        version in prop_oneof![4 => Just(json!(1)), 1 => json_value()],
+        message_id in prop_oneof![4 => "\\PC{0,40}".prop_map(Value::from), 1 => json_value()],
+        timestamp in prop_oneof![4 => any::<u64>().prop_map(Value::from), 1 => json_value()],
+        payload in fed_payload(),
+        text_mutations in prop::collection::vec(mutation(), 0..3),
+    ) {
+        if out_of_time() { return Ok(()); }
+        let envelope = json!({
+            "version": version,
+            "message_id": message_id,
+            "timestamp": timestamp,
+            "payload": payload,
+        });
+        let mut text = serde_json::to_vec(&envelope).expect("serializes");
+        check_fed_message(&frame(&text))?;
+        apply(&mut text, &text_mutations);
+        check_fed_message(&frame(&text))?;
+    }
+
+    #[test]
+    fn federation_mutated_examples(
+        json_index in any::<prop::sample::Index>(),
+        envelope_edits in prop::collection::vec(json_edit(FED_MEMBERS, FED_PAYLOAD_TYPES), 0..3),
+        payload_edits in prop::collection::vec(json_edit(FED_MEMBERS, FED_PAYLOAD_TYPES), 0..5),
+        text_mutations in prop::collection::vec(mutation(), 0..3),
+    ) {
+        if out_of_time() { return Ok(()); }
+        check_edited(
+            json_index.get::<&str>(&FED_EXAMPLES),
+            &envelope_edits,
+            &payload_edits,
+            &text_mutations,
+            check_fed_message,
+        )?;
+    }
+
+    #[test]
+    fn federation_round_trips(
+        message in fed_message(),
+        now in any::<u64>(),
+        extra in prop::collection::btree_map("x_[a-z_]{0,10}", json_value(), 0..3),
+    ) {
+        if out_of_time() { return Ok(()); }
+        let encoded = fed::encode(&message, now);
+        prop_assert_eq!(fed::decode(&encoded), Ok(message.clone()));
+        let envelope = decode_envelope(&encoded).expect("the client decoder reads it");
+        prop_assert_eq!(envelope.version, 1);
+        prop_assert_eq!(envelope.timestamp, now);
+        prop_assert_eq!(envelope.payload_type.as_str(), message.type_name());
+        // Members in another order (serde_json sorts them) and unknown members added
+        // decode to the same value.
+        let mut value: Value = serde_json::from_slice(&encoded[4..]).expect("JSON");
+        let payload = value["payload"].as_object_mut().expect("object");
+        payload.extend(extra);
+        let reordered = frame(&serde_json::to_vec(&value).expect("serializes"));
+        prop_assert_eq!(fed::decode(&reordered), Ok(message));
     }
 }
 
