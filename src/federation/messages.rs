@@ -90,8 +90,8 @@ pub enum Ignored {
     /// Shorter than 4 bytes, a length prefix other than the text's length, or a text
     /// that is not UTF-8 (§3.1).
     MalformedFrame,
-    /// The text is not a JSON envelope of §3.2: not JSON, not an object, a missing,
-    /// repeated or mistyped member, or a payload without one string `"type"`.
+    /// The text is not a JSON envelope of §3.2: not JSON, not an object, an envelope
+    /// member missing, repeated or mistyped, or a payload without one string `"type"`.
     BadEnvelope,
     /// The envelope `version` is a non-negative integer other than 1.
     UnsupportedVersion,
