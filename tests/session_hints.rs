@@ -130,3 +130,61 @@ fn rebuild_holds_every_stored_hint_expired_ones_included() {
     assert_eq!(index.len(), 1);
     assert!(HintIndex::rebuild(Vec::new()).is_empty());
 }
+
+// ---- startup: what a shard starts from ------------------------------------------------
+
+#[test]
+fn the_shard_key_counter_starts_above_every_stored_key_hints_included() {
+    use vauchi_relay::shard::runtime::ShardInit;
+    use vauchi_relay::storage::memory::MemoryStore;
+    use vauchi_relay::storage::{BlobMeta, DeviceSyncRecord};
+
+    let blob = BlobMeta {
+        key: 4,
+        id: uuid::Uuid::from_u128(1),
+        recipient: routing(7),
+        created_at_secs: 1,
+        hop_count: 0,
+        seq: 0,
+        data_len: 1,
+    };
+    let sync = DeviceSyncRecord {
+        key: 6,
+        id: uuid::Uuid::from_u128(2),
+        identity: routing(8),
+        target: routing(9),
+        sender_device_id: String::new(),
+        payload: Vec::new(),
+        version: 0,
+        created_at_secs: 1,
+    };
+    let init = |index: Vec<BlobMeta>, device_sync: Vec<DeviceSyncRecord>, hints| ShardInit {
+        store: Box::new(MemoryStore::new()),
+        index,
+        device_sync,
+        proofs: Vec::new(),
+        hints,
+    };
+    assert_eq!(init(Vec::new(), Vec::new(), Vec::new()).highest_key(), 0);
+    assert_eq!(
+        init(vec![blob], vec![sync.clone()], Vec::new()).highest_key(),
+        6
+    );
+    assert_eq!(
+        init(vec![blob], vec![sync.clone()], vec![hint(9, 7, 10, 3)]).highest_key(),
+        9
+    );
+    assert_eq!(
+        init(
+            Vec::new(),
+            Vec::new(),
+            vec![hint(3, 7, 10, 3), hint(2, 8, 10, 4)]
+        )
+        .highest_key(),
+        3
+    );
+    assert_eq!(
+        init(vec![blob], vec![sync], vec![hint(5, 7, 10, 3)]).highest_key(),
+        6
+    );
+}
