@@ -93,11 +93,15 @@ fn open_stores(config: &Config, shards: usize) -> Result<Vec<ShardInit>, String>
         let proofs = store
             .load_proofs()
             .map_err(|e| format!("cannot read shard {index}: {e}"))?;
+        let hints = store
+            .load_hints()
+            .map_err(|e| format!("cannot read shard {index}: {e}"))?;
         inits.push(ShardInit {
             store,
             index: index_metas,
             device_sync,
             proofs,
+            hints,
         });
     }
     Ok(inits)

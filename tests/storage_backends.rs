@@ -8,7 +8,7 @@ use vauchi_relay::config::SqliteSynchronous;
 use vauchi_relay::protocol::Id64;
 use vauchi_relay::storage::memory::MemoryStore;
 use vauchi_relay::storage::sqlite::{SqliteStore, shard_file_name};
-use vauchi_relay::storage::{BlobMeta, BlobRecord, Store, WriteOp};
+use vauchi_relay::storage::{BlobMeta, BlobRecord, HintRecord, Store, WriteOp};
 
 /// A directory under the system temp dir, removed on drop.
 struct TempDir(PathBuf);
@@ -242,6 +242,163 @@ fn values_beyond_i64_are_refused(store: &mut dyn Store) {
     }
 }
 
+// ---- forwarding hints (§10.4, §11.7 step 4) ------------------------------------------
+
+fn hint(key: u64, routing: u8) -> HintRecord {
+    HintRecord {
+        key,
+        blob_id: uuid::Uuid::from_u128(0x2000 + u128::from(key)),
+        routing_id: Id64([routing; 32]),
+        relay_url: format!("ws://relay-{key}.example:8080"),
+        created_at_secs: 1_700_000_000 + key,
+        expires_at_secs: 1_700_000_000 + key + 7_776_000,
+    }
+}
+
+fn insert_hint(record: HintRecord) -> WriteOp {
+    WriteOp::InsertHint(record)
+}
+
+fn delete_hint(key: u64) -> WriteOp {
+    WriteOp::DeleteHint { key }
+}
+
+fn hint_keys_of(store: &mut dyn Store) -> Vec<u64> {
+    store
+        .load_hints()
+        .expect("load hints")
+        .iter()
+        .map(|hint| hint.key)
+        .collect()
+}
+
+fn hints_come_back_in_key_order_with_every_field(store: &mut dyn Store) {
+    assert_eq!(store.load_hints().expect("hints"), Vec::<HintRecord>::new());
+    store
+        .commit(&[insert_hint(hint(50, 3)), insert_hint(hint(2, 1))])
+        .expect("commit");
+    store.commit(&[insert_hint(hint(9, 3))]).expect("commit");
+    assert_eq!(
+        store.load_hints().expect("hints"),
+        vec![hint(2, 1), hint(9, 3), hint(50, 3)]
+    );
+}
+
+fn hint_delete_removes_and_a_missing_key_is_fine(store: &mut dyn Store) {
+    store
+        .commit(&[insert_hint(hint(1, 7)), insert_hint(hint(2, 7))])
+        .expect("commit");
+    store
+        .commit(&[delete_hint(1), delete_hint(1), delete_hint(42)])
+        .expect("delete, twice, and of nothing");
+    assert_eq!(hint_keys_of(store), vec![2]);
+    store
+        .commit(&[delete_hint(u64::MAX)])
+        .expect("delete of a key beyond i64");
+    assert_eq!(hint_keys_of(store), vec![2]);
+}
+
+fn hints_and_blobs_do_not_touch_each_other(store: &mut dyn Store) {
+    // Separate tables: deleting blob 1 leaves hint 1 and the reverse.
+    store
+        .commit(&[insert(record(1, 7, b"a")), insert_hint(hint(1, 7))])
+        .expect("commit");
+    store.commit(&[delete(1)]).expect("delete blob");
+    assert_eq!(hint_keys_of(store), vec![1]);
+    store
+        .commit(&[insert(record(1, 7, b"a")), delete_hint(1)])
+        .expect("commit");
+    assert_eq!(keys_of(store), vec![1]);
+    assert_eq!(hint_keys_of(store), Vec::<u64>::new());
+}
+
+fn offload_deletes_the_blob_and_inserts_its_hint_together(store: &mut dyn Store) {
+    store
+        .commit(&[insert(record(1, 7, b"a")), insert(record(2, 7, b"b"))])
+        .expect("commit");
+    store
+        .commit(&[delete(1), insert_hint(hint(3, 7))])
+        .expect("offload commit");
+    assert_eq!(keys_of(store), vec![2]);
+    assert_eq!(store.load_hints().expect("hints"), vec![hint(3, 7)]);
+}
+
+fn failed_offload_writes_neither(store: &mut dyn Store) {
+    store
+        .commit(&[insert(record(1, 7, b"a")), insert_hint(hint(3, 7))])
+        .expect("commit");
+    // A duplicate hint key fails the batch: the blob stays, no second hint.
+    let result = store.commit(&[delete(1), insert_hint(hint(4, 7)), insert_hint(hint(3, 8))]);
+    assert!(result.is_err(), "a stored hint key must fail the batch");
+    assert_eq!(keys_of(store), vec![1]);
+    assert_eq!(store.load_hints().expect("hints"), vec![hint(3, 7)]);
+    // So does a hint value neither backend can hold.
+    let mut bad = hint(5, 7);
+    bad.expires_at_secs = i64::MAX as u64 + 1;
+    let result = store.commit(&[delete(1), insert_hint(bad)]);
+    assert!(result.is_err(), "an out-of-range hint must fail the batch");
+    assert_eq!(keys_of(store), vec![1]);
+    assert_eq!(hint_keys_of(store), vec![3]);
+    // The store keeps working.
+    store
+        .commit(&[delete(1), insert_hint(hint(5, 7))])
+        .expect("commit after failure");
+    assert_eq!(keys_of(store), Vec::<u64>::new());
+    assert_eq!(hint_keys_of(store), vec![3, 5]);
+}
+
+fn hint_inserted_twice_in_one_batch_leaves_nothing(store: &mut dyn Store) {
+    let result = store.commit(&[insert_hint(hint(5, 1)), insert_hint(hint(5, 2))]);
+    assert!(result.is_err());
+    assert_eq!(hint_keys_of(store), Vec::<u64>::new());
+}
+
+fn hint_delete_then_reinsert_in_one_batch(store: &mut dyn Store) {
+    store.commit(&[insert_hint(hint(1, 7))]).expect("commit");
+    store
+        .commit(&[delete_hint(1), insert_hint(hint(1, 8))])
+        .expect("delete then insert of one hint key");
+    assert_eq!(store.load_hints().expect("hints"), vec![hint(1, 8)]);
+}
+
+fn hint_extreme_values_round_trip(store: &mut dyn Store) {
+    let record = HintRecord {
+        key: i64::MAX as u64,
+        blob_id: uuid::Uuid::from_u128(u128::MAX),
+        routing_id: Id64([0xFF; 32]),
+        relay_url: String::new(),
+        created_at_secs: i64::MAX as u64,
+        expires_at_secs: i64::MAX as u64,
+    };
+    let long = HintRecord {
+        key: 0,
+        relay_url: format!("wss://{}.example/ünïcode", "a".repeat(5000)),
+        created_at_secs: 0,
+        expires_at_secs: 0,
+        ..record.clone()
+    };
+    store
+        .commit(&[insert_hint(record.clone()), insert_hint(long.clone())])
+        .expect("commit");
+    assert_eq!(store.load_hints().expect("hints"), vec![long, record]);
+}
+
+fn hint_values_beyond_i64_are_refused(store: &mut dyn Store) {
+    let too_big = i64::MAX as u64 + 1;
+    let changes: [fn(&mut HintRecord, u64); 3] = [
+        |r, v| r.key = v,
+        |r, v| r.created_at_secs = v,
+        |r, v| r.expires_at_secs = v,
+    ];
+    for change in changes {
+        let mut bad = hint(1, 1);
+        change(&mut bad, too_big);
+        let result = store.commit(&[insert_hint(hint(2, 1)), insert_hint(bad)]);
+        assert!(result.is_err());
+        assert_eq!(hint_keys_of(store), Vec::<u64>::new());
+    }
+}
+
 type Case = (&'static str, fn(&mut dyn Store));
 
 const CASES: &[Case] = &[
@@ -281,6 +438,42 @@ const CASES: &[Case] = &[
     (
         "values_beyond_i64_are_refused",
         values_beyond_i64_are_refused,
+    ),
+    (
+        "hints_come_back_in_key_order_with_every_field",
+        hints_come_back_in_key_order_with_every_field,
+    ),
+    (
+        "hint_delete_removes_and_a_missing_key_is_fine",
+        hint_delete_removes_and_a_missing_key_is_fine,
+    ),
+    (
+        "hints_and_blobs_do_not_touch_each_other",
+        hints_and_blobs_do_not_touch_each_other,
+    ),
+    (
+        "offload_deletes_the_blob_and_inserts_its_hint_together",
+        offload_deletes_the_blob_and_inserts_its_hint_together,
+    ),
+    (
+        "failed_offload_writes_neither",
+        failed_offload_writes_neither,
+    ),
+    (
+        "hint_inserted_twice_in_one_batch_leaves_nothing",
+        hint_inserted_twice_in_one_batch_leaves_nothing,
+    ),
+    (
+        "hint_delete_then_reinsert_in_one_batch",
+        hint_delete_then_reinsert_in_one_batch,
+    ),
+    (
+        "hint_extreme_values_round_trip",
+        hint_extreme_values_round_trip,
+    ),
+    (
+        "hint_values_beyond_i64_are_refused",
+        hint_values_beyond_i64_are_refused,
     ),
 ];
 
@@ -394,4 +587,82 @@ fn malformed_row_is_an_error_not_a_panic() {
     peek.execute("UPDATE blobs SET recipient = x'0102' WHERE key = 1", [])
         .expect("corrupt the row");
     assert!(store.load_blob_index().is_err());
+}
+
+#[test]
+fn reopened_sqlite_file_keeps_hints() {
+    let dir = TempDir::new();
+    let path = dir.path().join(shard_file_name(1));
+    {
+        let mut store = SqliteStore::open(&path, SqliteSynchronous::Full).expect("open");
+        store
+            .commit(&[insert(record(1, 7, b"offloaded")), insert_hint(hint(2, 9))])
+            .expect("commit");
+        store
+            .commit(&[delete(1), insert_hint(hint(3, 7))])
+            .expect("offload commit");
+    }
+    let mut store = SqliteStore::open(&path, SqliteSynchronous::Normal).expect("reopen");
+    assert_eq!(
+        store.load_hints().expect("hints"),
+        vec![hint(2, 9), hint(3, 7)]
+    );
+    assert_eq!(keys_of(&mut store), Vec::<u64>::new());
+}
+
+#[test]
+fn a_database_from_before_hints_gets_the_table_on_open() {
+    let dir = TempDir::new();
+    let path = dir.path().join(shard_file_name(0));
+    {
+        let mut store = SqliteStore::open(&path, SqliteSynchronous::Normal).expect("open");
+        store
+            .commit(&[insert(record(1, 7, b"old"))])
+            .expect("commit");
+    }
+    {
+        let older = rusqlite::Connection::open(&path).expect("connection");
+        older
+            .execute_batch("DROP TABLE forwarding_hints")
+            .expect("make it an older file");
+    }
+    let mut store = SqliteStore::open(&path, SqliteSynchronous::Normal).expect("reopen");
+    assert_eq!(store.load_hints().expect("hints"), Vec::<HintRecord>::new());
+    store
+        .commit(&[delete(1), insert_hint(hint(2, 7))])
+        .expect("offload commit");
+    assert_eq!(store.load_hints().expect("hints"), vec![hint(2, 7)]);
+}
+
+#[test]
+fn hints_table_has_no_secondary_index() {
+    let dir = TempDir::new();
+    let path = dir.path().join(shard_file_name(0));
+    let mut store = SqliteStore::open(&path, SqliteSynchronous::Normal).expect("open");
+    store.commit(&[insert_hint(hint(1, 7))]).expect("commit");
+    let peek = rusqlite::Connection::open(&path).expect("second connection");
+    let indexes: i64 = peek
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'index' \
+             AND tbl_name = 'forwarding_hints'",
+            [],
+            |row| row.get(0),
+        )
+        .expect("count");
+    assert_eq!(indexes, 0);
+}
+
+#[test]
+fn malformed_hint_row_is_an_error_not_a_panic() {
+    let dir = TempDir::new();
+    let path = dir.path().join(shard_file_name(0));
+    let mut store = SqliteStore::open(&path, SqliteSynchronous::Normal).expect("open");
+    store.commit(&[insert_hint(hint(1, 7))]).expect("commit");
+    let peek = rusqlite::Connection::open(&path).expect("second connection");
+    peek.execute(
+        "UPDATE forwarding_hints SET routing_id = x'0102' WHERE key = 1",
+        [],
+    )
+    .expect("corrupt the row");
+    assert!(store.load_hints().is_err());
 }

@@ -10,7 +10,9 @@ use vauchi_relay::config::SqliteSynchronous;
 use vauchi_relay::protocol::{Id64, shard_of};
 use vauchi_relay::storage::reshard::{self, Options, Outcome, ReshardError};
 use vauchi_relay::storage::sqlite::{SqliteStore, shard_file_name};
-use vauchi_relay::storage::{BlobRecord, DeviceSyncRecord, RecoveryProofRecord, Store, WriteOp};
+use vauchi_relay::storage::{
+    BlobRecord, DeviceSyncRecord, HintRecord, RecoveryProofRecord, Store, WriteOp,
+};
 
 const SYNC: SqliteSynchronous = SqliteSynchronous::Normal;
 
@@ -43,6 +45,8 @@ fn id64(n: u32) -> Id64 {
 type Blob = (uuid::Uuid, u64, u64, u8, Vec<u8>);
 /// A device-sync message: (id, target, sender_device_id, version, created, payload).
 type Sync = (uuid::Uuid, Id64, String, u64, u64, Vec<u8>);
+/// A forwarding hint: (blob_id, relay_url, created_at_secs, expires_at_secs).
+type Hint = (uuid::Uuid, String, u64, u64);
 
 /// What a data directory holds, independent of keys and files.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,12 +56,16 @@ struct Content {
     /// Per identity, device-sync messages in store order.
     device_sync: BTreeMap<Id64, Vec<Sync>>,
     proofs: BTreeMap<Id64, (Vec<u8>, u64, u64)>,
+    /// Per routing_id, its hints in store order.
+    hints: BTreeMap<Id64, Vec<Hint>>,
 }
 
 const RECIPIENTS: u32 = 7;
 const BLOBS_PER_RECIPIENT: u64 = 5;
 const IDENTITIES: u32 = 3;
 const PROOFS: u32 = 4;
+const HINT_ROUTINGS: u32 = 5;
+const HINTS_PER_ROUTING: u64 = 2;
 
 /// Writes a data directory as a relay with `shards` shards would: each record on
 /// its owner shard, keys increasing in store order, `shard_count` recorded.
@@ -74,6 +82,7 @@ fn write_layout(dir: &Path, shards: usize) -> Content {
         blobs: BTreeMap::new(),
         device_sync: BTreeMap::new(),
         proofs: BTreeMap::new(),
+        hints: BTreeMap::new(),
     };
     // Interleave recipients so that each shard's keys mix several of them.
     for round in 0..BLOBS_PER_RECIPIENT {
@@ -128,6 +137,30 @@ fn write_layout(dir: &Path, shards: usize) -> Content {
                 .commit(&[WriteOp::InsertDeviceSync(record)])
                 .unwrap();
         }
+        if round < HINTS_PER_ROUTING {
+            for h in 0..HINT_ROUTINGS {
+                let routing_id = id64(4000 + h);
+                let shard = shard_of(&routing_id, shards);
+                next_key[shard] += 1;
+                let record = HintRecord {
+                    key: next_key[shard],
+                    blob_id: uuid::Uuid::new_v4(),
+                    routing_id,
+                    relay_url: format!("ws://relay-{h}.example:8080"),
+                    created_at_secs: 1_767_225_600 + round,
+                    expires_at_secs: 1_767_225_600 + round + 7_776_000,
+                };
+                content.hints.entry(routing_id).or_default().push((
+                    record.blob_id,
+                    record.relay_url.clone(),
+                    record.created_at_secs,
+                    record.expires_at_secs,
+                ));
+                stores[shard]
+                    .commit(&[WriteOp::InsertHint(record)])
+                    .unwrap();
+            }
+        }
     }
     for p in 0..PROOFS {
         let key_hash = id64(3000 + p);
@@ -171,9 +204,11 @@ fn read_layout(dir: &Path, shards: usize) -> Content {
         blobs: BTreeMap::new(),
         device_sync: BTreeMap::new(),
         proofs: BTreeMap::new(),
+        hints: BTreeMap::new(),
     };
     let mut blob_ids = BTreeSet::new();
     let mut sync_ids = BTreeSet::new();
+    let mut hint_ids = BTreeSet::new();
     for shard in 0..shards {
         let mut store = SqliteStore::open(&dir.join(shard_file_name(shard)), SYNC).unwrap();
         assert_eq!(
@@ -182,11 +217,13 @@ fn read_layout(dir: &Path, shards: usize) -> Content {
         );
         let index = store.load_blob_index().unwrap();
         let syncs = store.load_device_sync().unwrap();
+        let hints = store.load_hints().unwrap();
         let mut keys = BTreeSet::new();
         for key in index
             .iter()
             .map(|m| m.key)
             .chain(syncs.iter().map(|r| r.key))
+            .chain(hints.iter().map(|r| r.key))
         {
             assert!(keys.insert(key), "keys are unique per shard file");
         }
@@ -242,6 +279,20 @@ fn read_layout(dir: &Path, shards: usize) -> Content {
             );
             assert!(previous.is_none(), "proof stored once");
         }
+        for hint in hints {
+            assert_eq!(
+                shard_of(&hint.routing_id, shards),
+                shard,
+                "hint on its owner"
+            );
+            assert!(hint_ids.insert(hint.blob_id), "hint stored once");
+            content.hints.entry(hint.routing_id).or_default().push((
+                hint.blob_id,
+                hint.relay_url,
+                hint.created_at_secs,
+                hint.expires_at_secs,
+            ));
+        }
     }
     content
 }
@@ -266,6 +317,7 @@ fn two_shards_are_redistributed_to_three_and_to_one() {
                 blobs: u64::from(RECIPIENTS) * BLOBS_PER_RECIPIENT,
                 device_sync: u64::from(IDENTITIES) * BLOBS_PER_RECIPIENT,
                 proofs: u64::from(PROOFS),
+                hints: u64::from(HINT_ROUTINGS) * HINTS_PER_ROUTING,
             },
             "{from} -> {to}"
         );
@@ -391,4 +443,29 @@ fn an_unknown_table_with_rows_stops_the_move_and_keeps_the_files() {
         Outcome::Unchanged
     );
     assert_eq!(read_layout(dir.path(), 2), written);
+}
+
+#[test]
+fn source_files_from_before_hints_are_moved() {
+    // A relay of an earlier version wrote no forwarding_hints table. Only the first
+    // source is opened through the store (for its shard count), so the others may
+    // still lack it.
+    let dir = TempDir::new();
+    let mut written = write_layout(dir.path(), 2);
+    {
+        let path = dir.path().join(shard_file_name(1));
+        let connection = rusqlite::Connection::open(&path).unwrap();
+        connection
+            .execute_batch("DROP TABLE forwarding_hints")
+            .unwrap();
+    }
+    written
+        .hints
+        .retain(|routing_id, _| shard_of(routing_id, 2) != 1);
+    assert!(!written.hints.is_empty(), "shard 0 still holds hints");
+    assert!(matches!(
+        reshard::prepare(dir.path(), 3, SYNC).unwrap(),
+        Outcome::Moved { from: 2, .. }
+    ));
+    assert_eq!(read_layout(dir.path(), 3), written);
 }

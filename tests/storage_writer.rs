@@ -14,7 +14,8 @@ use vauchi_relay::storage::writer::{
     Completion, GROUP_DATA_BYTES_MAX, GROUP_OPS_MAX, Job, spawn_writer,
 };
 use vauchi_relay::storage::{
-    BlobMeta, BlobRecord, DeviceSyncRecord, RecoveryProofRecord, StorageError, Store, WriteOp,
+    BlobMeta, BlobRecord, DeviceSyncRecord, HintRecord, RecoveryProofRecord, StorageError, Store,
+    WriteOp,
 };
 
 /// What the test store saw: the op count of every commit call, in order.
@@ -40,6 +41,9 @@ impl Store for TestStore {
     }
     fn load_proofs(&mut self) -> Result<Vec<RecoveryProofRecord>, StorageError> {
         self.inner.load_proofs()
+    }
+    fn load_hints(&mut self) -> Result<Vec<HintRecord>, StorageError> {
+        self.inner.load_hints()
     }
     fn commit(&mut self, ops: &[WriteOp]) -> Result<(), StorageError> {
         let call = {

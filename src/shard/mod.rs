@@ -37,6 +37,7 @@ use crate::metrics::{Global, RejectCode, ShardMetrics};
 use crate::protocol::Id64;
 use crate::protocol::{ErrorCode, encode};
 use crate::session::device_sync::DeviceSyncIndex;
+use crate::session::hints::HintIndex;
 use crate::session::mailbox::Mailboxes;
 use crate::session::nonce::NonceCache;
 use crate::session::ratelimit::TokenBucket;
@@ -102,6 +103,9 @@ pub struct State {
     /// identities this shard owns; the sessions may live on any shard.
     pub device_sessions: HashMap<(Id64, Id64), Vec<SessionRef>, ahash::RandomState>,
     pub proofs: HashMap<Id64, RecoveryProofRecord, ahash::RandomState>,
+    /// Forwarding hints of the routing ids this shard owns (§5.13), rebuilt from
+    /// storage at startup.
+    pub hints: HintIndex,
     pub gathers: HashMap<u64, Gather, ahash::RandomState>,
     pub next_gather: u64,
     pub buckets: HashMap<Id64, Buckets, ahash::RandomState>,

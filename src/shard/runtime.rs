@@ -15,11 +15,12 @@ use glommio::{LocalExecutorBuilder, Placement};
 use crate::config::{Config, StorageBackend};
 use crate::limits;
 use crate::session::device_sync::DeviceSyncIndex;
+use crate::session::hints::HintIndex;
 use crate::session::mailbox::Mailboxes;
 use crate::session::nonce::NonceCache;
 use crate::session::sender_map::SenderMap;
 use crate::storage::writer::{self, Completion, Job};
-use crate::storage::{BlobMeta, DeviceSyncRecord, RecoveryProofRecord, Store};
+use crate::storage::{BlobMeta, DeviceSyncRecord, HintRecord, RecoveryProofRecord, Store};
 
 use super::deadline::Deadlines;
 use super::mesh::{Mesh, MeshMessage};
@@ -32,6 +33,22 @@ pub struct ShardInit {
     pub index: Vec<BlobMeta>,
     pub device_sync: Vec<DeviceSyncRecord>,
     pub proofs: Vec<RecoveryProofRecord>,
+    /// Every stored forwarding hint, in key order, expired ones included.
+    pub hints: Vec<HintRecord>,
+}
+
+impl ShardInit {
+    /// The largest storage key in use (blobs, device-sync messages and hints share
+    /// one counter), 0 if none: the shard assigns new keys above it.
+    pub fn highest_key(&self) -> u64 {
+        self.index
+            .iter()
+            .map(|m| m.key)
+            .chain(self.device_sync.iter().map(|r| r.key))
+            .chain(self.hints.iter().map(|r| r.key))
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 /// The running relay: executor threads and the bound address.
@@ -220,6 +237,7 @@ async fn run_shard(context: ShardContext, init: ShardInit) {
             return;
         }
     };
+    let next_key = init.highest_key();
     // Completions never outnumber the jobs queued for the writer (bounded by
     // WRITER_QUEUE_DEPTH) plus the unrefusable ones waiting for room, so this
     // channel needs no bound of its own; a bound could stall the writer thread.
@@ -245,13 +263,6 @@ async fn run_shard(context: ShardContext, init: ShardInit) {
             }
         }
     };
-    let next_key = init
-        .index
-        .iter()
-        .map(|m| m.key)
-        .chain(init.device_sync.iter().map(|r| r.key))
-        .max()
-        .unwrap_or(0);
     let shards = senders.len();
     let state = State {
         mailboxes: Mailboxes::rebuild(init.index),
@@ -259,6 +270,7 @@ async fn run_shard(context: ShardContext, init: ShardInit) {
         device_sync: DeviceSyncIndex::rebuild(init.device_sync),
         device_sessions: HashMap::default(),
         proofs: init.proofs.into_iter().map(|p| (p.key_hash, p)).collect(),
+        hints: HintIndex::rebuild(init.hints),
         gathers: HashMap::default(),
         next_gather: 0,
         nonces: NonceCache::new((limits::NONCE_CACHE_ENTRIES_MAX / shards).max(1)),

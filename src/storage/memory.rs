@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::{
-    BlobMeta, BlobRecord, DeviceSyncRecord, RecoveryProofRecord, StorageError, Store, WriteOp,
-    check_record,
+    BlobMeta, BlobRecord, DeviceSyncRecord, HintRecord, RecoveryProofRecord, StorageError, Store,
+    WriteOp, check_hint, check_record,
 };
 use crate::protocol::Id64;
 
@@ -16,6 +16,8 @@ pub struct MemoryStore {
     blobs: BTreeMap<u64, BlobRecord>,
     device_sync: BTreeMap<u64, DeviceSyncRecord>,
     proofs: HashMap<Id64, RecoveryProofRecord>,
+    /// Hints by key, so they come out in key order like sqlite's rowid.
+    hints: BTreeMap<u64, HintRecord>,
 }
 
 impl MemoryStore {
@@ -28,6 +30,8 @@ impl MemoryStore {
     /// same key is fine and an insert after an insert is not, as in SQL.
     fn check_batch(&self, ops: &[WriteOp]) -> Result<(), StorageError> {
         let mut present: HashMap<u64, bool> = HashMap::new();
+        // The same for hint keys: another table, so another key space.
+        let mut present_hints: HashMap<u64, bool> = HashMap::new();
         for op in ops {
             match op {
                 WriteOp::InsertBlob(record) => {
@@ -52,6 +56,20 @@ impl MemoryStore {
                             "duplicate device-sync key".to_string(),
                         ));
                     }
+                }
+                WriteOp::InsertHint(record) => {
+                    check_hint(record)?;
+                    let stored = present_hints
+                        .get(&record.key)
+                        .copied()
+                        .unwrap_or_else(|| self.hints.contains_key(&record.key));
+                    if stored {
+                        return Err(StorageError::Unavailable("duplicate hint key".to_string()));
+                    }
+                    present_hints.insert(record.key, true);
+                }
+                WriteOp::DeleteHint { key } => {
+                    present_hints.insert(*key, false);
                 }
                 WriteOp::DeleteDeviceSync { .. }
                 | WriteOp::UpsertProof(_)
@@ -103,6 +121,12 @@ impl Store for MemoryStore {
                 WriteOp::DeleteProof { key_hash } => {
                     self.proofs.remove(key_hash);
                 }
+                WriteOp::InsertHint(record) => {
+                    self.hints.insert(record.key, record.clone());
+                }
+                WriteOp::DeleteHint { key } => {
+                    self.hints.remove(key);
+                }
             }
         }
         Ok(())
@@ -114,6 +138,10 @@ impl Store for MemoryStore {
 
     fn load_proofs(&mut self) -> Result<Vec<RecoveryProofRecord>, StorageError> {
         Ok(self.proofs.values().cloned().collect())
+    }
+
+    fn load_hints(&mut self) -> Result<Vec<HintRecord>, StorageError> {
+        Ok(self.hints.values().cloned().collect())
     }
 
     fn read_blob_data(&mut self, keys: &[u64]) -> Result<Vec<Option<Vec<u8>>>, StorageError> {

@@ -63,6 +63,19 @@ pub struct RecoveryProofRecord {
     pub expires_at_secs: u64,
 }
 
+/// A forwarding hint (§5.13, §10.4, §11.7 step 4): the blob `blob_id` of
+/// `routing_id` was offloaded to the peer at `relay_url`. `key` is the shard-local
+/// storage key, from the same counter as blob keys; it never leaves the process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HintRecord {
+    pub key: u64,
+    pub blob_id: BlobId,
+    pub routing_id: Id64,
+    pub relay_url: String,
+    pub created_at_secs: u64,
+    pub expires_at_secs: u64,
+}
+
 /// One write; a batch of them commits atomically.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteOp {
@@ -78,6 +91,13 @@ pub enum WriteOp {
         key_hash: Id64,
     },
     DeleteBlob {
+        key: u64,
+    },
+    /// Inserting a stored key fails the batch. An offload commits `DeleteBlob` and
+    /// `InsertHint` in one batch (§11.7 step 4).
+    InsertHint(HintRecord),
+    /// Deleting a key that does not exist is not an error.
+    DeleteHint {
         key: u64,
     },
 }
@@ -107,13 +127,16 @@ pub trait Store: Send {
     fn load_device_sync(&mut self) -> Result<Vec<DeviceSyncRecord>, StorageError>;
     /// Every stored recovery proof.
     fn load_proofs(&mut self) -> Result<Vec<RecoveryProofRecord>, StorageError>;
+    /// Every stored forwarding hint, ordered by `key` ascending (startup rebuild).
+    fn load_hints(&mut self) -> Result<Vec<HintRecord>, StorageError>;
     /// Applies every op in one transaction: all or nothing.
     fn commit(&mut self, ops: &[WriteOp]) -> Result<(), StorageError>;
     /// The data of each key, `None` where the key is not stored.
     fn read_blob_data(&mut self, keys: &[u64]) -> Result<Vec<Option<Vec<u8>>>, StorageError>;
 }
 
-/// The largest `key`, `created_at_secs` or `seq` either backend stores. SQLite
+/// The largest `key`, `created_at_secs`, `expires_at_secs` or `seq` either backend
+/// stores. SQLite
 /// integers are signed 64-bit; the memory backend refuses the same values so that
 /// both backends behave identically (§10.1).
 pub const STORED_INTEGER_MAX: u64 = i64::MAX as u64;
@@ -135,6 +158,25 @@ pub(crate) fn check_record(record: &BlobRecord) -> Result<(), StorageError> {
     }
     if u32::try_from(record.data.len()).is_err() {
         return Err(StorageError::Unavailable("blob data too long".to_string()));
+    }
+    Ok(())
+}
+
+/// Checks that `hint` fits both backends: `key`, `created_at_secs` and
+/// `expires_at_secs` up to `STORED_INTEGER_MAX`. The message names fields, never
+/// values.
+pub(crate) fn check_hint(hint: &HintRecord) -> Result<(), StorageError> {
+    let integers = [
+        ("key", hint.key),
+        ("created_at_secs", hint.created_at_secs),
+        ("expires_at_secs", hint.expires_at_secs),
+    ];
+    for (field, value) in integers {
+        if value > STORED_INTEGER_MAX {
+            return Err(StorageError::Unavailable(format!(
+                "hint {field} out of range"
+            )));
+        }
     }
     Ok(())
 }

@@ -57,33 +57,51 @@ const META_COPIED: &str = "reshard_copied";
 const META_PROGRESS_PREFIX: &str = "reshard_progress_";
 
 /// A table that is moved: rows go to `shard_of(shard_column)`, duplicates are
-/// recognised by `dedupe_column`, and `renumbered` tables get new `key`s.
+/// recognised by `dedupe_column`, and `renumbered` tables get new `key`s (from one
+/// counter per target shared by all of them, as the serving shard's is).
+/// `added_later` tables may be missing from a source written before they existed
+/// (only the first source is opened through the store); such a source has none of
+/// their rows.
 struct Table {
     name: &'static str,
     shard_column: &'static str,
     dedupe_column: &'static str,
     renumbered: bool,
+    added_later: bool,
 }
 
 /// Every table that holds records; `meta` is per-file and rewritten, not moved.
-const TABLES: [Table; 3] = [
+/// The order is the order of `Outcome::Moved`'s counts.
+const TABLES: [Table; 4] = [
     Table {
         name: "blobs",
         shard_column: "recipient",
         dedupe_column: "id",
         renumbered: true,
+        added_later: false,
     },
     Table {
         name: "device_sync",
         shard_column: "identity",
         dedupe_column: "id",
         renumbered: true,
+        added_later: false,
     },
     Table {
         name: "recovery_proofs",
         shard_column: "key_hash",
         dedupe_column: "key_hash",
         renumbered: false,
+        added_later: false,
+    },
+    Table {
+        // A hint's blob id is unique: the blob is deleted in the transaction that
+        // writes its hint (§11.7 step 4), so it is never offloaded twice.
+        name: "forwarding_hints",
+        shard_column: "routing_id",
+        dedupe_column: "blob_id",
+        renumbered: true,
+        added_later: true,
     },
 ];
 const META_TABLE: &str = "meta";
@@ -100,6 +118,7 @@ pub enum Outcome {
         blobs: u64,
         device_sync: u64,
         proofs: u64,
+        hints: u64,
     },
 }
 
@@ -200,6 +219,7 @@ pub fn prepare_with(
         blobs = copied[0],
         device_sync = copied[1],
         proofs = copied[2],
+        hints = copied[3],
         "resharding done"
     );
     Ok(Outcome::Moved {
@@ -207,6 +227,7 @@ pub fn prepare_with(
         blobs: copied[0],
         device_sync: copied[1],
         proofs: copied[2],
+        hints: copied[3],
     })
 }
 
@@ -355,7 +376,8 @@ impl Target {
         let highest: i64 = connection
             .query_row(
                 "SELECT max(coalesce((SELECT max(key) FROM blobs), 0), \
-                 coalesce((SELECT max(key) FROM device_sync), 0))",
+                 coalesce((SELECT max(key) FROM device_sync), 0), \
+                 coalesce((SELECT max(key) FROM forwarding_hints), 0))",
                 [],
                 |row| row.get(0),
             )
@@ -481,12 +503,12 @@ fn copy(
     shards: usize,
     options: &Options,
     steps: &mut Steps,
-) -> Result<[u64; 3], ReshardError> {
+) -> Result<[u64; TABLES.len()], ReshardError> {
     let mut targets = Vec::with_capacity(shards);
     for index in 0..shards {
         targets.push(Target::open(dir, index, shards, true)?);
     }
-    let mut copied = [0u64; 3];
+    let mut copied = [0u64; TABLES.len()];
     if targets[0].meta_get(META_COPIED)?.is_none() {
         // Refuse before copying anything rather than half-way.
         for &source in sources {
@@ -499,6 +521,9 @@ fn copy(
             let path = dir.join(shard_file_name(source));
             let connection = Connection::open(&path).map_err(|e| failed_sql(&path, e))?;
             for (slot, table) in TABLES.iter().enumerate() {
+                if table.added_later && !has_table(&connection, &path, table.name)? {
+                    continue;
+                }
                 let progress_key = format!("{META_PROGRESS_PREFIX}{source}_{}", table.name);
                 let mut after = match targets[0].meta_get(&progress_key)? {
                     Some(text) => text.parse::<i64>().map_err(|_| {
@@ -529,6 +554,7 @@ fn copy(
                             blobs = copied[0],
                             device_sync = copied[1],
                             proofs = copied[2],
+                            hints = copied[3],
                             "resharding: rows copied so far"
                         );
                     }
@@ -539,6 +565,7 @@ fn copy(
                 blobs = copied[0],
                 device_sync = copied[1],
                 proofs = copied[2],
+                hints = copied[3],
                 "resharding: source file copied"
             );
         }
@@ -585,6 +612,17 @@ fn check_tables(connection: &Connection, path: &Path) -> Result<(), ReshardError
         }
     }
     Ok(())
+}
+
+/// Whether the source has table `name`.
+fn has_table(connection: &Connection, path: &Path, name: &str) -> Result<bool, ReshardError> {
+    connection
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+            [name],
+            |row| row.get(0),
+        )
+        .map_err(|e| failed_sql(path, e))
 }
 
 /// The source table's columns, `key` first for renumbered tables (as `insert`

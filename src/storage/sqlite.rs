@@ -6,14 +6,17 @@
 //! as `StorageError::Unavailable` after rolling back, and the next call starts clean.
 //! Blobs are keyed by the shard's `key` (the rowid) with no secondary index: the shard
 //! finds a recipient's blobs in its in-memory index, and an index on random
-//! recipient ids would cost most of SQLite's insert rate.
+//! recipient ids would cost most of SQLite's insert rate. Forwarding hints are kept
+//! the same way (rowid `key`, no index on `routing_id`): the shard indexes them in
+//! memory.
 
 use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    BlobMeta, DeviceSyncRecord, RecoveryProofRecord, StorageError, Store, WriteOp, check_record,
+    BlobMeta, DeviceSyncRecord, HintRecord, RecoveryProofRecord, StorageError, Store, WriteOp,
+    check_hint, check_record,
 };
 use crate::config::SqliteSynchronous;
 
@@ -46,6 +49,14 @@ const SCHEMA: &str = "
         expires_at_secs INTEGER NOT NULL,
         proof_data BLOB NOT NULL
     );
+    CREATE TABLE IF NOT EXISTS forwarding_hints (
+        key INTEGER PRIMARY KEY,
+        blob_id BLOB NOT NULL,
+        routing_id BLOB NOT NULL,
+        created_at_secs INTEGER NOT NULL,
+        expires_at_secs INTEGER NOT NULL,
+        relay_url TEXT NOT NULL
+    );
     CREATE TABLE IF NOT EXISTS meta (
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
@@ -70,6 +81,11 @@ const UPSERT_PROOF: &str = "INSERT INTO recovery_proofs (key_hash, created_at_se
 const DELETE_PROOF: &str = "DELETE FROM recovery_proofs WHERE key_hash = ?1";
 const SELECT_PROOFS: &str =
     "SELECT key_hash, created_at_secs, expires_at_secs, proof_data FROM recovery_proofs";
+const INSERT_HINT: &str = "INSERT INTO forwarding_hints (key, blob_id, routing_id, \
+     created_at_secs, expires_at_secs, relay_url) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+const DELETE_HINT: &str = "DELETE FROM forwarding_hints WHERE key = ?1";
+const SELECT_HINTS: &str = "SELECT key, blob_id, routing_id, created_at_secs, expires_at_secs, \
+     relay_url FROM forwarding_hints ORDER BY key";
 const SELECT_META: &str = "SELECT value FROM meta WHERE key = ?1";
 const UPSERT_META: &str = "INSERT INTO meta (key, value) VALUES (?1, ?2) \
      ON CONFLICT (key) DO UPDATE SET value = excluded.value";
@@ -86,7 +102,8 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` in WAL mode with the given
-    /// `synchronous` level, and creates the tables.
+    /// `synchronous` level, and creates the tables (a file written before a table
+    /// existed gets it here).
     pub fn open(path: &Path, synchronous: SqliteSynchronous) -> Result<SqliteStore, StorageError> {
         let connection = Connection::open(path).map_err(unavailable)?;
         let mode: String = connection
@@ -208,10 +225,34 @@ impl Store for SqliteStore {
             .map_err(unavailable)
     }
 
+    fn load_hints(&mut self) -> Result<Vec<HintRecord>, StorageError> {
+        self.end_open_transaction()?;
+        let mut select = self
+            .connection
+            .prepare_cached(SELECT_HINTS)
+            .map_err(unavailable)?;
+        let rows = select
+            .query_map([], |row| {
+                Ok(HintRecord {
+                    key: unsigned(row, 0)?,
+                    blob_id: uuid::Uuid::from_bytes(row.get::<_, [u8; 16]>(1)?),
+                    routing_id: crate::protocol::Id64(row.get::<_, [u8; 32]>(2)?),
+                    created_at_secs: unsigned(row, 3)?,
+                    expires_at_secs: unsigned(row, 4)?,
+                    relay_url: row.get(5)?,
+                })
+            })
+            .map_err(unavailable)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(unavailable)
+    }
+
     fn commit(&mut self, ops: &[WriteOp]) -> Result<(), StorageError> {
         for op in ops {
-            if let WriteOp::InsertBlob(record) = op {
-                check_record(record)?;
+            match op {
+                WriteOp::InsertBlob(record) => check_record(record)?,
+                WriteOp::InsertHint(record) => check_hint(record)?,
+                _ => {}
             }
         }
         self.end_open_transaction()?;
@@ -315,13 +356,30 @@ fn apply(connection: &Connection, ops: &[WriteOp]) -> rusqlite::Result<()> {
                     .prepare_cached(DELETE_PROOF)?
                     .execute([&key_hash.0[..]])?;
             }
+            WriteOp::InsertHint(record) => {
+                connection.prepare_cached(INSERT_HINT)?.execute(params![
+                    signed(record.key)?,
+                    &record.blob_id.as_bytes()[..],
+                    &record.routing_id.0[..],
+                    signed(record.created_at_secs)?,
+                    signed(record.expires_at_secs)?,
+                    &record.relay_url,
+                ])?;
+            }
+            WriteOp::DeleteHint { key } => {
+                // A key beyond `STORED_INTEGER_MAX` is never stored: nothing to delete.
+                if let Ok(key) = i64::try_from(*key) {
+                    connection.prepare_cached(DELETE_HINT)?.execute([key])?;
+                }
+            }
         }
     }
     Ok(())
 }
 
-/// A u64 as SQLite's signed integer. `check_record` has already refused values above
-/// `STORED_INTEGER_MAX`, so this fails only if that check is bypassed.
+/// A u64 as SQLite's signed integer. `check_record` and `check_hint` have already
+/// refused values above `STORED_INTEGER_MAX`, so this fails only if that check is
+/// bypassed.
 fn signed(value: u64) -> rusqlite::Result<i64> {
     i64::try_from(value).map_err(|error| rusqlite::Error::ToSqlConversionFailure(Box::new(error)))
 }

@@ -139,9 +139,11 @@ fn data_bytes(ops: &[WriteOp]) -> usize {
             WriteOp::InsertBlob(record) => record.data.len(),
             WriteOp::InsertDeviceSync(record) => record.payload.len(),
             WriteOp::UpsertProof(record) => record.proof_data.len(),
+            WriteOp::InsertHint(record) => record.relay_url.len(),
             WriteOp::DeleteBlob { .. }
             | WriteOp::DeleteDeviceSync { .. }
-            | WriteOp::DeleteProof { .. } => 0,
+            | WriteOp::DeleteProof { .. }
+            | WriteOp::DeleteHint { .. } => 0,
         })
         .sum()
 }
