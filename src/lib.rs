@@ -6,7 +6,6 @@
 //! - [`limits`]: every fixed bound and timeout, with the reason for its value.
 //! - [`protocol`]: bytes <-> typed messages: frame prefix, envelope, client payloads,
 //!   error and close codes. No I/O, no storage, no clock.
-//! - [`federation`]: the relay-to-relay protocol (§11): bytes <-> federation messages.
 //! - [`http`]: the main port's HTTP/1.x request head parser, routing and replies.
 //! - [`wsframe`]: a sans-I/O RFC 6455 frame reader for the bytes read before a
 //!   session is handed to its owner shard.
@@ -16,6 +15,8 @@
 //!   group-commit writer thread that drives them off the event loop.
 //! - [`shard`]: the glommio side: executors, accept, hand-off, the mesh (one enum of
 //!   every cross-shard message), the router (`shard_of`), client sessions.
+//! - [`federation`]: the relay-to-relay protocol (§11): its messages, and the
+//!   federation executor with peer links, capacity reports and the offload manager.
 //! - [`metrics`]: per-shard counters merged at scrape time, the §12 text and listener.
 //! - [`relay`]: startup order (§13.4) and shutdown.
 //! - [`signals`]: SIGTERM and SIGINT received on one thread (§14.1).

@@ -36,6 +36,8 @@ pub const REFUSALS_IN_PROGRESS_MAX: u64 = 1024;
 /// pipelined requests per shard pair without `overloaded`; bounded so a stalled
 /// shard cannot make its peers grow without limit.
 pub const MESH_QUEUE_DEPTH: usize = 16 * 1024;
+/// Frames waiting to be written on one federation link (offers, acks, reports).
+pub const FEDERATION_LINK_QUEUE_DEPTH: usize = 64;
 
 /// Depth of each shard's writer-thread job queue (group commit drains it).
 pub const WRITER_QUEUE_DEPTH: usize = 16 * 1024;

@@ -137,11 +137,6 @@ fn open_sqlite(
 
 /// Runs startup steps 2-4 of §13.4 and returns the running relay.
 pub fn start(config: Config) -> Result<(Running, DataDirLock), String> {
-    if config.federation_enabled {
-        tracing::warn!(
-            "federation is not implemented in this version: RELAY_FEDERATION_ENABLED is ignored"
-        );
-    }
     let lock = lock_data_dir(&config.data_dir)?;
     let relay_id = load_relay_id(&config);
     let shards = shard_count(&config);
@@ -155,7 +150,7 @@ pub fn start(config: Config) -> Result<(Running, DataDirLock), String> {
     let inits = open_stores(&config, shards)?;
     let metrics_addr = config.metrics_addr.clone();
     let metrics_token = config.metrics_token.clone();
-    let running = runtime::start(Arc::new(config), inits)?;
+    let running = runtime::start(Arc::new(config), relay_id.clone(), inits)?;
     let shared = &running.shared;
     let (metrics, global) = (
         Arc::clone(&shared.metrics),

@@ -1,4 +1,14 @@
-//! The relay-to-relay federation protocol (PROTOCOL.md §11). [`messages`] turns bytes
-//! into typed federation messages and back; no I/O, no storage, no clock.
+//! Relay-to-relay federation (PROTOCOL.md §11): a dedicated executor that owns the
+//! peer links and offloads the oldest blobs to peers when storage fills.
+//!
+//! - [`messages`]: the federation payloads, decoded and encoded (§11.2).
+//! - [`registry`]: the peers by relay_id, their links and capacity (§11.3).
+//! - [`link`]: initiator, acceptor and the established link loop (§11.4-§11.6).
+//! - [`offload`]: the offload manager (§11.7).
+//! - [`node`]: the executor, its commands and its drain (§14.1).
 
+pub mod link;
 pub mod messages;
+pub mod node;
+pub mod offload;
+pub mod registry;

@@ -246,6 +246,58 @@ impl Mailboxes {
         entries
     }
 
+    /// The oldest offload candidates of this shard (§11.7 step 2): committed,
+    /// unexpired, `hop_count` 0 and not `excluded`, up to `limit`, ordered by
+    /// (`created_at_secs`, `seq`). One pass over the mailboxes; per mailbox only its
+    /// first `limit` candidates can matter, since its hop-0 entries are stored in
+    /// creation order.
+    pub fn oldest_offloadable(
+        &self,
+        limit: usize,
+        now: u64,
+        ttl_secs: u64,
+        excluded: impl Fn(&BlobId) -> bool,
+    ) -> Vec<(Id64, Entry)> {
+        let mut best: std::collections::BinaryHeap<(u64, u64, u64, Id64)> =
+            std::collections::BinaryHeap::new();
+        let mut entries: HashMap<u64, (Id64, Entry), ahash::RandomState> = HashMap::default();
+        if limit == 0 {
+            return Vec::new();
+        }
+        for (recipient, mailbox) in &self.boxes {
+            let candidates = mailbox
+                .entries
+                .iter()
+                .filter(|e| {
+                    e.committed
+                        && e.hop_count == 0
+                        && !e.is_expired(now, ttl_secs)
+                        && !excluded(&e.id)
+                })
+                .take(limit);
+            for entry in candidates {
+                let rank = (entry.created_at_secs, entry.seq, entry.key, *recipient);
+                if best.len() < limit {
+                    best.push(rank);
+                } else if best.peek().is_some_and(|worst| rank < *worst) {
+                    if let Some(worst) = best.pop() {
+                        entries.remove(&worst.2);
+                    }
+                    best.push(rank);
+                } else {
+                    continue;
+                }
+                entries.insert(entry.key, (*recipient, *entry));
+            }
+        }
+        let mut ranked = best.into_sorted_vec();
+        ranked.truncate(limit);
+        ranked
+            .into_iter()
+            .filter_map(|(_, _, key, _)| entries.remove(&key))
+            .collect()
+    }
+
     /// Removes every committed, expired entry; returns them with their recipients.
     pub fn take_expired(&mut self, now: u64, ttl_secs: u64) -> Vec<(Id64, Entry)> {
         let mut expired = Vec::new();

@@ -111,6 +111,9 @@ enum Outcome {
     EchoClose(u16),
     /// The handshake timer expired before the upgrade: close the TCP connection.
     TimedOut,
+    /// An upgraded `/federation` link for the federation executor (§11.4);
+    /// `remainder` holds bytes read past the request head.
+    Federation { remainder: Vec<u8> },
 }
 
 async fn serve(shard: Rc<Shard>, mut stream: TcpStream, slot: ConnectionSlot) {
@@ -153,6 +156,10 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, slot: ConnectionSlot) {
             remainder,
         } => {
             hand_off(shard, stream, slot, handshake, remainder).await;
+            return;
+        }
+        Outcome::Federation { remainder } => {
+            hand_to_federation(&shard, stream, slot, remainder);
             return;
         }
     }
@@ -212,9 +219,7 @@ async fn pre_session(shard: &Shard, stream: &mut TcpStream, upgraded: &Cell<bool
     };
     let shared = &shard.shared;
     let context = RouteContext {
-        // Federation (§11) is not implemented yet: `/federation` is answered as
-        // when it is disabled, whatever RELAY_FEDERATION_ENABLED says (main warns).
-        federation_enabled: false,
+        federation_enabled: shard.federation.is_some(),
         draining: shared.draining.load(Ordering::Relaxed),
     };
     match http::route(&request, context) {
@@ -234,7 +239,15 @@ async fn pre_session(shard: &Shard, stream: &mut TcpStream, upgraded: &Cell<bool
             };
             reply(stream, &http::health_response(path, head_only, facts)).await
         }
-        Route::FederationUpgrade { .. } => Outcome::Done,
+        Route::FederationUpgrade { response } => {
+            if stream.write_all(&response).await.is_err() {
+                return Outcome::Done;
+            }
+            shard.metrics().connections_total.inc();
+            Outcome::Federation {
+                remainder: buf[head_len..].to_vec(),
+            }
+        }
         Route::ClientUpgrade { response } => {
             if stream.write_all(&response).await.is_err() {
                 return Outcome::Done;
@@ -375,6 +388,33 @@ async fn hand_off(
             .await;
         drain_until_close(&shard, &mut stream).await;
         let _ = stream.shutdown(std::net::Shutdown::Both).await;
+    }
+}
+
+/// Gives an upgraded `/federation` connection to the federation executor (§11.4);
+/// the upgrade part of the handshake timer is over, the peer timeout takes over.
+fn hand_to_federation(shard: &Shard, stream: TcpStream, slot: ConnectionSlot, remainder: Vec<u8>) {
+    let Some(federation) = &shard.federation else {
+        return;
+    };
+    // SAFETY of the borrow: `stream` is alive for the whole statement.
+    let duplicate = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) }.try_clone_to_owned();
+    drop(stream);
+    let Ok(duplicate) = duplicate else {
+        return;
+    };
+    let fd = duplicate.into_raw_fd();
+    let command = crate::federation::node::Command::Inbound {
+        fd,
+        remainder,
+        slot,
+    };
+    if let Err(error) = federation.try_send(command) {
+        // Too many links waiting to be adopted: drop this one (the peer retries).
+        if let crate::federation::node::Command::Inbound { fd, .. } = error.into_inner() {
+            // SAFETY: `fd` came from `into_raw_fd` above and nothing else owns it.
+            drop(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+        }
     }
 }
 

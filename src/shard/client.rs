@@ -142,6 +142,13 @@ fn register(shard: &Rc<Shard>, handshake: &Handshake) -> Rc<SessionHandle> {
     // and nothing is sent twice (§4.6).
     owner::start_backlog(shard, &handle);
     owner::pump_backlog(shard, &handle);
+    // Forwarding hints follow the blobs (§4.6 item 2): a slot of their own, after
+    // the connect-time delivery slot.
+    if let Some(frame) = super::offload::hints_frame(shard, &routing_id) {
+        let mut out = handle.out.borrow_mut();
+        let slot = out.open_slot();
+        out.fill(slot, frame);
+    }
     // Device-sync items follow the blobs (§4.6 item 3); their owner may be another
     // shard, which registers the session and answers with a snapshot.
     if let Some(device) = handle.device_id {

@@ -6,7 +6,7 @@
 use std::rc::Rc;
 
 use super::mesh::MeshMessage;
-use super::{Shard, accept, features, gather, owner};
+use super::{Shard, accept, features, gather, offload, owner};
 
 /// Sends a request to the owner shard, handling it here when this shard owns it.
 /// Gives the message back when the owner's queue is full.
@@ -131,6 +131,25 @@ pub fn handle(shard: &Rc<Shard>, message: MeshMessage) {
             features::purge_proof(shard, gather, key_hash)
         }
         MeshMessage::GatherPart { gather, part } => gather::receive(shard, gather.id, part),
+        MeshMessage::OffloadCandidates {
+            limit,
+            exclude,
+            reply,
+        } => offload::candidates(shard, limit, &exclude, reply),
+        MeshMessage::OffloadCommit {
+            recipient,
+            key,
+            id,
+            relay_url,
+            reply,
+        } => offload::commit(shard, recipient, key, id, relay_url, reply),
+        MeshMessage::AcceptOffload {
+            recipient,
+            data,
+            created_at_secs,
+            hop_count,
+            reply,
+        } => offload::accept(shard, recipient, data, created_at_secs, hop_count, reply),
         MeshMessage::Shutdown => {
             shard.shutdown.fire();
             shard.shared.global_metrics.set_draining(true);

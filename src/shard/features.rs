@@ -285,9 +285,12 @@ pub fn purge_blobs(shard: &Rc<Shard>, gather: GatherTo, routing_id: Id64) {
         .iter()
         .filter(|e| e.committed && !e.is_expired(now, ttl))
         .count() as u64;
+    // Step 2: the forwarding hints go in the same commit, uncounted.
+    let hint_keys = shard.state.borrow_mut().hints.remove_routing(&routing_id);
     let ops = entries
         .iter()
         .map(|e| WriteOp::DeleteBlob { key: e.key })
+        .chain(hint_keys.into_iter().map(|key| WriteOp::DeleteHint { key }))
         .collect();
     finish_part(shard, gather, ops, Part::BlobsDeleted(counted));
 }
@@ -347,6 +350,15 @@ pub fn expire(shard: &Shard) {
             .map(|key| WriteOp::DeleteDeviceSync { key })
             .collect()
     };
+    ops.extend(
+        shard
+            .state
+            .borrow_mut()
+            .hints
+            .take_expired(now)
+            .into_iter()
+            .map(|key| WriteOp::DeleteHint { key }),
+    );
     shard.state.borrow_mut().proofs.retain(|key_hash, proof| {
         let keep = proof.expires_at_secs > now;
         if !keep {

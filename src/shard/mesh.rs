@@ -134,6 +134,31 @@ pub enum MeshMessage {
     GatherPart { gather: GatherTo, part: Part },
     /// Graceful shutdown (§14.1), from the main thread.
     Shutdown,
+    /// Federation (§11.7 step 2): this shard's oldest offload candidates, with
+    /// their data, excluding blobs in flight or refused by the chosen peer.
+    OffloadCandidates {
+        limit: usize,
+        exclude: std::sync::Arc<ahash::HashSet<BlobId>>,
+        reply: flume::Sender<Vec<super::offload::Candidate>>,
+    },
+    /// Federation (§11.7 step 4): the peer accepted the blob; replace it by a hint.
+    /// The reply says whether the blob was still there and the hint committed.
+    OffloadCommit {
+        recipient: Id64,
+        key: u64,
+        id: BlobId,
+        relay_url: String,
+        reply: flume::Sender<bool>,
+    },
+    /// Federation acceptor (§11.4 item 4): store an offered blob; the reply says
+    /// whether it committed.
+    AcceptOffload {
+        recipient: Id64,
+        data: Vec<u8>,
+        created_at_secs: u64,
+        hop_count: u8,
+        reply: flume::Sender<bool>,
+    },
     /// A notification for a sender whose sessions this shard owns (§7.3).
     Notify {
         sender: Id64,

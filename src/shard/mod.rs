@@ -7,6 +7,7 @@
 //! - [`client`]: a client session's I/O loop and request handling (§3.6).
 //! - [`owner`]: what a shard does for the ids it owns: store, ack, deliver, notify.
 //! - [`features`]: device sync, recovery proofs and purge on their owner shards.
+//! - [`offload`]: a shard's part in federation: candidates, hints, offered blobs.
 //! - [`gather`]: requests answered from several shards (proof query, purge).
 //! - [`dispatch`]: every mesh message to its handler; local or remote routing.
 //! - [`outbound`]: a session's ordered replies, pushes and backlog (§4.8, §4.9).
@@ -19,6 +20,7 @@ pub mod dispatch;
 pub mod features;
 pub mod gather;
 pub mod mesh;
+pub mod offload;
 pub mod outbound;
 pub mod owner;
 pub mod runtime;
@@ -59,6 +61,9 @@ pub struct Shared {
     pub connections: AtomicU64,
     /// Client sessions open on all shards (shutdown waits for none to be left).
     pub sessions_open: AtomicU64,
+    /// The federation executor is running: shards keep serving its requests (and
+    /// their stores stay open) until it has drained (§14.1 step 4).
+    pub federation_running: AtomicBool,
     /// Per-shard metrics, merged at scrape time (§12).
     pub metrics: Arc<[ShardMetrics]>,
     pub global_metrics: Arc<Global>,
@@ -72,6 +77,7 @@ impl Shared {
             blob_counts: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             connections: AtomicU64::new(0),
             sessions_open: AtomicU64::new(0),
+            federation_running: AtomicBool::new(false),
             metrics: (0..shards).map(|_| ShardMetrics::new()).collect(),
             global_metrics: Arc::new(Global::new(shards as u32)),
         }
@@ -129,6 +135,8 @@ pub struct Shard {
     pub clock_origin: Instant,
     pub deadlines: Rc<deadline::Deadlines>,
     pub shutdown: shutdown::ShutdownSignal,
+    /// Where upgraded `/federation` connections go, when federation is enabled.
+    pub federation: Option<flume::Sender<crate::federation::node::Command>>,
 }
 
 impl Shard {

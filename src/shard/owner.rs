@@ -13,12 +13,12 @@ use crate::protocol::encode::{self, Notification};
 use crate::protocol::{CloseReason, ErrorCode, Id64};
 use crate::session::mailbox::{Entry, Quota};
 use crate::storage::writer::{Completion, Job};
-use crate::storage::{BlobId, BlobRecord, RecoveryProofRecord, StorageError, WriteOp};
+use crate::storage::{BlobId, BlobRecord, HintRecord, RecoveryProofRecord, StorageError, WriteOp};
 
 use super::mesh::{GatherTo, MeshMessage, Part, ReplyTo};
 use super::outbound::{Backlog, OutFrame, SessionHandle};
 use super::{Shard, unix_now};
-use super::{dispatch, features};
+use super::{dispatch, features, offload};
 
 /// Blobs read per storage round trip during connect-time delivery.
 const BACKLOG_CHUNK_BLOBS: usize = 512;
@@ -49,6 +49,26 @@ pub enum Pending {
         reply: ReplyTo,
         request_message_id: String,
         record: RecoveryProofRecord,
+    },
+    /// Federation: offload candidates whose data is being read.
+    OffloadRead {
+        reply: flume::Sender<Vec<super::offload::Candidate>>,
+        entries: Vec<(Id64, Entry)>,
+    },
+    /// Federation: a blob replaced by its hint (§11.7 step 4).
+    Offloaded {
+        recipient: Id64,
+        key: u64,
+        hint: HintRecord,
+        reply: flume::Sender<bool>,
+    },
+    /// Federation: a blob a peer offloaded here (§11.4).
+    Offer {
+        recipient: Id64,
+        key: u64,
+        id: BlobId,
+        data: Vec<u8>,
+        reply: flume::Sender<bool>,
     },
     /// A purge step's deletions: `part` is reported to the gather once committed.
     PurgePart {
@@ -291,6 +311,42 @@ pub fn on_completion(shard: &Rc<Shard>, completion: Completion) {
                 MeshMessage::GatherPart { gather, part },
             );
         }
+        (Pending::OffloadRead { reply, entries }, Ok(Some(data))) => {
+            offload::candidates_read(shard, reply, entries, data)
+        }
+        (Pending::OffloadRead { reply, .. }, _) => {
+            tracing::warn!(shard = shard.index, "offload candidates read failed");
+            let _ = reply.try_send(Vec::new());
+        }
+        (
+            Pending::Offloaded {
+                recipient,
+                key,
+                hint,
+                reply,
+            },
+            result,
+        ) => {
+            if let Err(error) = &result {
+                tracing::warn!(shard = shard.index, %error, "offload commit failed");
+            }
+            offload::offloaded(shard, recipient, key, hint, reply, result.is_ok())
+        }
+        (
+            Pending::Offer {
+                recipient,
+                key,
+                id,
+                data,
+                reply,
+            },
+            result,
+        ) => {
+            if let Err(error) = &result {
+                tracing::warn!(shard = shard.index, %error, "offloaded blob store failed");
+            }
+            offload::offer_stored(shard, recipient, key, id, data, reply, result.is_ok())
+        }
         (Pending::Delete, Err(error)) => {
             tracing::warn!(shard = shard.index, %error, "blob delete failed")
         }
@@ -329,7 +385,7 @@ fn storage_failed(
 }
 
 /// Pushes a committed blob to every live session of its recipient (§4.7).
-fn push_live(shard: &Rc<Shard>, recipient: &Id64, frame: OutFrame) {
+pub fn push_live(shard: &Rc<Shard>, recipient: &Id64, frame: OutFrame) {
     let state = shard.state.borrow();
     let Some(ids) = state.sessions_by_routing.get(recipient) else {
         return;

@@ -56,6 +56,7 @@ pub struct Running {
     pub local_addr: SocketAddr,
     pub shared: Arc<Shared>,
     control: Vec<flume::Sender<MeshMessage>>,
+    federation: Option<crate::federation::node::Federation>,
     /// Held, not joined: the process ends when the shards report `Finished`.
     _executors: Vec<glommio::ExecutorJoinHandle<()>>,
     finished: Option<Finished>,
@@ -64,14 +65,16 @@ pub struct Running {
 /// Reports from the shards as they end (§14.1).
 pub struct Finished {
     reports: std::sync::mpsc::Receiver<Option<WriterThread>>,
-    shards: usize,
+    /// Shards, plus one for the federation executor when it runs.
+    reporters: usize,
 }
 
 impl Finished {
-    /// Waits until every shard has drained and its store has committed all it was
-    /// given. Returns false if a shard ended without reporting (it failed).
+    /// Waits until every shard (and the federation executor) has drained and every
+    /// store has committed all it was given. Returns false if one ended without
+    /// reporting (it failed).
     pub fn wait(self) -> bool {
-        for _ in 0..self.shards {
+        for _ in 0..self.reporters {
             match self.reports.recv() {
                 Ok(Some(writer)) => {
                     let _ = writer.join();
@@ -91,6 +94,9 @@ impl Running {
         self.shared
             .draining
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(federation) = &self.federation {
+            federation.shutdown();
+        }
         for shard in &self.control {
             // Blocking is fine here: this is the main thread, not a shard.
             let _ = shard.send(MeshMessage::Shutdown);
@@ -128,7 +134,11 @@ pub fn allowed_cpus() -> Vec<usize> {
 
 /// Starts every shard and binds the main port. Shard 0 binds first so that a port
 /// of 0 resolves to one real port, which the other shards then share.
-pub fn start(config: Arc<Config>, inits: Vec<ShardInit>) -> Result<Running, String> {
+pub fn start(
+    config: Arc<Config>,
+    relay_id: String,
+    inits: Vec<ShardInit>,
+) -> Result<Running, String> {
     let shards = inits.len();
     let shared = Arc::new(Shared::new(shards));
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..shards)
@@ -142,6 +152,20 @@ pub fn start(config: Arc<Config>, inits: Vec<ShardInit>) -> Result<Running, Stri
     let mut address = config.listen_addr;
     let mut handles = Vec::with_capacity(shards);
     let (finished_tx, finished) = std::sync::mpsc::channel();
+    // The federation executor starts first so every shard can hand it links; it
+    // waits for work, and reaches the shards only through their queues.
+    let federation = if config.federation_enabled {
+        Some(crate::federation::node::start(
+            Arc::clone(&config),
+            Arc::clone(&shared),
+            relay_id,
+            senders.clone(),
+            finished_tx.clone(),
+        )?)
+    } else {
+        None
+    };
+    let federation_commands = federation.as_ref().map(|f| f.commands.clone());
     for (index, (init, inbox)) in inits.into_iter().zip(receivers).enumerate() {
         let pinned = if config.cpu_pin {
             cpus.get(index % cpus.len().max(1)).copied()
@@ -162,6 +186,7 @@ pub fn start(config: Arc<Config>, inits: Vec<ShardInit>) -> Result<Running, Stri
                 address,
                 bound: bound_tx.clone(),
                 finished: finished_tx.clone(),
+                federation: federation_commands.clone(),
             };
             let init = Arc::clone(&init);
             LocalExecutorBuilder::new(placement)
@@ -189,14 +214,16 @@ pub fn start(config: Arc<Config>, inits: Vec<ShardInit>) -> Result<Running, Stri
             Err(_) => return Err(format!("shard {index} stopped while starting")),
         }
     }
+    let reporters = shards + usize::from(federation.is_some());
     Ok(Running {
         local_addr: address,
         shared,
         control: senders,
+        federation,
         _executors: handles,
         finished: Some(Finished {
             reports: finished,
-            shards,
+            reporters,
         }),
     })
 }
@@ -210,6 +237,7 @@ struct ShardContext {
     address: SocketAddr,
     bound: flume::Sender<Result<SocketAddr, String>>,
     finished: std::sync::mpsc::Sender<Option<WriterThread>>,
+    federation: Option<flume::Sender<crate::federation::node::Command>>,
 }
 
 /// The writer thread of a shard: joined after the executor has ended, since the
@@ -227,6 +255,7 @@ async fn run_shard(context: ShardContext, init: ShardInit) {
         address,
         bound,
         finished,
+        federation,
     } = context;
     let listener = match TcpListener::bind(address) {
         Ok(listener) => listener,
@@ -292,6 +321,7 @@ async fn run_shard(context: ShardContext, init: ShardInit) {
         clock_origin: Instant::now(),
         deadlines: Rc::new(Deadlines::default()),
         shutdown: Default::default(),
+        federation,
     });
     shard.publish_blob_count();
     let local = listener.local_addr().unwrap_or(address);
@@ -307,12 +337,11 @@ async fn run_shard(context: ShardContext, init: ShardInit) {
     shard.shutdown.wait().await;
     // Sessions drain and close; the shard keeps serving the mesh until no session
     // is left on any shard, so the replies it owes others still go out.
-    while shard
-        .shared
-        .sessions_open
-        .load(std::sync::atomic::Ordering::Relaxed)
-        > 0
-    {
+    let busy = |shared: &Shared| {
+        use std::sync::atomic::Ordering::Relaxed;
+        shared.sessions_open.load(Relaxed) > 0 || shared.federation_running.load(Relaxed)
+    };
+    while busy(&shard.shared) {
         glommio::timer::sleep(limits::SHUTDOWN_POLL).await;
     }
     drop(acceptor);

@@ -1,0 +1,610 @@
+//! Federation links (PROTOCOL.md §11.1, §11.3-§11.6): the initiator with its
+//! reconnect backoff, the acceptor's handshake, and the one loop both run once
+//! established: keepalive pings, the idle timeout, capacity reports, drain
+//! messages, and offers (acceptor) or their acks (initiator), in order.
+//!
+//! Links never carry `Error` messages: anything malformed is ignored and counted.
+//! Logs name relay ids and peer URLs, never routing ids or data (§11.8).
+
+use std::os::fd::{FromRawFd, RawFd};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use async_tungstenite::WebSocketStream;
+use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use async_tungstenite::tungstenite::{Error as WsError, Message};
+use futures_lite::StreamExt;
+use glommio::net::TcpStream;
+
+use crate::protocol::Id64;
+use crate::shard::accept::ConnectionSlot;
+use crate::shard::mesh::MeshMessage;
+use crate::shard::unix_now;
+
+use super::messages::{self, FedMessage};
+use super::node::{Node, STOP_POLL};
+use super::registry::{Capacity, LinkId, Refusal};
+
+type Socket = WebSocketStream<TcpStream>;
+
+/// Reconnect backoff bounds (§11.5).
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// What a link task is asked to send.
+#[derive(Debug)]
+pub enum LinkOut {
+    Frame(Vec<u8>),
+    Close(u16, &'static str),
+}
+
+/// The answer to one of our offers (§11.7 steps 4-5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AckOutcome {
+    Accepted,
+    Refused(String),
+}
+
+/// Which side dialled (§11.3): offers travel only on outbound links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role2 {
+    Outbound,
+    Inbound,
+}
+
+/// The largest federation message (§11.1).
+fn size_limit(node: &Node) -> usize {
+    node.config.max_message_size + 65_536 + 4
+}
+
+fn socket_config(node: &Node) -> WebSocketConfig {
+    let limit = size_limit(node);
+    WebSocketConfig::default()
+        .max_message_size(Some(limit))
+        .max_frame_size(Some(limit))
+        .read_buffer_size(16 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(limit.saturating_mul(4))
+}
+
+/// `fut`, or `None` after `limit`.
+async fn within<T>(limit: Duration, fut: impl std::future::Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(fut.await) }, async {
+        glommio::timer::sleep(limit).await;
+        None
+    })
+    .await
+}
+
+/// Sleeps `total`, returning early (false) once shutdown has begun.
+async fn sleep_unless_stopping(node: &Node, total: Duration) -> bool {
+    let end = Instant::now() + total;
+    while Instant::now() < end {
+        if node.stopping.get() {
+            return false;
+        }
+        glommio::timer::sleep(STOP_POLL.min(end - Instant::now())).await;
+    }
+    !node.stopping.get()
+}
+
+/// ±20 % jitter (§11.5).
+fn jittered(base: Duration) -> Duration {
+    let spread = base.as_secs_f64() * 0.2;
+    let offset = (fastrand_unit() * 2.0 - 1.0) * spread;
+    Duration::from_secs_f64((base.as_secs_f64() + offset).max(0.0))
+}
+
+/// A uniform number in [0, 1) from a random UUID (no extra dependency).
+fn fastrand_unit() -> f64 {
+    let bits = uuid::Uuid::new_v4().as_u64_pair().0 >> 11;
+    bits as f64 / (1u64 << 53) as f64
+}
+
+async fn close(ws: &mut Socket, code: u16, reason: &'static str) {
+    let frame = CloseFrame {
+        code: code.into(),
+        reason: reason.into(),
+    };
+    let _ = ws.close(Some(frame)).await;
+    // Wait briefly for the peer's Close (§2.7).
+    let _ = within(crate::limits::CLOSE_WAIT, async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+}
+
+async fn send(ws: &mut Socket, frame: Vec<u8>) -> bool {
+    ws.send(Message::Binary(frame.into())).await.is_ok()
+}
+
+/// The next data message, skipping control frames. `None` at the end or on error.
+async fn next_data(ws: &mut Socket) -> Option<Message> {
+    loop {
+        match ws.next().await? {
+            Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => continue,
+            Ok(message) => return Some(message),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// How an outbound attempt ended.
+enum Attempt {
+    /// A link ran and ended (backoff resets).
+    Linked,
+    Failed,
+    /// The peer is this relay: wait the maximum backoff (§11.3).
+    SelfLink,
+}
+
+/// One link task per configured peer (§11.5): connect, handshake, run, reconnect
+/// with jittered exponential backoff, until shutdown.
+pub async fn initiate(node: Rc<Node>, url: String) {
+    let mut backoff = BACKOFF_MIN;
+    let mut warned = false;
+    while !node.stopping.get() {
+        let attempt = if url.starts_with("ws://") {
+            attempt(&node, &url).await
+        } else {
+            if !warned {
+                tracing::warn!(peer = %url, "wss:// peers are not supported by this build; link not opened");
+                warned = true;
+            }
+            Attempt::Failed
+        };
+        let wait = match attempt {
+            Attempt::Linked => {
+                backoff = BACKOFF_MIN;
+                BACKOFF_MIN
+            }
+            Attempt::Failed => {
+                let wait = backoff;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                wait
+            }
+            Attempt::SelfLink => BACKOFF_MAX,
+        };
+        if !sleep_unless_stopping(&node, jittered(wait)).await {
+            return;
+        }
+    }
+}
+
+async fn attempt(node: &Rc<Node>, url: &str) -> Attempt {
+    let timeout = node.peer_timeout();
+    let authority = url["ws://".len()..]
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or("");
+    let target = format!("{url}/federation");
+    let opened = within(timeout, async {
+        let stream = TcpStream::connect(authority).await.ok()?;
+        let _ = stream.set_nodelay(true);
+        let (ws, _) =
+            async_tungstenite::client_async_with_config(target.as_str(), stream, Some(socket_config(node)))
+                .await
+                .ok()?;
+        Some(ws)
+    })
+    .await
+    .flatten();
+    let Some(mut ws) = opened else {
+        tracing::debug!(peer = %url, "federation connect failed");
+        return Attempt::Failed;
+    };
+    let hello = FedMessage::PeerHandshake {
+        relay_id: node.relay_id.clone(),
+        version: 1,
+        listen_addr: node.config.listen_addr.to_string(),
+    };
+    if !send(&mut ws, messages::encode(&hello, unix_now())).await {
+        return Attempt::Failed;
+    }
+    let answer = within(timeout, next_data(&mut ws)).await.flatten();
+    let ack = match answer {
+        Some(Message::Binary(bytes)) => messages::decode(&bytes).ok(),
+        _ => None,
+    };
+    let (relay_id, capacity) = match ack {
+        Some(FedMessage::PeerHandshakeAck {
+            relay_id, ..
+        }) if relay_id == node.relay_id => {
+            tracing::warn!(peer = %url, "federation peer is this relay (self link)");
+            close(&mut ws, 1000, "self link").await;
+            return Attempt::SelfLink;
+        }
+        Some(FedMessage::PeerHandshakeAck {
+            relay_id,
+            version: 1,
+            accepted: true,
+            capacity_used_bytes,
+            capacity_max_bytes,
+        }) if !relay_id.is_empty() => (
+            relay_id,
+            Capacity {
+                used: capacity_used_bytes,
+                max: capacity_max_bytes,
+                blob_count: 0,
+            },
+        ),
+        _ => {
+            tracing::info!(peer = %url, "federation handshake refused or invalid");
+            close(&mut ws, 1000, "handshake refused").await;
+            return Attempt::Failed;
+        }
+    };
+    let (link, out) = node.open_link(&relay_id);
+    let attached = node
+        .registry
+        .borrow_mut()
+        .attach_outbound(&relay_id, url, link, capacity);
+    if let Err(refusal) = attached {
+        node.close_link(link);
+        let reason = match refusal {
+            Refusal::DuplicateLink => "duplicate link",
+            Refusal::TooManyPeers => "too many peers",
+        };
+        tracing::info!(peer = %url, relay_id = %relay_id, reason, "outbound link closed");
+        close(&mut ws, 1000, reason).await;
+        return Attempt::Failed;
+    }
+    node.publish_peers();
+    tracing::info!(peer = %url, relay_id = %relay_id, "outbound federation link up");
+    // §11.5: a CapacityReport at once.
+    if !send(&mut ws, node.capacity_report()).await {
+        node.close_link(link);
+        return Attempt::Linked;
+    }
+    run(node, ws, link, &relay_id, Role2::Outbound, out).await;
+    tracing::info!(peer = %url, relay_id = %relay_id, "outbound federation link down");
+    Attempt::Linked
+}
+
+/// The acceptor (§11.4 items 1-3) for a connection a shard upgraded.
+pub async fn accept(node: Rc<Node>, fd: RawFd, remainder: Vec<u8>, slot: ConnectionSlot) {
+    // SAFETY: the accepting shard duplicated this fd and gave up all use of it when
+    // it sent it here; this task now owns it.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    let config = Some(socket_config(&node));
+    let mut ws = if remainder.is_empty() {
+        WebSocketStream::from_raw_socket(stream, Role::Server, config).await
+    } else {
+        WebSocketStream::from_partially_read(stream, remainder, Role::Server, config).await
+    };
+    let first = within(node.peer_timeout(), next_data(&mut ws))
+        .await
+        .flatten();
+    let hello = match first {
+        Some(Message::Binary(bytes)) => messages::decode(&bytes).ok(),
+        _ => None,
+    };
+    let Some(FedMessage::PeerHandshake {
+        relay_id, version, ..
+    }) = hello
+    else {
+        close(&mut ws, 1008, "handshake required").await;
+        drop(slot);
+        return;
+    };
+    let refusal = if version != 1 {
+        Some("unsupported version")
+    } else if relay_id.is_empty() {
+        Some("handshake required")
+    } else if relay_id == node.relay_id {
+        Some("self link")
+    } else {
+        None
+    };
+    let refuse = |node: &Node| {
+        messages::encode(
+            &FedMessage::PeerHandshakeAck {
+                relay_id: node.relay_id.clone(),
+                version: 1,
+                accepted: false,
+                capacity_used_bytes: 0,
+                capacity_max_bytes: 0,
+            },
+            unix_now(),
+        )
+    };
+    if let Some(reason) = refusal {
+        let _ = send(&mut ws, refuse(&node)).await;
+        close(&mut ws, 1008, reason).await;
+        return;
+    }
+    let (link, out) = node.open_link(&relay_id);
+    let replaced = node.registry.borrow_mut().attach_inbound(&relay_id, link);
+    match replaced {
+        Ok(Some(old)) => {
+            node.send_soon(old, LinkOut::Close(1000, "replaced"));
+        }
+        Ok(None) => {}
+        Err(_) => {
+            node.close_link(link);
+            let _ = send(&mut ws, refuse(&node)).await;
+            close(&mut ws, 1000, "too many peers").await;
+            return;
+        }
+    }
+    node.publish_peers();
+    let ack = FedMessage::PeerHandshakeAck {
+        relay_id: node.relay_id.clone(),
+        version: 1,
+        accepted: true,
+        capacity_used_bytes: node.used_bytes(),
+        capacity_max_bytes: node.config.max_storage_bytes,
+    };
+    if !send(&mut ws, messages::encode(&ack, unix_now())).await {
+        node.close_link(link);
+        return;
+    }
+    tracing::info!(relay_id = %relay_id, "inbound federation link up");
+    run(&node, ws, link, &relay_id, Role2::Inbound, out).await;
+    tracing::info!(relay_id = %relay_id, "inbound federation link down");
+    drop(slot);
+}
+
+/// What woke the link loop.
+enum Event {
+    Received(Option<Result<Message, WsError>>),
+    Queued(Option<LinkOut>),
+    Tick,
+}
+
+/// An established link, until it closes (§11.6 keepalive and idle timeout).
+async fn run(
+    node: &Rc<Node>,
+    mut ws: Socket,
+    link: LinkId,
+    relay_id: &str,
+    role: Role2,
+    out: flume::Receiver<LinkOut>,
+) {
+    let timeout = node.peer_timeout();
+    let ping_every = Duration::from_secs((node.config.federation_peer_timeout_secs / 2).max(1));
+    let mut last_received = Instant::now();
+    let mut next_ping = Instant::now() + ping_every;
+    loop {
+        let idle_at = last_received + timeout * 2;
+        let wake = next_ping.min(idle_at);
+        let event = futures_lite::future::or(
+            futures_lite::future::or(async { Event::Received(ws.next().await) }, async {
+                Event::Queued(out.recv_async().await.ok())
+            }),
+            async {
+                glommio::timer::sleep(wake.saturating_duration_since(Instant::now())).await;
+                Event::Tick
+            },
+        )
+        .await;
+        match event {
+            Event::Received(None) => break,
+            Event::Received(Some(Err(WsError::Capacity(_)))) => {
+                close(&mut ws, 1009, "message too big").await;
+                break;
+            }
+            Event::Received(Some(Err(_))) => break,
+            Event::Received(Some(Ok(message))) => {
+                last_received = Instant::now();
+                match message {
+                    Message::Binary(bytes) => {
+                        let replies = handle(node, link, relay_id, role, &bytes).await;
+                        for reply in replies {
+                            if !send(&mut ws, reply).await {
+                                break;
+                            }
+                        }
+                    }
+                    Message::Text(_) => node.metrics().federation_ignored_total.inc(),
+                    Message::Close(_) => {
+                        // tungstenite answers the Close; read to the end.
+                        let _ = within(crate::limits::CLOSE_WAIT, async {
+                            while let Some(Ok(_)) = ws.next().await {}
+                        })
+                        .await;
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            Event::Queued(Some(LinkOut::Frame(frame))) => {
+                if !send(&mut ws, frame).await {
+                    break;
+                }
+            }
+            Event::Queued(Some(LinkOut::Close(code, reason))) => {
+                close(&mut ws, code, reason).await;
+                break;
+            }
+            Event::Queued(None) => break,
+            Event::Tick => {
+                let now = Instant::now();
+                if now >= idle_at {
+                    close(&mut ws, 1000, "idle timeout").await;
+                    break;
+                }
+                if now >= next_ping {
+                    if ws.send(Message::Ping(Vec::new().into())).await.is_err() {
+                        break;
+                    }
+                    next_ping = now + ping_every;
+                }
+            }
+        }
+    }
+    node.close_link(link);
+}
+
+/// One data message on an established link; returns the frames to send back.
+async fn handle(
+    node: &Rc<Node>,
+    link: LinkId,
+    relay_id: &str,
+    role: Role2,
+    bytes: &[u8],
+) -> Vec<Vec<u8>> {
+    let message = match messages::decode(bytes) {
+        Ok(message) => message,
+        Err(_) => {
+            node.metrics().federation_ignored_total.inc();
+            return Vec::new();
+        }
+    };
+    match (message, role) {
+        (
+            FedMessage::OffloadBlob {
+                blob_id,
+                routing_id,
+                data,
+                created_at_secs,
+                integrity_hash,
+                hop_count,
+            },
+            Role2::Inbound,
+        ) => {
+            let offer = Offer {
+                source: relay_id,
+                blob_id: &blob_id,
+                routing_id: &routing_id,
+                data,
+                created_at_secs,
+                integrity_hash: &integrity_hash,
+                hop_count,
+            };
+            let reason = receive_offer(node, offer).await;
+            let accepted = reason.is_none();
+            let result = if accepted {
+                crate::metrics::OffloadReceivedResult::Accepted
+            } else {
+                crate::metrics::OffloadReceivedResult::Refused
+            };
+            node.metrics().inc_offload_received(result);
+            let ack = FedMessage::OffloadAck {
+                blob_id,
+                accepted,
+                reason: reason.map(str::to_owned),
+            };
+            vec![messages::encode(&ack, unix_now())]
+        }
+        (
+            FedMessage::OffloadAck {
+                blob_id,
+                accepted,
+                reason,
+            },
+            Role2::Outbound,
+        ) => {
+            let waiting = node.pending_acks.borrow_mut().remove(&blob_id);
+            if let Some((_, answer)) = waiting {
+                let outcome = if accepted {
+                    AckOutcome::Accepted
+                } else {
+                    AckOutcome::Refused(reason.unwrap_or_default())
+                };
+                let _ = answer.try_send(outcome);
+            }
+            Vec::new()
+        }
+        (
+            FedMessage::CapacityReport {
+                used_bytes,
+                max_bytes,
+                blob_count,
+            },
+            _,
+        ) => {
+            let capacity = Capacity {
+                used: used_bytes,
+                max: max_bytes,
+                blob_count,
+            };
+            node.registry
+                .borrow_mut()
+                .report_capacity(relay_id, capacity);
+            Vec::new()
+        }
+        (FedMessage::DrainNotice { .. }, _) => {
+            tracing::info!(relay_id = %relay_id, "federation peer is draining");
+            node.registry.borrow_mut().mark_draining(relay_id);
+            node.publish_peers();
+            vec![messages::encode(&FedMessage::DrainAck, unix_now())]
+        }
+        (FedMessage::DrainAck, _) => {
+            if let Some(entry) = node.links.borrow_mut().get_mut(&link.0) {
+                entry.drain_acked = true;
+            }
+            Vec::new()
+        }
+        // Anything else is ignored (§11.4 item 5, §11.5): handshakes repeated, an
+        // OffloadBlob on an outbound link, OffloadRequest.
+        _ => Vec::new(),
+    }
+}
+
+/// An OffloadBlob as received.
+struct Offer<'a> {
+    source: &'a str,
+    blob_id: &'a str,
+    routing_id: &'a str,
+    data: Vec<u8>,
+    created_at_secs: u64,
+    integrity_hash: &'a str,
+    hop_count: u8,
+}
+
+/// The acceptor's checks in the order of §11.4 item 4, then the store. Returns the
+/// refusal reason, or `None` once the blob has committed (or was already held).
+async fn receive_offer(node: &Node, offer: Offer<'_>) -> Option<&'static str> {
+    if offer.hop_count >= 1 {
+        return Some("hop_count too high");
+    }
+    if !messages::integrity_hash(&offer.data).eq_ignore_ascii_case(offer.integrity_hash) {
+        return Some("integrity check failed");
+    }
+    let Some(recipient) = Id64::parse(offer.routing_id) else {
+        return Some("invalid routing_id");
+    };
+    let now = unix_now();
+    if offer
+        .created_at_secs
+        .saturating_add(node.config.blob_ttl_secs)
+        <= now
+    {
+        return Some("expired");
+    }
+    let key = (offer.source.to_owned(), offer.blob_id.to_owned());
+    if node.received.borrow().contains(&key) {
+        return None;
+    }
+    if node
+        .shared
+        .draining
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        return Some("draining");
+    }
+    let limit = node.config.federation_offload_refuse * node.config.max_storage_bytes as f64;
+    if (node.used_bytes() + offer.data.len() as u64) as f64 > limit {
+        return Some("at capacity");
+    }
+    let (reply, answer) = flume::bounded(1);
+    let owner = crate::protocol::shard_of(&recipient, node.shards.len());
+    let message = MeshMessage::AcceptOffload {
+        recipient,
+        data: offer.data,
+        created_at_secs: offer.created_at_secs,
+        hop_count: offer.hop_count + 1,
+        reply,
+    };
+    if node.shards[owner].send_async(message).await.is_err() {
+        return Some("storage unavailable");
+    }
+    match answer.recv_async().await {
+        Ok(true) => {
+            node.received.borrow_mut().insert(key);
+            None
+        }
+        _ => Some("storage unavailable"),
+    }
+}

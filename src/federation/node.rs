@@ -1,0 +1,279 @@
+//! The federation executor (PROTOCOL.md §11): one glommio executor, apart from the
+//! shards, that owns the peer registry, every federation link, the capacity
+//! reports and the offload manager. It reaches the shards through their mesh
+//! queues (waiting for room is fine here: shards never wait on it) and receives
+//! inbound links from whichever shard accepted them.
+//!
+//! Invariant: nothing here deletes a blob; the owner shard does, in the
+//! transaction that writes the hint, and only after the peer's `OffloadAck`
+//! accepted it (§11.7 step 4).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::config::Config;
+use crate::limits;
+use crate::metrics::{PeerState, ShardMetrics};
+use crate::shard::Shared;
+use crate::shard::accept::ConnectionSlot;
+use crate::shard::mesh::MeshMessage;
+
+use super::link::{self, LinkOut};
+use super::messages::{self, FedMessage};
+use super::offload;
+use super::registry::{BoundedSet, LinkId, Registry};
+
+/// Offers from peers remembered to answer a repeated offer without storing twice
+/// (§11.4 item 4).
+const RECEIVED_OFFERS_MAX: usize = 65_536;
+/// Inbound links waiting to be adopted by the federation executor.
+const COMMAND_QUEUE_DEPTH: usize = 256;
+/// How often waits that must notice shutdown look again.
+pub(crate) const STOP_POLL: Duration = Duration::from_millis(50);
+
+/// Work for the federation executor.
+#[derive(Debug)]
+pub enum Command {
+    /// An upgraded `/federation` connection (§11.4). `fd` is owned by the receiver;
+    /// `remainder` holds bytes read past the upgrade request.
+    Inbound {
+        fd: RawFd,
+        remainder: Vec<u8>,
+        slot: ConnectionSlot,
+    },
+    /// Graceful shutdown (§14.1 steps 2 and 4).
+    Shutdown,
+}
+
+/// One open link as the executor knows it.
+pub struct LinkEntry {
+    pub relay_id: String,
+    pub out: flume::Sender<LinkOut>,
+    /// Our DrainNotice has been answered (or the link never needs one).
+    pub drain_acked: bool,
+}
+
+/// The state of the federation executor (single-threaded).
+pub struct Node {
+    pub config: Arc<Config>,
+    pub shared: Arc<Shared>,
+    pub relay_id: String,
+    pub shards: Vec<flume::Sender<MeshMessage>>,
+    pub registry: RefCell<Registry>,
+    pub links: RefCell<HashMap<u64, LinkEntry>>,
+    next_link: Cell<u64>,
+    /// Offloads waiting for their `OffloadAck`, by our blob id.
+    pub pending_acks: RefCell<HashMap<String, (u64, flume::Sender<link::AckOutcome>)>>,
+    /// (source relay_id, source blob_id) of offers accepted here.
+    pub received: RefCell<BoundedSet<(String, String)>>,
+    /// Shutdown has begun: no reconnects, no offloads.
+    pub stopping: Cell<bool>,
+}
+
+impl Node {
+    /// Metrics that are not per shard are kept on shard 0's set (merged anyway).
+    pub fn metrics(&self) -> &ShardMetrics {
+        &self.shared.metrics[0]
+    }
+
+    /// Used bytes (§11.2): the data of every stored blob, summed over the shards.
+    pub fn used_bytes(&self) -> u64 {
+        self.shared
+            .metrics
+            .iter()
+            .map(|m| m.storage_used_bytes.get())
+            .sum()
+    }
+
+    pub fn capacity_report(&self) -> Vec<u8> {
+        messages::encode(
+            &FedMessage::CapacityReport {
+                used_bytes: self.used_bytes(),
+                max_bytes: self.config.max_storage_bytes,
+                blob_count: self.shared.blob_count(),
+            },
+            crate::shard::unix_now(),
+        )
+    }
+
+    pub fn peer_timeout(&self) -> Duration {
+        Duration::from_secs(self.config.federation_peer_timeout_secs)
+    }
+
+    /// A new link id and its outgoing queue.
+    pub fn open_link(&self, relay_id: &str) -> (LinkId, flume::Receiver<LinkOut>) {
+        let id = self.next_link.get() + 1;
+        self.next_link.set(id);
+        let (out, receiver) = flume::bounded(limits::FEDERATION_LINK_QUEUE_DEPTH);
+        self.links.borrow_mut().insert(
+            id,
+            LinkEntry {
+                relay_id: relay_id.to_owned(),
+                out,
+                drain_acked: !self.stopping.get(),
+            },
+        );
+        (LinkId(id), receiver)
+    }
+
+    /// A link ended: forget it, and fail the offloads that waited on it.
+    pub fn close_link(&self, link: LinkId) {
+        if let Some(entry) = self.links.borrow_mut().remove(&link.0) {
+            self.registry.borrow_mut().detach(&entry.relay_id, link);
+        }
+        self.pending_acks
+            .borrow_mut()
+            .retain(|_, (waiting_on, _)| *waiting_on != link.0);
+        self.publish_peers();
+    }
+
+    /// Queues a frame on a link without waiting; a full queue drops it (capacity
+    /// reports are periodic, so the next one replaces it).
+    pub fn send_soon(&self, link: LinkId, message: LinkOut) -> bool {
+        self.links
+            .borrow()
+            .get(&link.0)
+            .is_some_and(|e| e.out.try_send(message).is_ok())
+    }
+
+    pub fn publish_peers(&self) {
+        let counts = self.registry.borrow().counts();
+        let global = &self.shared.global_metrics;
+        global.set_federation_peers(PeerState::Connected, counts.connected);
+        global.set_federation_peers(PeerState::Draining, counts.draining);
+        global.set_federation_peers(PeerState::Disconnected, counts.disconnected);
+    }
+}
+
+/// The running federation executor, as the main thread holds it.
+pub struct Federation {
+    pub commands: flume::Sender<Command>,
+    _executor: glommio::ExecutorJoinHandle<()>,
+}
+
+impl Federation {
+    pub fn shutdown(&self) {
+        // Blocking is fine: this is the main thread.
+        let _ = self.commands.send(Command::Shutdown);
+    }
+}
+
+/// Starts the federation executor. `finished` gets one report when it has drained.
+pub fn start(
+    config: Arc<Config>,
+    shared: Arc<Shared>,
+    relay_id: String,
+    shards: Vec<flume::Sender<MeshMessage>>,
+    finished: std::sync::mpsc::Sender<Option<std::thread::JoinHandle<()>>>,
+) -> Result<Federation, String> {
+    let (commands, inbox) = flume::bounded(COMMAND_QUEUE_DEPTH);
+    shared.federation_running.store(true, Ordering::Relaxed);
+    let running = Arc::clone(&shared);
+    let executor = LocalExecutorBuilder::new(Placement::Unbound)
+        .name("federation")
+        .io_memory(limits::EXECUTOR_IO_MEMORY_BYTES)
+        .spawn(move || async move {
+            let node = Rc::new(Node {
+                config,
+                shared,
+                relay_id,
+                shards,
+                registry: RefCell::new(Registry::default()),
+                links: RefCell::new(HashMap::new()),
+                next_link: Cell::new(0),
+                pending_acks: RefCell::new(HashMap::new()),
+                received: RefCell::new(BoundedSet::new(RECEIVED_OFFERS_MAX)),
+                stopping: Cell::new(false),
+            });
+            run(node, inbox).await;
+            running.federation_running.store(false, Ordering::Relaxed);
+            let _ = finished.send(None);
+        })
+        .map_err(|error| format!("could not start the federation executor: {error}"))?;
+    Ok(Federation {
+        commands,
+        _executor: executor,
+    })
+}
+
+async fn run(node: Rc<Node>, inbox: flume::Receiver<Command>) {
+    node.publish_peers();
+    for url in node.config.federation_peers.clone() {
+        glommio::spawn_local(link::initiate(Rc::clone(&node), url)).detach();
+    }
+    glommio::spawn_local(capacity_reports(Rc::clone(&node))).detach();
+    glommio::spawn_local(offload::manage(Rc::clone(&node))).detach();
+    while let Ok(command) = inbox.recv_async().await {
+        match command {
+            Command::Inbound {
+                fd,
+                remainder,
+                slot,
+            } => {
+                glommio::spawn_local(link::accept(Rc::clone(&node), fd, remainder, slot))
+                    .detach();
+            }
+            Command::Shutdown => break,
+        }
+    }
+    drain(&node).await;
+}
+
+/// Every `RELAY_FEDERATION_CAPACITY_INTERVAL`, a CapacityReport on every link (§11.6).
+async fn capacity_reports(node: Rc<Node>) {
+    let interval = Duration::from_secs(node.config.federation_capacity_interval_secs);
+    loop {
+        glommio::timer::sleep(interval).await;
+        if node.stopping.get() {
+            return;
+        }
+        let report = node.capacity_report();
+        let links: Vec<u64> = node.links.borrow().keys().copied().collect();
+        for id in links {
+            node.send_soon(LinkId(id), LinkOut::Frame(report.clone()));
+        }
+    }
+}
+
+/// Shutdown (§14.1 steps 2 and 4): DrainNotice on every link, then wait for the
+/// DrainAcks and outstanding OffloadAcks (or the links' closure), bounded by the
+/// peer timeout, then close every link with 1001.
+async fn drain(node: &Rc<Node>) {
+    node.stopping.set(true);
+    let notice = messages::encode(
+        &FedMessage::DrainNotice {
+            drain_timeout_secs: node.config.federation_drain_timeout_secs,
+        },
+        crate::shard::unix_now(),
+    );
+    let links: Vec<u64> = node.links.borrow().keys().copied().collect();
+    for id in &links {
+        if let Some(entry) = node.links.borrow_mut().get_mut(id) {
+            entry.drain_acked = false;
+        }
+        node.send_soon(LinkId(*id), LinkOut::Frame(notice.clone()));
+    }
+    let deadline = std::time::Instant::now() + node.peer_timeout();
+    while std::time::Instant::now() < deadline {
+        let acked = node.links.borrow().values().all(|e| e.drain_acked);
+        if acked && node.pending_acks.borrow().is_empty() {
+            break;
+        }
+        glommio::timer::sleep(STOP_POLL).await;
+    }
+    let links: Vec<u64> = node.links.borrow().keys().copied().collect();
+    for id in links {
+        node.send_soon(LinkId(id), LinkOut::Close(1001, "server shutting down"));
+    }
+    let deadline = std::time::Instant::now() + limits::CLOSE_WAIT;
+    while !node.links.borrow().is_empty() && std::time::Instant::now() < deadline {
+        glommio::timer::sleep(STOP_POLL).await;
+    }
+}

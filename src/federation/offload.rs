@@ -1,0 +1,176 @@
+//! The offload manager (PROTOCOL.md §11.7): every capacity interval, above the
+//! threshold, the oldest hop-0 blobs relay-wide go to the least-full eligible peer.
+//! A blob is deleted here only after the peer accepted it, by its owner shard, in
+//! the transaction that writes its hint; refusals, timeouts and lost links keep it.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::metrics::OffloadSentResult;
+use crate::shard::mesh::MeshMessage;
+use crate::shard::offload::Candidate;
+use crate::shard::unix_now;
+use crate::storage::BlobId;
+
+use super::link::{AckOutcome, LinkOut};
+use super::messages::{self, FedMessage};
+use super::node::Node;
+use super::registry::{BoundedSet, LinkId};
+
+/// Blobs offered per batch (§11.7 step 2).
+const BATCH_MAX: usize = 10;
+/// Blobs remembered as too large for the federation size limit.
+const TOO_LARGE_MAX: usize = 4096;
+
+pub async fn manage(node: Rc<Node>) {
+    let interval = Duration::from_secs(node.config.federation_capacity_interval_secs);
+    let mut too_large = BoundedSet::new(TOO_LARGE_MAX);
+    loop {
+        glommio::timer::sleep(interval).await;
+        if node.stopping.get() {
+            return;
+        }
+        tick(&node, &mut too_large).await;
+    }
+}
+
+/// The bytes above the threshold, or `None` when below it.
+fn excess(node: &Node) -> Option<u64> {
+    let max = node.config.max_storage_bytes as f64;
+    let threshold = node.config.federation_offload_threshold * max;
+    let used = node.used_bytes() as f64;
+    (max > 0.0 && used >= threshold).then(|| (used - threshold).ceil() as u64)
+}
+
+/// One offload round.
+async fn tick(node: &Rc<Node>, too_large: &mut BoundedSet<BlobId>) {
+    if node.shared.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    let Some(mut over) = excess(node) else {
+        return;
+    };
+    let (peer, link, url, mut exclude) = {
+        let registry = node.registry.borrow();
+        let Some(peer) = registry.choose(&node.relay_id, node.config.federation_offload_refuse)
+        else {
+            return;
+        };
+        let entry = registry.get(peer).expect("chosen from the registry");
+        let (Some(link), Some(url)) = (entry.outbound, entry.url.clone()) else {
+            return;
+        };
+        let exclude: ahash::HashSet<BlobId> = entry.refused.iter().copied().collect();
+        (peer.to_owned(), link, url, exclude)
+    };
+    exclude.extend(too_large.iter().copied());
+    let candidates = gather(node, Arc::new(exclude)).await;
+    let limit = node.config.max_message_size + 65_536 + 4;
+    let mut offered: Vec<(Candidate, flume::Receiver<AckOutcome>)> = Vec::new();
+    for candidate in candidates {
+        // Step 7, ahead of time: offer no more than it takes to fall below.
+        if over == 0 || node.stopping.get() {
+            break;
+        }
+        let blob_id = candidate.id.to_string();
+        let frame = messages::encode(
+            &FedMessage::OffloadBlob {
+                blob_id: blob_id.clone(),
+                routing_id: candidate.recipient.to_hex(),
+                integrity_hash: messages::integrity_hash(&candidate.data),
+                data: candidate.data.clone(),
+                created_at_secs: candidate.created_at_secs,
+                hop_count: 0,
+            },
+            unix_now(),
+        );
+        if frame.len() > limit {
+            too_large.insert(candidate.id);
+            continue;
+        }
+        let (answer, outcome) = flume::bounded(1);
+        node.pending_acks
+            .borrow_mut()
+            .insert(blob_id, (link.0, answer));
+        if !queue(node, link, frame).await {
+            break;
+        }
+        over = over.saturating_sub(candidate.data.len() as u64);
+        offered.push((candidate, outcome));
+    }
+    let deadline = Instant::now() + node.peer_timeout();
+    for (candidate, outcome) in offered {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let answer = futures_lite::future::or(async { outcome.recv_async().await.ok() }, async {
+            glommio::timer::sleep(wait).await;
+            None
+        })
+        .await;
+        node.pending_acks
+            .borrow_mut()
+            .remove(&candidate.id.to_string());
+        match answer {
+            Some(AckOutcome::Accepted) => {
+                node.metrics().inc_offload_sent(OffloadSentResult::Accepted);
+                commit(node, &candidate, &url).await;
+            }
+            Some(AckOutcome::Refused(reason)) => {
+                node.metrics().inc_offload_sent(OffloadSentResult::Refused);
+                node.registry
+                    .borrow_mut()
+                    .refused(&peer, candidate.id, &reason);
+            }
+            None => node.metrics().inc_offload_sent(OffloadSentResult::Timeout),
+        }
+    }
+}
+
+/// Queues a frame on the link, waiting for room; false if the link is gone.
+async fn queue(node: &Node, link: LinkId, frame: Vec<u8>) -> bool {
+    let out = node.links.borrow().get(&link.0).map(|e| e.out.clone());
+    match out {
+        Some(out) => out.send_async(LinkOut::Frame(frame)).await.is_ok(),
+        None => false,
+    }
+}
+
+/// The oldest candidates relay-wide (§11.7 step 2): each shard's oldest, merged.
+async fn gather(node: &Node, exclude: Arc<ahash::HashSet<BlobId>>) -> Vec<Candidate> {
+    let mut answers = Vec::new();
+    for shard in &node.shards {
+        let (reply, answer) = flume::bounded(1);
+        let message = MeshMessage::OffloadCandidates {
+            limit: BATCH_MAX,
+            exclude: Arc::clone(&exclude),
+            reply,
+        };
+        if shard.send_async(message).await.is_ok() {
+            answers.push(answer);
+        }
+    }
+    let mut all = Vec::new();
+    for answer in answers {
+        if let Ok(found) = answer.recv_async().await {
+            all.extend(found);
+        }
+    }
+    all.sort_by_key(|c| (c.created_at_secs, c.seq, c.shard, c.key));
+    all.truncate(BATCH_MAX);
+    all
+}
+
+/// Step 4 on the owner shard; waits for its commit so the next tick sees it.
+async fn commit(node: &Node, candidate: &Candidate, url: &str) {
+    let (reply, answer) = flume::bounded(1);
+    let message = MeshMessage::OffloadCommit {
+        recipient: candidate.recipient,
+        key: candidate.key,
+        id: candidate.id,
+        relay_url: url.to_owned(),
+        reply,
+    };
+    if node.shards[candidate.shard].send_async(message).await.is_ok() {
+        let _ = answer.recv_async().await;
+    }
+}
