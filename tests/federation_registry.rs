@@ -155,5 +155,9 @@ fn offload_candidates_are_the_oldest_unexpired_hop_zero_blobs_not_excluded() {
     let all = mailboxes.oldest_offloadable(10, now, ttl, |_| false);
     let keys: Vec<u64> = all.iter().map(|(_, e)| e.key).collect();
     assert_eq!(keys, vec![4, 5, 2, 6, 7]);
-    assert!(mailboxes.oldest_offloadable(0, now, ttl, |_| false).is_empty());
+    assert!(
+        mailboxes
+            .oldest_offloadable(0, now, ttl, |_| false)
+            .is_empty()
+    );
 }

@@ -181,10 +181,13 @@ async fn attempt(node: &Rc<Node>, url: &str) -> Attempt {
     let opened = within(timeout, async {
         let stream = TcpStream::connect(authority).await.ok()?;
         let _ = stream.set_nodelay(true);
-        let (ws, _) =
-            async_tungstenite::client_async_with_config(target.as_str(), stream, Some(socket_config(node)))
-                .await
-                .ok()?;
+        let (ws, _) = async_tungstenite::client_async_with_config(
+            target.as_str(),
+            stream,
+            Some(socket_config(node)),
+        )
+        .await
+        .ok()?;
         Some(ws)
     })
     .await
@@ -207,9 +210,7 @@ async fn attempt(node: &Rc<Node>, url: &str) -> Attempt {
         _ => None,
     };
     let (relay_id, capacity) = match ack {
-        Some(FedMessage::PeerHandshakeAck {
-            relay_id, ..
-        }) if relay_id == node.relay_id => {
+        Some(FedMessage::PeerHandshakeAck { relay_id, .. }) if relay_id == node.relay_id => {
             tracing::warn!(peer = %url, "federation peer is this relay (self link)");
             close(&mut ws, 1000, "self link").await;
             return Attempt::SelfLink;

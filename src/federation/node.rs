@@ -217,8 +217,7 @@ async fn run(node: Rc<Node>, inbox: flume::Receiver<Command>) {
                 remainder,
                 slot,
             } => {
-                glommio::spawn_local(link::accept(Rc::clone(&node), fd, remainder, slot))
-                    .detach();
+                glommio::spawn_local(link::accept(Rc::clone(&node), fd, remainder, slot)).detach();
             }
             Command::Shutdown => break,
         }

@@ -45,7 +45,11 @@ fn excess(node: &Node) -> Option<u64> {
 
 /// One offload round.
 async fn tick(node: &Rc<Node>, too_large: &mut BoundedSet<BlobId>) {
-    if node.shared.draining.load(std::sync::atomic::Ordering::Relaxed) {
+    if node
+        .shared
+        .draining
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
         return;
     }
     let Some(mut over) = excess(node) else {
@@ -170,7 +174,11 @@ async fn commit(node: &Node, candidate: &Candidate, url: &str) {
         relay_url: url.to_owned(),
         reply,
     };
-    if node.shards[candidate.shard].send_async(message).await.is_ok() {
+    if node.shards[candidate.shard]
+        .send_async(message)
+        .await
+        .is_ok()
+    {
         let _ = answer.recv_async().await;
     }
 }

@@ -114,7 +114,10 @@ pub fn commit(
         created_at_secs: entry.created_at_secs,
         expires_at_secs: entry.created_at_secs.saturating_add(ttl),
     };
-    let ops = vec![WriteOp::DeleteBlob { key }, WriteOp::InsertHint(hint.clone())];
+    let ops = vec![
+        WriteOp::DeleteBlob { key },
+        WriteOp::InsertHint(hint.clone()),
+    ];
     owner::submit_unrefusable(
         shard,
         ops,
