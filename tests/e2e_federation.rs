@@ -768,3 +768,23 @@ fn sigterm_sends_drain_notice_on_every_link_and_exits_0() {
     }
     assert_eq!(wait_exit(&mut relay).code(), Some(0), "{:?}", tail(&relay));
 }
+
+#[test]
+fn an_oversized_federation_message_closes_the_link_with_1009() {
+    let dir = TempDir::new("fed-size");
+    let relay = FedRelay::new(X)
+        .set("RELAY_MAX_MESSAGE_SIZE", "1024")
+        .start(dir.path());
+    let (peer, _, _) = FedPeer::join(relay.addr, PEER);
+    // §11.1: RELAY_MAX_MESSAGE_SIZE + 65536 + 4 is the largest message.
+    let limit = 1024 + 65_536 + 4;
+    peer.send_message(Message::binary(vec![b'x'; limit + 1]));
+    let (code, _) = peer.expect_close(&["CapacityReport"]);
+    assert_eq!(code, 1009);
+    // A message at the limit is merely ignored by another link.
+    let (peer, _, _) = FedPeer::join(relay.addr, PEER);
+    peer.send_message(Message::binary(vec![b'x'; limit]));
+    peer.send(drain_notice(30));
+    let (raw, ack) = peer.recv_except(&["CapacityReport"]);
+    assert_eq!(payload_type(&ack), "DrainAck", "{raw}");
+}
