@@ -20,11 +20,25 @@ fn main() -> ExitCode {
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    // The WebSocket library logs whole frames (payloads, routing ids) at debug and
+    // trace: whatever RUST_LOG says, only its warnings pass (§14.2).
+    let private = tracing_subscriber::filter::filter_fn(|meta| {
+        let target = meta.target();
+        let frames = target.starts_with("tungstenite") || target.starts_with("async_tungstenite");
+        !frames || *meta.level() <= tracing::Level::WARN
+    });
+    {
+        use tracing_subscriber::prelude::*;
+        tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter)
+                    .with_filter(private),
+            )
+            .init();
+    }
 
     let loaded = match Config::from_vars(std::env::vars_os().map(|(k, v)| {
         (

@@ -484,13 +484,17 @@ fn initiator_offloads_to_a_raw_peer_and_keeps_what_it_refuses() {
 #[test]
 fn offload_moves_blobs_to_the_peer_and_leaves_hints() {
     let (dir_a, dir_b) = (TempDir::new("fed-a"), TempDir::new("fed-b"));
-    let b = FedRelay::new("relay-b").start(dir_b.path());
+    // Trace-level logs, searched for the routing id at the end (§11.8).
+    let b = FedRelay::new("relay-b")
+        .set("RUST_LOG", "trace")
+        .start(dir_b.path());
     let b_url = url_of(&b);
     // A is over its threshold from the first 200-byte blob (100 of 1000 bytes), so
     // it offloads every blob; a 50-byte blob stored afterwards stays.
     let a = FedRelay::new("relay-a")
         .peer(&b_url)
         .tiny(1000, "0.1")
+        .set("RUST_LOG", "trace")
         .start(dir_a.path());
     let r = fresh_id();
     let mut live_on_b = Client::handshake(b.addr, &r);
@@ -550,6 +554,19 @@ fn offload_moves_blobs_to_the_peer_and_leaves_hints() {
         ma.summary()
     );
     assert_eq!(mb.blobs_stored(), 4.0);
+    // Federation logs never contain routing ids (§11.8, §14.2).
+    for relay in [&a, &b] {
+        let log = relay.log.lock().unwrap();
+        assert!(
+            log.iter().any(|l| l.contains("TRACE")),
+            "trace logging is on: {log:?}"
+        );
+        let leaked: Vec<&String> = log
+            .iter()
+            .filter(|l| l.to_ascii_lowercase().contains(&r))
+            .collect();
+        assert!(leaked.is_empty(), "{leaked:?}");
+    }
 }
 
 #[test]

@@ -47,7 +47,7 @@ pub enum AckOutcome {
 
 /// Which side dialled (§11.3): offers travel only on outbound links.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role2 {
+enum LinkSide {
     Outbound,
     Inbound,
 }
@@ -257,7 +257,7 @@ async fn attempt(node: &Rc<Node>, url: &str) -> Attempt {
         node.close_link(link);
         return Attempt::Linked;
     }
-    run(node, ws, link, &relay_id, Role2::Outbound, out).await;
+    run(node, ws, link, &relay_id, LinkSide::Outbound, out).await;
     tracing::info!(peer = %url, relay_id = %relay_id, "outbound federation link down");
     Attempt::Linked
 }
@@ -341,7 +341,7 @@ pub async fn accept(node: Rc<Node>, fd: RawFd, remainder: Vec<u8>, slot: Connect
         return;
     }
     tracing::info!(relay_id = %relay_id, "inbound federation link up");
-    run(&node, ws, link, &relay_id, Role2::Inbound, out).await;
+    run(&node, ws, link, &relay_id, LinkSide::Inbound, out).await;
     tracing::info!(relay_id = %relay_id, "inbound federation link down");
     drop(slot);
 }
@@ -359,7 +359,7 @@ async fn run(
     mut ws: Socket,
     link: LinkId,
     relay_id: &str,
-    role: Role2,
+    role: LinkSide,
     out: flume::Receiver<LinkOut>,
 ) {
     let timeout = node.peer_timeout();
@@ -442,7 +442,7 @@ async fn handle(
     node: &Rc<Node>,
     link: LinkId,
     relay_id: &str,
-    role: Role2,
+    role: LinkSide,
     bytes: &[u8],
 ) -> Vec<Vec<u8>> {
     let message = match messages::decode(bytes) {
@@ -462,7 +462,7 @@ async fn handle(
                 integrity_hash,
                 hop_count,
             },
-            Role2::Inbound,
+            LinkSide::Inbound,
         ) => {
             let offer = Offer {
                 source: relay_id,
@@ -494,7 +494,7 @@ async fn handle(
                 accepted,
                 reason,
             },
-            Role2::Outbound,
+            LinkSide::Outbound,
         ) => {
             let waiting = node.pending_acks.borrow_mut().remove(&blob_id);
             if let Some((_, answer)) = waiting {

@@ -365,13 +365,9 @@ async fn hand_off(
         client::run(shard, stream, remainder, handshake, slot).await;
         return;
     }
-    // SAFETY of the borrow: `stream` is alive for the whole statement.
-    let duplicate = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) }.try_clone_to_owned();
-    drop(stream);
-    let Ok(duplicate) = duplicate else {
+    let Some(fd) = release_fd(stream) else {
         return;
     };
-    let fd = duplicate.into_raw_fd();
     let message = MeshMessage::Session {
         fd,
         remainder,
@@ -391,19 +387,24 @@ async fn hand_off(
     }
 }
 
+/// Gives up a stream that has no I/O in flight, returning a duplicate of its fd
+/// for another executor to rebuild it from (glommio streams have no `into_raw_fd`).
+fn release_fd(stream: TcpStream) -> Option<std::os::fd::RawFd> {
+    // SAFETY of the borrow: `stream` is alive for the whole statement.
+    let duplicate = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) }.try_clone_to_owned();
+    drop(stream);
+    Some(duplicate.ok()?.into_raw_fd())
+}
+
 /// Gives an upgraded `/federation` connection to the federation executor (§11.4);
 /// the upgrade part of the handshake timer is over, the peer timeout takes over.
 fn hand_to_federation(shard: &Shard, stream: TcpStream, slot: ConnectionSlot, remainder: Vec<u8>) {
     let Some(federation) = &shard.federation else {
         return;
     };
-    // SAFETY of the borrow: `stream` is alive for the whole statement.
-    let duplicate = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) }.try_clone_to_owned();
-    drop(stream);
-    let Ok(duplicate) = duplicate else {
+    let Some(fd) = release_fd(stream) else {
         return;
     };
-    let fd = duplicate.into_raw_fd();
     let command = crate::federation::node::Command::Inbound {
         fd,
         remainder,
