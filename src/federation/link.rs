@@ -30,6 +30,9 @@ type Socket = WebSocketStream<TcpStream>;
 /// Reconnect backoff bounds (§11.5).
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// A write to a peer that makes no progress for this long ends the link, so a
+/// peer that stops reading cannot hold the offload manager or the drain.
+const SEND_WAIT: Duration = Duration::from_secs(30);
 
 /// What a link task is asked to send.
 #[derive(Debug)]
@@ -106,7 +109,7 @@ async fn close(ws: &mut Socket, code: u16, reason: &'static str) {
         code: code.into(),
         reason: reason.into(),
     };
-    let _ = ws.close(Some(frame)).await;
+    let _ = within(SEND_WAIT, ws.close(Some(frame))).await;
     // Wait briefly for the peer's Close (§2.7).
     let _ = within(crate::limits::CLOSE_WAIT, async {
         while let Some(Ok(_)) = ws.next().await {}
@@ -114,8 +117,13 @@ async fn close(ws: &mut Socket, code: u16, reason: &'static str) {
     .await;
 }
 
+/// Writes one message; false if the link failed or the peer stopped reading.
 async fn send(ws: &mut Socket, frame: Vec<u8>) -> bool {
-    ws.send(Message::Binary(frame.into())).await.is_ok()
+    send_message(ws, Message::Binary(frame.into())).await
+}
+
+async fn send_message(ws: &mut Socket, message: Message) -> bool {
+    matches!(within(SEND_WAIT, ws.send(message)).await, Some(Ok(())))
 }
 
 /// The next data message, skipping control frames. `None` at the end or on error.
@@ -426,7 +434,7 @@ async fn run(
                     break;
                 }
                 if now >= next_ping {
-                    if ws.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    if !send_message(&mut ws, Message::Ping(Vec::new().into())).await {
                         break;
                     }
                     next_ping = now + ping_every;

@@ -130,13 +130,19 @@ async fn tick(node: &Rc<Node>, too_large: &mut BoundedSet<BlobId>) {
     }
 }
 
-/// Queues a frame on the link, waiting for room; false if the link is gone.
+/// Queues a frame on the link, waiting for room up to the peer timeout; false if
+/// the link is gone or stuck.
 async fn queue(node: &Node, link: LinkId, frame: Vec<u8>) -> bool {
     let out = node.links.borrow().get(&link.0).map(|e| e.out.clone());
-    match out {
-        Some(out) => out.send_async(LinkOut::Frame(frame)).await.is_ok(),
-        None => false,
-    }
+    let Some(out) = out else { return false };
+    let queued = futures_lite::future::or(
+        async { out.send_async(LinkOut::Frame(frame)).await.is_ok() },
+        async {
+            glommio::timer::sleep(node.peer_timeout()).await;
+            false
+        },
+    );
+    queued.await
 }
 
 /// The oldest candidates relay-wide (§11.7 step 2): each shard's oldest, merged.
