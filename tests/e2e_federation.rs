@@ -23,7 +23,7 @@ use std::net::TcpListener;
 
 use common::*;
 use fedwire::*;
-use serde_json::{Value, json};
+use serde_json::json;
 use tungstenite::Message;
 use wire::{expect_layout, fresh_id, http_exchange, is_uuid_v4, now, upgrade_request};
 
@@ -31,17 +31,6 @@ use wire::{expect_layout, fresh_id, http_exchange, is_uuid_v4, now, upgrade_requ
 const X: &str = "relay-x";
 /// The raw peer's relay_id.
 const PEER: &str = "peer-q";
-
-fn payload_type(message: &Value) -> &str {
-    message["payload"]["type"].as_str().unwrap_or_default()
-}
-
-/// The next OffloadBlob on a link to the raw acceptor, skipping capacity reports.
-fn next_offer(peer: &FedPeer) -> (String, Value) {
-    let (raw, message) = peer.recv_except(&["CapacityReport"]);
-    assert_eq!(payload_type(&message), "OffloadBlob", "{raw}");
-    (raw, message)
-}
 
 /// Checks an OffloadBlob the relay sent for one of the blobs `ids` (stored with
 /// `datas` for `routing_id` between `t0` and `t1`); returns (blob_id, data,
@@ -101,13 +90,6 @@ fn refuse_offers_for(peer: &FedPeer, reports: usize) -> usize {
         }
     }
     refused
-}
-
-/// Sorted copies, for comparing sets of ciphertexts.
-fn sorted(datas: &[Vec<u8>]) -> Vec<Vec<u8>> {
-    let mut datas = datas.to_vec();
-    datas.sort();
-    datas
 }
 
 // ---------------------------------------------------------------- §2.3: disabled

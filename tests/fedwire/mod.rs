@@ -242,6 +242,13 @@ pub fn store_blobs(relay: &Relay, recipient: &str, datas: &[Vec<u8>]) -> Vec<Str
     ids
 }
 
+/// Sorted copies, for comparing sets of ciphertexts.
+pub fn sorted(datas: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let mut datas = datas.to_vec();
+    datas.sort();
+    datas
+}
+
 /// The bytes of a JSON byte array (§3.3).
 pub fn bytes_of(value: &Value) -> Vec<u8> {
     value
@@ -413,6 +420,18 @@ pub fn addr_of_url(url: &str) -> SocketAddr {
 
 // ---------------------------------------------------------------- federation frames
 
+/// The payload `type` of a message ("" if it has none).
+pub fn payload_type(message: &Value) -> &str {
+    message["payload"]["type"].as_str().unwrap_or_default()
+}
+
+/// The next OffloadBlob on a link to the raw acceptor, skipping capacity reports.
+pub fn next_offer(peer: &FedPeer) -> (String, Value) {
+    let (raw, message) = peer.recv_except(&["CapacityReport"]);
+    assert_eq!(payload_type(&message), "OffloadBlob", "{raw}");
+    (raw, message)
+}
+
 /// Lower-case hex SHA-256 of `data` (§11.2 `integrity_hash`).
 pub fn integrity_hash(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
@@ -540,25 +559,7 @@ impl FedPeer {
     /// Acceptor role: waits (bounded by `STUCK`) for the relay to connect to
     /// `listener` and completes the upgrade.
     pub fn accept(listener: &TcpListener) -> FedPeer {
-        listener.set_nonblocking(true).unwrap();
-        let deadline = Instant::now() + STUCK;
-        let stream = loop {
-            match listener.accept() {
-                Ok((stream, _)) => break stream,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    assert!(
-                        Instant::now() < deadline,
-                        "the relay did not connect to its configured peer within {STUCK:?}"
-                    );
-                    std::thread::sleep(PUMP_TICK);
-                }
-                Err(e) => panic!("accept: {e}"),
-            }
-        };
-        stream.set_nonblocking(false).unwrap();
-        stream.set_nodelay(true).unwrap();
-        stream.set_read_timeout(Some(STUCK)).unwrap();
-        stream.set_write_timeout(Some(STUCK)).unwrap();
+        let stream = accept_stream(listener);
         let mut path = String::new();
         // The callback's error type is tungstenite's, not ours to shrink.
         #[allow(clippy::result_large_err)]
@@ -639,6 +640,31 @@ impl FedPeer {
     }
 }
 
+/// Waits (bounded by `STUCK`) for the relay to connect to `listener`; the stream,
+/// blocking, with `STUCK` as its read and write timeouts.
+fn accept_stream(listener: &TcpListener) -> TcpStream {
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + STUCK;
+    let stream = loop {
+        match listener.accept() {
+            Ok((stream, _)) => break stream,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the relay did not connect to its configured peer within {STUCK:?}"
+                );
+                std::thread::sleep(PUMP_TICK);
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    };
+    stream.set_nonblocking(false).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream.set_read_timeout(Some(STUCK)).unwrap();
+    stream.set_write_timeout(Some(STUCK)).unwrap();
+    stream
+}
+
 fn pump(mut ws: WebSocket<TcpStream>, to_send: Receiver<Message>, received: Sender<FedEvent>) {
     loop {
         loop {
@@ -696,4 +722,265 @@ fn decode(bytes: &[u8]) -> FedEvent {
         Ok(value) if value.is_object() => FedEvent::Message(text, value),
         _ => FedEvent::Malformed(bytes.to_vec()),
     }
+}
+
+// ---------------------------------------------------------------- hand-rolled acceptor
+
+/// What the relay sent on a [`RawLink`]: data messages as [`FedEvent`] would
+/// report them, and the control frames that [`FedPeer`] hides.
+#[derive(Debug)]
+pub enum RawEvent {
+    Message(String, Value),
+    Malformed(Vec<u8>),
+    Text(String),
+    Ping,
+    Pong,
+    Close(u16, String),
+    /// A Close frame without a body.
+    CloseEmpty,
+    /// The connection ended.
+    Eof,
+}
+
+/// The acceptor end of a federation link written by hand on a plain socket, for
+/// peers that misbehave in ways tungstenite does not allow: nothing is ever sent
+/// unless the test sends it (no Pong to the relay's Pings, no Close in reply to
+/// its Close), bytes that are no WebSocket frame can be written, and the TCP
+/// connection can be dropped without a Close. Nothing runs in the background:
+/// the relay's frames are read only when the test asks.
+pub struct RawLink {
+    stream: TcpStream,
+    /// The request path the relay used.
+    pub path: String,
+}
+
+impl RawLink {
+    /// Waits (bounded by `STUCK`) for the relay to connect to `listener` and
+    /// answers its upgrade with a 101 (RFC 6455 §4.2.2).
+    pub fn accept(listener: &TcpListener) -> RawLink {
+        use std::io::{Read, Write};
+        let mut stream = accept_stream(listener);
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        // Byte by byte, so nothing after the request head is consumed here.
+        while !head.ends_with(b"\r\n\r\n") {
+            let n = stream.read(&mut byte).expect("read the upgrade request");
+            assert_eq!(n, 1, "EOF inside the upgrade request: {head:?}");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        let path = head
+            .split(' ')
+            .nth(1)
+            .unwrap_or_else(|| panic!("request line: {head}"))
+            .to_owned();
+        let key = head
+            .split("\r\n")
+            .filter_map(|line| line.split_once(':'))
+            .find(|(name, _)| name.trim().eq_ignore_ascii_case("sec-websocket-key"))
+            .map(|(_, value)| value.trim().to_owned())
+            .unwrap_or_else(|| panic!("no Sec-WebSocket-Key: {head}"));
+        let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let response = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        );
+        // An attempt the relay has already given up on shows as Eof next.
+        let _ = stream.write_all(response.as_bytes());
+        RawLink { stream, path }
+    }
+
+    /// Accepts the relay's next connection that sends a `PeerHandshake`. A
+    /// connection that ends first is an attempt the relay gave up on while it
+    /// waited in the listen queue (its upgrade timer is the peer timeout): the
+    /// relay dials again, so the next one is taken.
+    pub fn accept_handshake(listener: &TcpListener) -> (RawLink, Value) {
+        let deadline = Instant::now() + STUCK;
+        loop {
+            let mut link = RawLink::accept(listener);
+            assert_eq!(link.path, "/federation");
+            match link.next_event() {
+                RawEvent::Message(raw, message) => {
+                    assert_eq!(payload_type(&message), "PeerHandshake", "{raw}");
+                    return (link, message);
+                }
+                RawEvent::Eof => assert!(
+                    Instant::now() < deadline,
+                    "no connection with a PeerHandshake within {STUCK:?}"
+                ),
+                other => panic!("expected a PeerHandshake, got {other:?}"),
+            }
+        }
+    }
+
+    /// [`RawLink::accept_handshake`], then accepts the handshake as `relay_id` with
+    /// plenty of room.
+    pub fn join(listener: &TcpListener, relay_id: &str) -> RawLink {
+        let (mut link, _) = RawLink::accept_handshake(listener);
+        link.send(peer_handshake_ack(relay_id, true, 0, 1_000_000));
+        link
+    }
+
+    /// The next frame from the relay; panics after `STUCK` without one. Frames from
+    /// the initiator are masked (RFC 6455 §5.3) and never fragmented.
+    pub fn next_event(&mut self) -> RawEvent {
+        let mut header = [0u8; 2];
+        if !self.read_exact_or_eof(&mut header) {
+            return RawEvent::Eof;
+        }
+        assert_eq!(header[0] & 0x80, 0x80, "the relay never fragments");
+        assert_eq!(header[1] & 0x80, 0x80, "client frames are masked");
+        let len = match header[1] & 0x7f {
+            126 => {
+                let mut b = [0u8; 2];
+                if !self.read_exact_or_eof(&mut b) {
+                    return RawEvent::Eof;
+                }
+                u16::from_be_bytes(b) as usize
+            }
+            127 => {
+                let mut b = [0u8; 8];
+                if !self.read_exact_or_eof(&mut b) {
+                    return RawEvent::Eof;
+                }
+                usize::try_from(u64::from_be_bytes(b)).unwrap()
+            }
+            n => n as usize,
+        };
+        let mut mask = [0u8; 4];
+        let mut payload = vec![0u8; len];
+        if !self.read_exact_or_eof(&mut mask) || !self.read_exact_or_eof(&mut payload) {
+            return RawEvent::Eof;
+        }
+        for (i, b) in payload.iter_mut().enumerate() {
+            *b ^= mask[i % 4];
+        }
+        match header[0] & 0x0f {
+            1 => RawEvent::Text(String::from_utf8_lossy(&payload).into_owned()),
+            2 => match decode(&payload) {
+                FedEvent::Message(raw, value) => RawEvent::Message(raw, value),
+                _ => RawEvent::Malformed(payload),
+            },
+            8 if payload.is_empty() => RawEvent::CloseEmpty,
+            8 => RawEvent::Close(
+                u16::from_be_bytes([payload[0], payload[1]]),
+                String::from_utf8_lossy(&payload[2..]).into_owned(),
+            ),
+            9 => RawEvent::Ping,
+            10 => RawEvent::Pong,
+            other => panic!("the relay sent opcode {other}"),
+        }
+    }
+
+    /// The next data message (Pings and Pongs skipped, never answered), which
+    /// must be a well-formed one.
+    pub fn recv_message(&mut self) -> (String, Value) {
+        loop {
+            match self.next_event() {
+                RawEvent::Ping | RawEvent::Pong => {}
+                RawEvent::Message(raw, value) => return (raw, value),
+                other => panic!("expected a federation message, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next OffloadBlob, skipping capacity reports.
+    pub fn next_offer(&mut self) -> (String, Value) {
+        loop {
+            let (raw, message) = self.recv_message();
+            match payload_type(&message) {
+                "CapacityReport" => {}
+                "OffloadBlob" => return (raw, message),
+                _ => panic!("unexpected on an outbound link: {raw}"),
+            }
+        }
+    }
+
+    /// Reads on (answering nothing) until the relay's Close or the end of the
+    /// connection.
+    pub fn read_to_close(&mut self) -> RawEvent {
+        loop {
+            let event = self.next_event();
+            if matches!(
+                event,
+                RawEvent::Close(..) | RawEvent::CloseEmpty | RawEvent::Eof
+            ) {
+                return event;
+            }
+        }
+    }
+
+    /// Sends `payload` in a fresh envelope as one binary message.
+    pub fn send(&mut self, payload: Value) {
+        self.send_frame(0x82, &fed_frame(payload));
+    }
+
+    /// Sends one unmasked frame with this first byte (FIN, RSV, opcode).
+    pub fn send_frame(&mut self, first_byte: u8, payload: &[u8]) {
+        self.write_raw(&crate::wire::encode_frame(first_byte, payload, false));
+    }
+
+    /// Writes bytes as they are, frame or not. A connection the relay has already
+    /// dropped swallows them.
+    pub fn write_raw(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        let _ = self.stream.write_all(bytes);
+    }
+
+    /// Drops the TCP connection at once: no Close frame, no reply to anything read.
+    pub fn vanish(self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+
+    fn read_exact_or_eof(&mut self, buf: &mut [u8]) -> bool {
+        use std::io::Read;
+        match self.stream.read_exact(buf) {
+            Ok(()) => true,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                panic!("the relay sent nothing on its federation link for {STUCK:?}")
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- relay still fine
+
+/// `GET /health` answers 200 `healthy` (§2.4): the process is up and serving.
+pub fn assert_healthy(relay: &Relay) {
+    let response =
+        crate::wire::http_exchange(relay.addr, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(response.status, 200, "{response:?}: {:?}", tail(relay));
+    assert!(
+        response.body_text().starts_with(r#"{"status":"healthy","#),
+        "{response:?}"
+    );
+}
+
+/// An honest client's round trip: a sender stores a small blob for a connected
+/// recipient, which receives it (pushed live, §4.7, or at connect time, §4.6) and
+/// acks it, which deletes it (§5.4).
+pub fn honest_round_trip(relay: &Relay, tag: u8) {
+    let r = crate::wire::fresh_id();
+    let mut recipient = Client::handshake(relay.addr, &r);
+    let data = blob_data(tag, 0, 10);
+    let ids = store_blobs(relay, &r, std::slice::from_ref(&data));
+    let pushed = recipient.recv_json();
+    assert_eq!(pushed["payload"]["type"], "EncryptedUpdate", "{pushed}");
+    assert_eq!(pushed["message_id"], ids[0].as_str(), "{pushed}");
+    assert_eq!(bytes_of(&pushed["payload"]["ciphertext"]), data, "{pushed}");
+    recipient.send_json(&crate::common::ack_json(&ids[0], "ReceivedByRecipient"));
+    recipient.close();
+}
+
+/// Every blob of `ids` is still on the relay for `routing_id`, in store order, and
+/// no ForwardingHints is sent.
+pub fn assert_kept(relay: &Relay, routing_id: &str, ids: &[String]) {
+    let mailbox = Mailbox::read(relay.addr, routing_id);
+    let got: Vec<&str> = mailbox.blobs.iter().map(|b| b.id.as_str()).collect();
+    assert_eq!(got, ids, "every blob stays, in order: {mailbox:?}");
+    assert!(mailbox.hints_raw.is_none(), "no hint: {mailbox:?}");
+    assert!(mailbox.after_hints.is_empty(), "{mailbox:?}");
 }
