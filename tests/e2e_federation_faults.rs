@@ -305,8 +305,11 @@ fn a_peer_that_breaks_websocket_framing_costs_no_blob() {
     assert!(ids.contains(&blob_id_of(&offer)), "{raw}");
     // FIN + opcode 0x3 (reserved, RFC 6455 §5.2).
     link.send_frame(0x83, b"garbage");
-    // The relay ends the link (it drops the connection; no Close code is asserted).
-    link.read_to_close();
+    // The relay ends the link with 1002 (§11.1).
+    match link.read_to_close() {
+        RawEvent::Close(code, _) => assert_eq!(code, 1002),
+        other => panic!("expected close 1002, got {other:?}"),
+    }
     link.vanish();
     wait_metrics("the broken link fails the offer", &[&relay], |m| {
         m[0].offload_sent("timeout") == 1.0

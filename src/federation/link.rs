@@ -220,7 +220,7 @@ async fn attempt(node: &Rc<Node>, url: &str) -> Attempt {
     let (relay_id, capacity) = match ack {
         Some(FedMessage::PeerHandshakeAck { relay_id, .. }) if relay_id == node.relay_id => {
             tracing::warn!(peer = %url, "federation peer is this relay (self link)");
-            close(&mut ws, 1000, "self link").await;
+            close(&mut ws, 1008, "self link").await;
             return Attempt::SelfLink;
         }
         Some(FedMessage::PeerHandshakeAck {
@@ -239,7 +239,7 @@ async fn attempt(node: &Rc<Node>, url: &str) -> Attempt {
         ),
         _ => {
             tracing::info!(peer = %url, "federation handshake refused or invalid");
-            close(&mut ws, 1000, "handshake refused").await;
+            close(&mut ws, 1008, "handshake required").await;
             return Attempt::Failed;
         }
     };
@@ -374,7 +374,10 @@ async fn run(
     let ping_every = Duration::from_secs((node.config.federation_peer_timeout_secs / 2).max(1));
     let mut last_received = Instant::now();
     let mut next_ping = Instant::now() + ping_every;
-    loop {
+    // How the link ends: with a Close of ours, or without (the peer closed or
+    // vanished). The link leaves the registry before the close wait, so nothing
+    // more is queued on it.
+    let closing: Option<(u16, &'static str)> = 'link: loop {
         let idle_at = last_received + timeout * 2;
         let wake = next_ping.min(idle_at);
         let event = futures_lite::future::or(
@@ -388,12 +391,14 @@ async fn run(
         )
         .await;
         match event {
-            Event::Received(None) => break,
+            Event::Received(None) => break None,
             Event::Received(Some(Err(WsError::Capacity(_)))) => {
-                close(&mut ws, 1009, "message too big").await;
-                break;
+                break Some((1009, "message too big"));
             }
-            Event::Received(Some(Err(_))) => break,
+            Event::Received(Some(Err(WsError::Protocol(_)))) => {
+                break Some((1002, "protocol error"));
+            }
+            Event::Received(Some(Err(_))) => break None,
             Event::Received(Some(Ok(message))) => {
                 last_received = Instant::now();
                 match message {
@@ -401,48 +406,48 @@ async fn run(
                         let replies = handle(node, link, relay_id, role, &bytes).await;
                         for reply in replies {
                             if !send(&mut ws, reply).await {
-                                break;
+                                break 'link None;
                             }
                         }
                     }
                     Message::Text(_) => node.metrics().federation_ignored_total.inc(),
                     Message::Close(_) => {
                         // tungstenite answers the Close; read to the end.
+                        node.close_link(link);
                         let _ = within(crate::limits::CLOSE_WAIT, async {
                             while let Some(Ok(_)) = ws.next().await {}
                         })
                         .await;
-                        break;
+                        break None;
                     }
                     _ => {}
                 }
             }
             Event::Queued(Some(LinkOut::Frame(frame))) => {
                 if !send(&mut ws, frame).await {
-                    break;
+                    break None;
                 }
             }
-            Event::Queued(Some(LinkOut::Close(code, reason))) => {
-                close(&mut ws, code, reason).await;
-                break;
-            }
-            Event::Queued(None) => break,
+            Event::Queued(Some(LinkOut::Close(code, reason))) => break Some((code, reason)),
+            Event::Queued(None) => break None,
             Event::Tick => {
                 let now = Instant::now();
                 if now >= idle_at {
-                    close(&mut ws, 1000, "idle timeout").await;
-                    break;
+                    break Some((1000, "idle timeout"));
                 }
                 if now >= next_ping {
                     if !send_message(&mut ws, Message::Ping(Vec::new().into())).await {
-                        break;
+                        break None;
                     }
                     next_ping = now + ping_every;
                 }
             }
         }
-    }
+    };
     node.close_link(link);
+    if let Some((code, reason)) = closing {
+        close(&mut ws, code, reason).await;
+    }
 }
 
 /// One data message on an established link; returns the frames to send back.
