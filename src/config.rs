@@ -538,7 +538,8 @@ static VARIABLES: &[VarSpec] = &[
                 Ok(())
             },
         },
-        meaning: "Peer relays; the link URL is the entry + /federation",
+        meaning: "Peer relays; the link URL is the entry + /federation. wss:// peers are \
+                  verified against the system trust roots (SSL_CERT_FILE, SSL_CERT_DIR)",
     },
     VarSpec {
         name: "RELAY_FEDERATION_RELAY_ID",

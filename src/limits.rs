@@ -38,6 +38,9 @@ pub const REFUSALS_IN_PROGRESS_MAX: u64 = 1024;
 pub const MESH_QUEUE_DEPTH: usize = 16 * 1024;
 /// Frames waiting to be written on one federation link (offers, acks, reports).
 pub const FEDERATION_LINK_QUEUE_DEPTH: usize = 64;
+/// A `wss://` link gathers the TLS records rustls hands over at once into one
+/// send of up to this many bytes (`federation::dial::GatherWrites`).
+pub const FEDERATION_TLS_GATHER_BYTES: usize = 64 * 1024;
 
 /// Depth of each shard's writer-thread job queue (group commit drains it).
 pub const WRITER_QUEUE_DEPTH: usize = 16 * 1024;

@@ -3,6 +3,9 @@
 //! established: keepalive pings, the idle timeout, capacity reports, drain
 //! messages, and offers (acceptor) or their acks (initiator), in order.
 //!
+//! The link code is generic over the byte stream: plain TCP for the acceptor and
+//! `ws://` peers, TLS over TCP for `wss://` peers (opened in [`super::dial`]).
+//!
 //! Links never carry `Error` messages: anything malformed is ignored and counted.
 //! Logs name relay ids and peer URLs, never routing ids or data (§11.8).
 
@@ -13,7 +16,7 @@ use std::time::{Duration, Instant};
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use async_tungstenite::tungstenite::{Error as WsError, Message};
-use futures_lite::StreamExt;
+use futures_lite::{AsyncRead, AsyncWrite, StreamExt};
 use glommio::net::TcpStream;
 
 use crate::protocol::Id64;
@@ -21,11 +24,10 @@ use crate::shard::accept::ConnectionSlot;
 use crate::shard::mesh::MeshMessage;
 use crate::shard::unix_now;
 
+use super::dial::{self, DialError, PeerAddr};
 use super::messages::{self, FedMessage};
 use super::node::{Node, STOP_POLL};
 use super::registry::{Capacity, LinkId, Refusal};
-
-type Socket = WebSocketStream<TcpStream>;
 
 /// Reconnect backoff bounds (§11.5).
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
@@ -104,7 +106,11 @@ fn fastrand_unit() -> f64 {
     bits as f64 / (1u64 << 53) as f64
 }
 
-async fn close(ws: &mut Socket, code: u16, reason: &'static str) {
+async fn close<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+    code: u16,
+    reason: &'static str,
+) {
     let frame = CloseFrame {
         code: code.into(),
         reason: reason.into(),
@@ -118,16 +124,24 @@ async fn close(ws: &mut Socket, code: u16, reason: &'static str) {
 }
 
 /// Writes one message; false if the link failed or the peer stopped reading.
-async fn send(ws: &mut Socket, frame: Vec<u8>) -> bool {
+async fn send<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+    frame: Vec<u8>,
+) -> bool {
     send_message(ws, Message::Binary(frame.into())).await
 }
 
-async fn send_message(ws: &mut Socket, message: Message) -> bool {
+async fn send_message<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+    message: Message,
+) -> bool {
     matches!(within(SEND_WAIT, ws.send(message)).await, Some(Ok(())))
 }
 
 /// The next data message, skipping control frames. `None` at the end or on error.
-async fn next_data(ws: &mut Socket) -> Option<Message> {
+async fn next_data<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+) -> Option<Message> {
     loop {
         match ws.next().await? {
             Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => continue,
@@ -150,18 +164,8 @@ enum Attempt {
 /// with jittered exponential backoff, until shutdown.
 pub async fn initiate(node: Rc<Node>, url: String) {
     let mut backoff = BACKOFF_MIN;
-    let mut warned = false;
     while !node.stopping.get() {
-        let attempt = if url.starts_with("ws://") {
-            attempt(&node, &url).await
-        } else {
-            if !warned {
-                tracing::warn!(peer = %url, "wss:// peers are not supported by this build; link not opened");
-                warned = true;
-            }
-            Attempt::Failed
-        };
-        let wait = match attempt {
+        let wait = match attempt(&node, &url).await {
             Attempt::Linked => {
                 backoff = BACKOFF_MIN;
                 BACKOFF_MIN
@@ -179,31 +183,54 @@ pub async fn initiate(node: Rc<Node>, url: String) {
     }
 }
 
+/// One outbound attempt (§11.5): `RELAY_FEDERATION_PEER_TIMEOUT` covers TCP, TLS
+/// (`wss://`) and the upgrade; then the handshake and, if accepted, the link.
 async fn attempt(node: &Rc<Node>, url: &str) -> Attempt {
-    let timeout = node.peer_timeout();
-    let authority = url["ws://".len()..]
-        .split(['/', '?', '#'])
-        .next()
-        .unwrap_or("");
-    let target = format!("{url}/federation");
-    let opened = within(timeout, async {
-        let stream = TcpStream::connect(authority).await.ok()?;
-        let _ = stream.set_nodelay(true);
-        let (ws, _) = async_tungstenite::client_async_with_config(
-            target.as_str(),
-            stream,
-            Some(socket_config(node)),
-        )
-        .await
-        .ok()?;
-        Some(ws)
-    })
-    .await
-    .flatten();
-    let Some(mut ws) = opened else {
-        tracing::debug!(peer = %url, "federation connect failed");
+    let Some(peer) = PeerAddr::parse(url) else {
+        tracing::debug!(peer = %url, "federation peer URL has no usable host and port");
         return Attempt::Failed;
     };
+    let timeout = node.peer_timeout();
+    let target = format!("{url}/federation");
+    let config = socket_config(node);
+    if peer.tls {
+        // Loaded at start whenever a wss:// peer is configured.
+        let Some(tls) = node.tls.as_ref() else {
+            return Attempt::Failed;
+        };
+        match within(timeout, dial::open_tls(&peer, tls, &target, config)).await {
+            Some(Ok(ws)) => handshake(node, url, ws).await,
+            failed => dial_failed(url, failed.and_then(Result::err)),
+        }
+    } else {
+        match within(timeout, dial::open_plain(&peer, &target, config)).await {
+            Some(Ok(ws)) => handshake(node, url, ws).await,
+            failed => dial_failed(url, failed.and_then(Result::err)),
+        }
+    }
+}
+
+/// Logs why a link could not be opened (`None`: the timeout ran out). A TLS
+/// failure (untrusted certificate, name mismatch) is logged at info: it will not
+/// go away by retrying, unlike a peer that is down.
+fn dial_failed(url: &str, error: Option<DialError>) -> Attempt {
+    match error {
+        Some(error @ DialError::Tls(_)) => {
+            tracing::info!(peer = %url, %error, "federation connect failed");
+        }
+        Some(error) => tracing::debug!(peer = %url, %error, "federation connect failed"),
+        None => tracing::debug!(peer = %url, "federation connect timed out"),
+    }
+    Attempt::Failed
+}
+
+/// The initiator's handshake on an opened link, then the link until it ends.
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    node: &Rc<Node>,
+    url: &str,
+    mut ws: WebSocketStream<S>,
+) -> Attempt {
+    let timeout = node.peer_timeout();
     let hello = FedMessage::PeerHandshake {
         relay_id: node.relay_id.clone(),
         version: 1,
@@ -362,9 +389,9 @@ enum Event {
 }
 
 /// An established link, until it closes (§11.6 keepalive and idle timeout).
-async fn run(
+async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     node: &Rc<Node>,
-    mut ws: Socket,
+    mut ws: WebSocketStream<S>,
     link: LinkId,
     relay_id: &str,
     role: LinkSide,

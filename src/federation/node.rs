@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use futures_rustls::rustls::ClientConfig;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
@@ -25,6 +26,7 @@ use crate::shard::Shared;
 use crate::shard::accept::ConnectionSlot;
 use crate::shard::mesh::MeshMessage;
 
+use super::dial;
 use super::link::{self, LinkOut};
 use super::messages::{self, FedMessage};
 use super::offload;
@@ -75,6 +77,8 @@ pub struct Node {
     pub received: RefCell<BoundedSet<(String, String)>>,
     /// Shutdown has begun: no reconnects, no offloads.
     pub stopping: Cell<bool>,
+    /// TLS for `wss://` peers (§11.5); loaded once, and only if one is configured.
+    pub tls: Option<Arc<ClientConfig>>,
 }
 
 impl Node {
@@ -174,6 +178,12 @@ pub fn start(
     finished: std::sync::mpsc::Sender<Option<std::thread::JoinHandle<()>>>,
 ) -> Result<Federation, String> {
     let (commands, inbox) = flume::bounded(COMMAND_QUEUE_DEPTH);
+    // The trust store is read here, on the main thread, not on the executor.
+    let tls = config
+        .federation_peers
+        .iter()
+        .any(|url| url.starts_with("wss://"))
+        .then(dial::client_config);
     shared.federation_running.store(true, Ordering::Relaxed);
     let running = Arc::clone(&shared);
     let executor = LocalExecutorBuilder::new(Placement::Unbound)
@@ -191,6 +201,7 @@ pub fn start(
                 pending_acks: RefCell::new(HashMap::new()),
                 received: RefCell::new(BoundedSet::new(RECEIVED_OFFERS_MAX)),
                 stopping: Cell::new(false),
+                tls,
             });
             run(node, inbox).await;
             running.federation_running.store(false, Ordering::Relaxed);

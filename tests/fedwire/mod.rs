@@ -8,6 +8,7 @@
 //! serde_json, so the tests check the wire, not an implementation.
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
@@ -535,7 +536,10 @@ impl FedPeer {
         stream.set_read_timeout(Some(STUCK)).unwrap();
         stream.set_write_timeout(Some(STUCK)).unwrap();
         match tungstenite::client::client(format!("ws://{addr}/federation"), stream) {
-            Ok((ws, _)) => Ok(FedPeer::run(ws, "/federation".to_owned())),
+            Ok((ws, _)) => {
+                let socket = ws.get_ref().try_clone().unwrap();
+                Ok(FedPeer::run(ws, "/federation".to_owned(), &socket))
+            }
             Err(HandshakeError::Failure(tungstenite::Error::Http(response))) => Err(format!(
                 "the relay refused the /federation upgrade: {} {}",
                 response.status(),
@@ -560,6 +564,14 @@ impl FedPeer {
     /// `listener` and completes the upgrade.
     pub fn accept(listener: &TcpListener) -> FedPeer {
         let stream = accept_stream(listener);
+        let socket = stream.try_clone().unwrap();
+        FedPeer::accept_on(stream, &socket)
+    }
+
+    /// Acceptor role on a stream layered over an accepted connection (TLS, say):
+    /// completes the upgrade on `stream`. `socket` is the TCP connection under it
+    /// (a clone), whose read timeout the pump shortens.
+    pub fn accept_on<S: Read + Write + Send + 'static>(stream: S, socket: &TcpStream) -> FedPeer {
         let mut path = String::new();
         // The callback's error type is tungstenite's, not ours to shrink.
         #[allow(clippy::result_large_err)]
@@ -569,11 +581,16 @@ impl FedPeer {
         };
         let ws = tungstenite::accept_hdr(stream, record_path)
             .unwrap_or_else(|e| panic!("the relay's upgrade to its peer failed: {e}"));
-        FedPeer::run(ws, path)
+        FedPeer::run(ws, path, socket)
     }
 
-    fn run(ws: WebSocket<TcpStream>, path: String) -> FedPeer {
-        ws.get_ref().set_read_timeout(Some(PUMP_TICK)).unwrap();
+    /// `socket` is the TCP connection under `ws` (or a clone of it).
+    fn run<S: Read + Write + Send + 'static>(
+        ws: WebSocket<S>,
+        path: String,
+        socket: &TcpStream,
+    ) -> FedPeer {
+        socket.set_read_timeout(Some(PUMP_TICK)).unwrap();
         let (outgoing, to_send) = mpsc::channel();
         let (received, incoming) = mpsc::channel();
         std::thread::spawn(move || pump(ws, to_send, received));
@@ -640,9 +657,9 @@ impl FedPeer {
     }
 }
 
-/// Waits (bounded by `STUCK`) for the relay to connect to `listener`; the stream,
-/// blocking, with `STUCK` as its read and write timeouts.
-fn accept_stream(listener: &TcpListener) -> TcpStream {
+/// Waits (bounded by `STUCK`) for the relay to connect to `listener`; the
+/// connection, blocking, with `STUCK` read and write timeouts.
+pub fn accept_stream(listener: &TcpListener) -> TcpStream {
     listener.set_nonblocking(true).unwrap();
     let deadline = Instant::now() + STUCK;
     let stream = loop {
@@ -665,7 +682,11 @@ fn accept_stream(listener: &TcpListener) -> TcpStream {
     stream
 }
 
-fn pump(mut ws: WebSocket<TcpStream>, to_send: Receiver<Message>, received: Sender<FedEvent>) {
+fn pump<S: Read + Write>(
+    mut ws: WebSocket<S>,
+    to_send: Receiver<Message>,
+    received: Sender<FedEvent>,
+) {
     loop {
         loop {
             match to_send.try_recv() {
