@@ -287,13 +287,15 @@ fn drive(
             continue;
         }
 
-        // Read while the session may take requests (§4.9 back-pressure, §4.8 window).
+        // Read while the session may take requests (§4.9 back-pressure, §4.8 window)
+        // and the socket takes what is already written for it (Pongs included).
         let may_read = match conn.phase {
             Phase::Open => {
                 let out = handle.out.borrow();
                 !out.draining
                     && !out.is_over_bound()
                     && out.slots_in_use() < limits::PIPELINED_REQUESTS_MAX
+                    && conn.out.len() - conn.out_pos < limits::UNWRITTEN_BYTES_MAX
             }
             Phase::Closing => true,
             _ => false,
