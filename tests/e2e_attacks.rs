@@ -348,3 +348,36 @@ fn ping_floods_are_answered_in_full_without_piling_up_pongs() {
     memory.assert_bounded("ping flood, all answered", connections, 256);
     assert_alive(&mut relay, "ping flood");
 }
+
+// ---------------------------------------------------------------- (c) fragment floods
+
+/// `RELAY_IDLE_TIMEOUT` in the slow-fragments case, and the pause between
+/// fragments there: far apart, so only a scheduling stall of most of the timeout
+/// could make the pause look like idleness.
+const SLOW_FRAGMENTS_IDLE_TIMEOUT_SECS: u64 = 2;
+const SLOW_FRAGMENT_PAUSE: Duration = Duration::from_millis(100);
+/// Fragments sent that slowly: together they take longer than the idle timeout.
+const SLOW_FRAGMENTS: usize = 30;
+
+#[test]
+fn continuation_frames_count_as_inbound_frames_for_the_idle_timer() {
+    // §2.6: the session closes with 1000 `idle timeout` only if no frame, data or
+    // control, arrives within RELAY_IDLE_TIMEOUT. Found red: the frames of an
+    // unfinished fragmented message did not restart the timer, so a message sent
+    // in fragments over longer than the timeout was cut off mid-way.
+    let timeout = SLOW_FRAGMENTS_IDLE_TIMEOUT_SECS.to_string();
+    let (_dir, mut relay, _memory) =
+        start("attack-slow-fragments", &[("RELAY_IDLE_TIMEOUT", &timeout)]);
+    let mut ws = open_session(relay.addr);
+    let request = frame(&update_json("slow", B, &[1; 64]));
+    ws.send_frame(0x02, &request[..1], true);
+    for i in 1..SLOW_FRAGMENTS {
+        std::thread::sleep(SLOW_FRAGMENT_PAUSE);
+        ws.send_frame(0x00, &request[i..i + 1], true);
+    }
+    ws.send_frame(0x80, &request[SLOW_FRAGMENTS..], true);
+    let reply: Value = serde_json::from_str(&ws.recv_text()).unwrap();
+    assert_eq!(reply["payload"]["status"], "Stored", "{reply}");
+    assert_eq!(reply["payload"]["message_id"], "slow", "{reply}");
+    assert_alive(&mut relay, "slow fragments");
+}

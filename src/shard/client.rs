@@ -363,9 +363,12 @@ fn read_some(conn: &mut Connection, cx: &mut Context<'_>) -> Poll<Option<()>> {
 
 /// Processes every complete frame the reader holds.
 fn handle_input(shard: &Rc<Shard>, handle: &Rc<SessionHandle>, conn: &mut Connection) {
+    let consumed = conn.reader.consumed();
     loop {
         let step = conn.reader.poll();
-        if !matches!(step, Step::NeedMore) {
+        // Every whole frame restarts the idle timer (§2.6), the fragments of an
+        // unfinished message included.
+        if !matches!(step, Step::NeedMore) || conn.reader.consumed() != consumed {
             conn.last_inbound = Instant::now();
         }
         match step {
