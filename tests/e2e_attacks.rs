@@ -1,8 +1,10 @@
-//! Hostile traffic in volume against the relay binary (issue #8), starting with Ping
-//! floods. Each case checks that the relay stays up, that its memory stays bounded,
-//! that every offending connection gets what PROTOCOL.md specifies, and that an
-//! honest client connected meanwhile still stores a blob and its recipient
-//! receives it.
+//! Hostile traffic in volume against the relay binary (issue #8): garbage after the
+//! upgrade, Ping floods, fragment floods, thousands of idle connections from one
+//! address, and a flood of forged and replayed authenticated Handshakes. Each case
+//! checks that the relay stays up, that its memory stays bounded, that every
+//! offending connection gets the close code or Error PROTOCOL.md specifies (§2.6,
+//! §2.7, §3.6, §4.2, §4.3), and that an honest client connected meanwhile still
+//! stores a blob and its recipient receives it.
 //!
 //! Memory is read from /proc/<relay pid>/status: `VmRSS` once the relay has served
 //! a first honest exchange (the baseline), and `VmHWM`, the peak RSS, after the
@@ -161,6 +163,123 @@ fn open_session(addr: SocketAddr) -> RawWs {
     let ack: Value = serde_json::from_str(&ws.recv_text()).unwrap();
     assert_eq!(ack["payload"]["type"], "HandshakeAck");
     ws
+}
+
+// ---------------------------------------------------------------- (a) garbage after the upgrade
+
+/// Connections sending garbage at once.
+const GARBAGE_CONNECTIONS: usize = 200;
+
+/// What a connection sends after its `101`, and what it must get back.
+#[derive(Debug, Clone, Copy)]
+enum Garbage {
+    /// 0xff bytes: RSV bits set (RFC 6455 §5.2), 1002.
+    Ones,
+    /// Another HTTP request on the upgraded connection: 'G' has RSV bits, 1002.
+    HttpAgain,
+    /// An unmasked client frame, 1002.
+    Unmasked,
+    /// Reserved opcode 3, 1002.
+    ReservedOpcode,
+    /// A masked binary frame of noise as the first message: 1008 (§4.2 step 3).
+    BinaryNoise,
+    /// A text frame that is not UTF-8 as the first message: 1007.
+    TextNotUtf8,
+    /// A frame header declaring 2^40 bytes: 1009 before any payload arrives.
+    HugeLength,
+    /// After a Handshake: a masked binary frame of noise gets Error `malformed_frame`
+    /// and the session stays open (§3.1); raw 0xff bytes sent after that Error
+    /// close it with 1002.
+    SessionNoise,
+}
+
+const GARBAGE_KINDS: [Garbage; 8] = [
+    Garbage::Ones,
+    Garbage::HttpAgain,
+    Garbage::Unmasked,
+    Garbage::ReservedOpcode,
+    Garbage::BinaryNoise,
+    Garbage::TextNotUtf8,
+    Garbage::HugeLength,
+    Garbage::SessionNoise,
+];
+
+impl Garbage {
+    fn bytes(self, seed: u64) -> Vec<u8> {
+        // Noise that cannot be a valid frame prefix (§3.1) nor a Noise opening.
+        let payload = {
+            let mut bytes = noise(seed, 300);
+            bytes[0] = 0xff;
+            bytes
+        };
+        match self {
+            Garbage::Ones => vec![0xff; 1024],
+            Garbage::HttpAgain => upgrade_request("/", "").into_bytes(),
+            Garbage::Unmasked => encode_frame(0x82, &payload, false),
+            Garbage::ReservedOpcode => encode_frame(0x83, &payload, true),
+            Garbage::BinaryNoise | Garbage::SessionNoise => encode_frame(0x82, &payload, true),
+            Garbage::TextNotUtf8 => encode_frame(0x81, &payload, true),
+            Garbage::HugeLength => {
+                let mut header = vec![0x82, 0xff];
+                header.extend((1u64 << 40).to_be_bytes());
+                header.extend([1, 2, 3, 4]);
+                header.extend(&payload);
+                header
+            }
+        }
+    }
+
+    fn close(self) -> Event {
+        let (code, reason) = match self {
+            Garbage::Ones
+            | Garbage::HttpAgain
+            | Garbage::Unmasked
+            | Garbage::ReservedOpcode
+            | Garbage::SessionNoise => (1002, "protocol error"),
+            Garbage::BinaryNoise => (1008, "handshake required"),
+            Garbage::TextNotUtf8 => (1007, "invalid utf-8"),
+            Garbage::HugeLength => (1009, "message too big"),
+        };
+        Event::Close(code, reason.to_owned())
+    }
+}
+
+#[test]
+fn garbage_from_many_connections_closes_each_with_its_code() {
+    let (_dir, mut relay, memory) = start("attack-garbage", &[("RELAY_SHARDS", "2")]);
+    let mut attackers: Vec<(Garbage, RawWs)> = (0..GARBAGE_CONNECTIONS)
+        .map(|i| {
+            let kind = GARBAGE_KINDS[i % GARBAGE_KINDS.len()];
+            let ws = match kind {
+                Garbage::SessionNoise => open_session(relay.addr),
+                _ => RawWs::connect(relay.addr),
+            };
+            (kind, ws)
+        })
+        .collect();
+    // Every connection is upgraded; now all of them send their garbage at once.
+    for (i, (kind, ws)) in attackers.iter_mut().enumerate() {
+        ws.write(&kind.bytes(i as u64));
+    }
+    honest_exchange(relay.addr, "during the garbage");
+    for (i, (kind, ws)) in attackers.iter_mut().enumerate() {
+        if let Garbage::SessionNoise = kind {
+            let (code, message_id) = expect_error(&ws.recv_text());
+            assert_eq!(
+                (code.as_str(), message_id),
+                ("malformed_frame", Value::Null),
+                "connection {i}"
+            );
+            ws.write(&[0xff; 64]);
+        }
+        assert_eq!(ws.next_event(), kind.close(), "connection {i}: {kind:?}");
+    }
+    drop(attackers);
+    honest_exchange(relay.addr, "after the garbage");
+    // Per connection: a pre-session task with its 4 KiB read chunk and reader, or a
+    // session's buffers; 64 KiB is several times either.
+    memory.assert_bounded("garbage", GARBAGE_CONNECTIONS, 64);
+    assert_alive(&mut relay, "garbage");
 }
 
 // ---------------------------------------------------------------- (b) Ping floods
@@ -351,6 +470,139 @@ fn ping_floods_are_answered_in_full_without_piling_up_pongs() {
 
 // ---------------------------------------------------------------- (c) fragment floods
 
+/// `RELAY_MAX_MESSAGE_SIZE` in the fragment case: frames and messages may be
+/// 64 KiB + 4 bytes (§2.6).
+const FRAGMENT_CASE_MAX_MESSAGE: usize = 64 * 1024;
+/// Connections per kind of fragment flood.
+const FRAGMENT_FLOODERS_PER_KIND: usize = 16;
+/// Bytes each endless flooder offers: many times the message limit, so a relay
+/// that kept joining fragments past the limit would hold it.
+const ENDLESS_FRAGMENT_BYTES: usize = 4 * 1024 * 1024;
+/// Payload bytes of each fragment of an endless flood.
+const FRAGMENT_BYTES: usize = 1024;
+/// Empty continuation frames in one (legal) message.
+const EMPTY_FRAGMENTS: usize = 50_000;
+/// A Ping after every this many empty fragments.
+const PING_EVERY: usize = 1_000;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fragments {
+    /// After the Handshake: continuation frames without end, 1009 at the limit.
+    EndlessInSession,
+    /// The same as the first message, before any Handshake: 1009.
+    EndlessBeforeHandshake,
+    /// A fragment, then a continuation declaring 2^40 bytes: 1009 at its header.
+    HugeContinuation,
+    /// A legal message split into tens of thousands of empty continuation frames
+    /// with Pings between them: it is answered, and so is every Ping.
+    EmptyInSession,
+}
+
+const FRAGMENT_KINDS: [Fragments; 4] = [
+    Fragments::EndlessInSession,
+    Fragments::EndlessBeforeHandshake,
+    Fragments::HugeContinuation,
+    Fragments::EmptyInSession,
+];
+
+impl Fragments {
+    fn bytes(self, seed: u64) -> Vec<u8> {
+        match self {
+            Fragments::EndlessInSession | Fragments::EndlessBeforeHandshake => {
+                let mut out = encode_frame(0x02, &noise(seed, FRAGMENT_BYTES), true);
+                while out.len() < ENDLESS_FRAGMENT_BYTES {
+                    out.extend(encode_frame(0x00, &noise(seed, FRAGMENT_BYTES), true));
+                }
+                out
+            }
+            Fragments::HugeContinuation => {
+                let mut out = encode_frame(0x02, &noise(seed, 60 * 1024), true);
+                out.extend([0x00, 0xff]);
+                out.extend((1u64 << 40).to_be_bytes());
+                out.extend([1, 2, 3, 4]);
+                out.extend(noise(seed, 4096));
+                out
+            }
+            Fragments::EmptyInSession => {
+                let request = frame(&update_json("fragmented", B, &[7; 32]));
+                let mut out = encode_frame(0x02, &[], true);
+                for i in 0..EMPTY_FRAGMENTS {
+                    if i % PING_EVERY == 0 {
+                        out.extend(encode_frame(0x89, &(i as u64).to_be_bytes(), true));
+                    }
+                    out.extend(encode_frame(0x00, &[], true));
+                }
+                out.extend(encode_frame(0x80, &request, true));
+                out
+            }
+        }
+    }
+}
+
+#[test]
+fn fragment_floods_end_at_the_size_limit_with_1009() {
+    let max_message = FRAGMENT_CASE_MAX_MESSAGE.to_string();
+    let (_dir, mut relay, memory) = start(
+        "attack-fragments",
+        &[
+            ("RELAY_SHARDS", "2"),
+            ("RELAY_MAX_MESSAGE_SIZE", &max_message),
+        ],
+    );
+    let kinds: Vec<Fragments> = FRAGMENT_KINDS
+        .iter()
+        .flat_map(|kind| std::iter::repeat_n(*kind, FRAGMENT_FLOODERS_PER_KIND))
+        .collect();
+    let mut flooders: Vec<Flooder> = kinds
+        .iter()
+        .enumerate()
+        .map(|(i, kind)| {
+            let ws = match kind {
+                Fragments::EndlessBeforeHandshake => RawWs::connect(relay.addr),
+                _ => open_session(relay.addr),
+            };
+            Flooder::new(ws, kind.bytes(i as u64))
+        })
+        .collect();
+    flood(&mut flooders);
+    honest_exchange(relay.addr, "during the fragment flood");
+
+    for (i, (kind, flooder)) in kinds.iter().zip(flooders.iter_mut()).enumerate() {
+        if *kind == Fragments::EmptyInSession {
+            assert!(
+                flooder.failed.is_none() && flooder.written == flooder.bytes.len(),
+                "flooder {i} could not send its legal message: {:?}",
+                flooder.failed
+            );
+            for ping in (0..EMPTY_FRAGMENTS).step_by(PING_EVERY) {
+                assert_eq!(
+                    flooder.ws.next_event(),
+                    Event::Pong((ping as u64).to_be_bytes().to_vec()),
+                    "flooder {i}"
+                );
+            }
+            let reply: Value = serde_json::from_str(&flooder.ws.recv_text()).unwrap();
+            assert_eq!(reply["payload"]["status"], "Stored", "flooder {i}: {reply}");
+            assert_eq!(reply["payload"]["message_id"], "fragmented");
+        } else {
+            // What follows the Close is read and dropped (§2.7 close wait), or the
+            // connection is reset; either way none of it is kept (memory below).
+            assert_eq!(
+                flooder.ws.next_event(),
+                Event::Close(1009, "message too big".to_owned()),
+                "flooder {i}: {kind:?}"
+            );
+        }
+    }
+    drop(flooders);
+    honest_exchange(relay.addr, "after the fragment flood");
+    // Per connection: the joined fragments up to the limit (64 KiB), the frame
+    // being read and one read, each allocation with up to as much again in spare
+    // capacity (wsframe's stated bound); 256 KiB covers it.
+    memory.assert_bounded("fragment flood", kinds.len(), 256);
+    assert_alive(&mut relay, "fragment flood");
+}
+
 /// `RELAY_IDLE_TIMEOUT` in the slow-fragments case, and the pause between
 /// fragments there: far apart, so only a scheduling stall of most of the timeout
 /// could make the pause look like idleness.
@@ -380,4 +632,191 @@ fn continuation_frames_count_as_inbound_frames_for_the_idle_timer() {
     assert_eq!(reply["payload"]["status"], "Stored", "{reply}");
     assert_eq!(reply["payload"]["message_id"], "slow", "{reply}");
     assert_alive(&mut relay, "slow fragments");
+}
+
+// ---------------------------------------------------------------- (d) many idle connections
+
+/// Handshaken idle connections from 127.0.0.1.
+const IDLE_CONNECTIONS: u64 = 2000;
+/// Descriptors left for everything else this test process has open meanwhile (the
+/// other cases of this file run in parallel and use a few hundred).
+const FILES_RESERVED: u64 = 1024;
+/// What the relay needs beyond its connections (§2.1: listeners, eventfds, rings).
+const RELAY_FILES_RESERVED: u64 = 64 + 16;
+
+#[test]
+fn thousands_of_idle_connections_from_one_address_stay_served() {
+    // Stay below both processes' open-file limits. The relay inherits the hard
+    // limit and raises its soft limit to it, as this process does here.
+    let own_limit = raise_open_file_limit();
+    let connections = IDLE_CONNECTIONS.min(own_limit.saturating_sub(FILES_RESERVED));
+    assert!(
+        connections >= 500,
+        "the open-file limit ({own_limit}) leaves room for only {connections} connections"
+    );
+    // The idle connections and the honest pair fill the limit exactly.
+    let limit = (connections + 2).to_string();
+    let (_dir, mut relay, memory) = start(
+        "attack-idle",
+        &[("RELAY_SHARDS", "2"), ("RELAY_MAX_CONNECTIONS", &limit)],
+    );
+    let relay_limit = open_file_limit_of(relay.child.id());
+    assert!(
+        relay_limit >= connections + 2 + RELAY_FILES_RESERVED,
+        "the relay's open-file limit {relay_limit} is too low for {connections} connections"
+    );
+    let mut idle: Vec<RawWs> = (0..connections).map(|_| open_session(relay.addr)).collect();
+    let honest = Honest::connect(relay.addr);
+    // The connection over the limit is refused (§2.2), whatever the others do.
+    let refused = http_exchange(relay.addr, upgrade_request("/", "").as_bytes());
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert_eq!(refused.body_text(), r#"{"error":"overloaded"}"#);
+    honest.exchange("among the idle connections");
+    // Every idle connection is still open and served.
+    for (i, ws) in idle.iter_mut().enumerate() {
+        ws.send_frame(0x89, &(i as u64).to_be_bytes(), true);
+        assert_eq!(
+            ws.next_event(),
+            Event::Pong((i as u64).to_be_bytes().to_vec()),
+            "idle connection {i}"
+        );
+    }
+    // Per connection: 5.3 KiB measured by the load generator (README); 16 KiB is
+    // three times that.
+    memory.assert_bounded("idle connections", connections as usize, 16);
+    drop(idle);
+    assert_alive(&mut relay, "idle connections");
+}
+
+// ---------------------------------------------------------------- (e) handshake floods
+
+/// Connections per kind of forged Handshake.
+const FORGERIES_PER_KIND: usize = 40;
+/// Connections that send the same signed Handshake at once.
+const REPLAYERS: usize = 60;
+/// Connections that replay the honest client's Handshake afterwards.
+const LATE_REPLAYERS: usize = 20;
+
+#[derive(Debug, Clone, Copy)]
+enum Forgery {
+    /// A signature over another nonce.
+    WrongNonce,
+    /// Signed by another key than the one claimed.
+    OtherKey,
+    /// Correctly signed an hour ago (§4.3 step 2).
+    Stale,
+    /// `identity_public_key` is not the `client_id` (§4.3 step 3).
+    NotTheClient,
+}
+
+const FORGERIES: [Forgery; 4] = [
+    Forgery::WrongNonce,
+    Forgery::OtherKey,
+    Forgery::Stale,
+    Forgery::NotTheClient,
+];
+
+impl Forgery {
+    fn handshake(self) -> String {
+        let identity = Identity::fresh();
+        let nonce = random32();
+        let now = now();
+        let mut payload = identity.handshake_payload(&nonce, now);
+        match self {
+            Forgery::WrongNonce => payload["signature"] = json!(identity.sign(&random32(), now)),
+            Forgery::OtherKey => {
+                payload["signature"] = json!(Identity::fresh().sign(&nonce, now));
+            }
+            Forgery::Stale => payload = identity.handshake_payload(&nonce, now - 3600),
+            Forgery::NotTheClient => payload["client_id"] = json!(fresh_id()),
+        }
+        envelope_of(payload)
+    }
+}
+
+#[test]
+fn forged_and_replayed_handshakes_in_volume_are_refused_while_others_authenticate() {
+    let (_dir, mut relay, memory) = start(
+        "attack-handshakes",
+        &[
+            ("RELAY_SHARDS", "2"),
+            // Every attacker is upgraded before any writes: keep the timer out of it.
+            ("RELAY_HANDSHAKE_TIMEOUT", "60"),
+        ],
+    );
+    let replayed = {
+        let identity = Identity::fresh();
+        envelope_of(identity.handshake_payload(&random32(), now()))
+    };
+    let mut attackers: Vec<(Option<Forgery>, String, RawWs)> = Vec::new();
+    for forgery in FORGERIES {
+        for _ in 0..FORGERIES_PER_KIND {
+            attackers.push((
+                Some(forgery),
+                forgery.handshake(),
+                RawWs::connect(relay.addr),
+            ));
+        }
+    }
+    for _ in 0..REPLAYERS {
+        attackers.push((None, replayed.clone(), RawWs::connect(relay.addr)));
+    }
+    // An honest client authenticates while all of them send at once.
+    let honest_identity = Identity::fresh();
+    let honest_handshake = envelope_of(honest_identity.handshake_payload(&random32(), now()));
+    let mut honest_sender = Client::connect(relay.addr);
+    for (_, handshake, ws) in attackers.iter_mut() {
+        ws.send_json(handshake);
+    }
+    honest_sender.send_json(&honest_handshake);
+    let ack = honest_sender.recv_json();
+    assert_eq!(ack["payload"]["type"], "HandshakeAck", "{ack}");
+    Honest::with_sender(relay.addr, honest_sender).exchange("during the handshake flood");
+
+    let mut replay_accepted = 0;
+    for (i, (forgery, _, ws)) in attackers.iter_mut().enumerate() {
+        let event = ws.next_event();
+        match forgery {
+            Some(forgery) => assert_eq!(
+                event,
+                Event::Close(1008, "authentication failed".to_owned()),
+                "attacker {i}: {forgery:?}"
+            ),
+            None => match event {
+                Event::Binary(bytes) => {
+                    let ack: Value = serde_json::from_str(&unprefix(&bytes)).unwrap();
+                    assert_eq!(ack["payload"]["type"], "HandshakeAck", "{ack}");
+                    replay_accepted += 1;
+                }
+                other => assert_eq!(
+                    other,
+                    Event::Close(1008, "authentication failed".to_owned()),
+                    "replayer {i}"
+                ),
+            },
+        }
+    }
+    // §4.3 step 4: the nonce is used up by the first, on whichever shard.
+    assert_eq!(
+        replay_accepted, 1,
+        "one signed Handshake sent by {REPLAYERS} connections at once"
+    );
+    // The honest client's own Handshake, replayed, is refused everywhere too.
+    let mut late: Vec<RawWs> = (0..LATE_REPLAYERS)
+        .map(|_| RawWs::connect(relay.addr))
+        .collect();
+    for ws in late.iter_mut() {
+        ws.send_json(&honest_handshake);
+    }
+    for ws in late.iter_mut() {
+        ws.expect_close(1008, "authentication failed");
+    }
+    drop(attackers);
+    drop(late);
+    honest_exchange(relay.addr, "after the handshake flood");
+    // Per connection: a pre-session task, its reader and a nonce-cache entry;
+    // 64 KiB is many times that.
+    let connections = FORGERIES.len() * FORGERIES_PER_KIND + REPLAYERS + LATE_REPLAYERS;
+    memory.assert_bounded("handshake flood", connections, 64);
+    assert_alive(&mut relay, "handshake flood");
 }
