@@ -18,6 +18,12 @@ pub const PIPELINED_REQUESTS_MAX: usize = 1024;
 /// many small messages, without holding large buffers on idle sessions.
 pub const WRITE_COALESCE_BYTES: usize = 64 * 1024;
 
+/// Unwritten bytes of a session (framed replies, pushes and Pongs) at which it stops
+/// reading until the socket takes them. Pongs answer Pings as they are read (§2.6)
+/// and bypass the §4.9 queue, so without this a client that sends Pings and never
+/// reads would make the relay hold its Pongs without limit. One coalesced write.
+pub const UNWRITTEN_BYTES_MAX: usize = WRITE_COALESCE_BYTES;
+
 /// Bytes read from a socket per read call (a stack buffer).
 pub const READ_CHUNK_BYTES: usize = 16 * 1024;
 

@@ -151,6 +151,12 @@ impl FirstMessageReader {
         step
     }
 
+    /// Bytes of whole frames parsed so far (control frames and the fragments of an
+    /// unfinished message included): it grows whenever a frame has arrived.
+    pub fn consumed(&self) -> usize {
+        self.consumed
+    }
+
     /// Bytes fed but not consumed (after `Message`): hand these to the session.
     pub fn into_remainder(self) -> Vec<u8> {
         self.buffer

@@ -479,3 +479,21 @@ fn server_frames_parse_with_tungstenite() {
         assert_eq!(cursor.position() as usize + payload_len, bytes.len());
     }
 }
+
+#[test]
+fn consumed_grows_with_each_whole_frame_of_an_unfinished_message() {
+    // The session restarts its idle timer on it (§2.6): every fragment counts.
+    let first = frame(false, BINARY, b"ab");
+    let second = frame(false, CONTINUATION, b"");
+    let mut reader = FirstMessageReader::continuous(MAX);
+    assert_eq!(reader.consumed(), 0);
+    reader.feed(&first[..3]);
+    assert_eq!(reader.poll(), Step::NeedMore);
+    assert_eq!(reader.consumed(), 0, "half a frame is not a frame");
+    reader.feed(&first[3..]);
+    assert_eq!(reader.poll(), Step::NeedMore);
+    assert_eq!(reader.consumed(), first.len());
+    reader.feed(&second);
+    assert_eq!(reader.poll(), Step::NeedMore);
+    assert_eq!(reader.consumed(), first.len() + second.len());
+}

@@ -294,13 +294,15 @@ fn drive(
             continue;
         }
 
-        // Read while the session may take requests (§4.9 back-pressure, §4.8 window).
+        // Read while the session may take requests (§4.9 back-pressure, §4.8 window)
+        // and the socket takes what is already written for it (Pongs included).
         let may_read = match conn.phase {
             Phase::Open => {
                 let out = handle.out.borrow();
                 !out.draining
                     && !out.is_over_bound()
                     && out.slots_in_use() < limits::PIPELINED_REQUESTS_MAX
+                    && conn.out.len() - conn.out_pos < limits::UNWRITTEN_BYTES_MAX
             }
             Phase::Closing => true,
             _ => false,
@@ -368,9 +370,12 @@ fn read_some(conn: &mut Connection, cx: &mut Context<'_>) -> Poll<Option<()>> {
 
 /// Processes every complete frame the reader holds.
 fn handle_input(shard: &Rc<Shard>, handle: &Rc<SessionHandle>, conn: &mut Connection) {
+    let consumed = conn.reader.consumed();
     loop {
         let step = conn.reader.poll();
-        if !matches!(step, Step::NeedMore) {
+        // Every whole frame restarts the idle timer (§2.6), the fragments of an
+        // unfinished message included.
+        if !matches!(step, Step::NeedMore) || conn.reader.consumed() != consumed {
             conn.last_inbound = Instant::now();
         }
         match step {

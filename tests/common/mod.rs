@@ -288,3 +288,55 @@ impl Client {
         let _ = self.ws.flush();
     }
 }
+
+/// A field of /proc/<pid>/status given in kB (`VmRSS`, `VmHWM`), in KiB.
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
+    let line = status
+        .lines()
+        .find(|line| line.strip_prefix(field).is_some_and(|r| r.starts_with(':')))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Raises this (test) process's soft open-file limit to its hard limit and returns
+/// the soft limit in effect.
+pub fn raise_open_file_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid out-pointer.
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+        0
+    );
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: `limit` is a valid in-pointer; failure leaves the old limit.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+        // SAFETY: as above.
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    }
+    limit.rlim_cur
+}
+
+/// The soft open-file limit of another process, from /proc/<pid>/limits.
+pub fn open_file_limit_of(pid: u32) -> u64 {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/limits: {e}"));
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .expect("Max open files in /proc/<pid>/limits");
+    let soft = line["Max open files".len()..]
+        .split_whitespace()
+        .next()
+        .unwrap();
+    if soft == "unlimited" {
+        u64::MAX
+    } else {
+        soft.parse().unwrap()
+    }
+}
