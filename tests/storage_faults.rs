@@ -14,7 +14,8 @@ use vauchi_relay::protocol::Id64;
 use vauchi_relay::storage::memory::MemoryStore;
 use vauchi_relay::storage::writer::{Completion, Job, run_inline, spawn_writer};
 use vauchi_relay::storage::{
-    BlobMeta, BlobRecord, DeviceSyncRecord, RecoveryProofRecord, StorageError, Store, WriteOp,
+    BlobMeta, BlobRecord, DeviceSyncRecord, HintRecord, RecoveryProofRecord, StorageError, Store,
+    WriteOp,
 };
 
 /// One commit call as the store saw it.
@@ -47,6 +48,9 @@ impl Store for FaultyStore {
     }
     fn load_proofs(&mut self) -> Result<Vec<RecoveryProofRecord>, StorageError> {
         self.inner.lock().unwrap().load_proofs()
+    }
+    fn load_hints(&mut self) -> Result<Vec<HintRecord>, StorageError> {
+        self.inner.lock().unwrap().load_hints()
     }
     fn commit(&mut self, ops: &[WriteOp]) -> Result<(), StorageError> {
         let failed = self.fail.load(Ordering::SeqCst);
