@@ -378,3 +378,80 @@ fn a_peer_that_fails_its_handshake_is_retried_and_costs_no_blob() {
     assert_kept(&relay, &r, &ids);
     assert_healthy(&relay);
 }
+
+/// Completes the handshake of the relay's next outbound link on `listener`,
+/// claiming `used` of 1 000 000 bytes.
+fn accept_peer(listener: &TcpListener, relay_id: &str, used: u64) -> FedPeer {
+    let peer = FedPeer::accept(listener);
+    let (raw, hello) = peer.recv_message();
+    assert_eq!(payload_type(&hello), "PeerHandshake", "{raw}");
+    peer.send(peer_handshake_ack(relay_id, true, used, 1_000_000));
+    peer
+}
+
+/// An ack from a peer a blob was offered to earlier never settles the offer of
+/// the same blob to another peer: that peer's refusal keeps the blob (§11.7).
+#[test]
+fn a_late_ack_from_an_earlier_peer_never_settles_a_later_offer() {
+    let (l1, l2) = (
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+    );
+    let url1 = format!("ws://{}", l1.local_addr().unwrap());
+    let url2 = format!("ws://{}", l2.local_addr().unwrap());
+    let dir = TempDir::new("fault-late-ack");
+    let relay = FedRelay::new(X)
+        .set("RELAY_FEDERATION_PEERS", &format!("{url1},{url2}"))
+        .tiny(1000, "0.5")
+        .start(dir.path());
+    // Dialled in configuration order; P1 is the emptier peer, so it is chosen first.
+    let p1 = accept_peer(&l1, "peer-1", 0);
+    let p2 = accept_peer(&l2, "peer-2", 100_000);
+    let (r, ids) = store_for_fresh(&relay, 40, 3);
+    let offered = blob_id_of(&p1.recv_except(&["CapacityReport"]).1);
+    assert_eq!(offered, ids[0]);
+    // P1 now looks fuller than P2 and lets the offer time out.
+    p1.send(capacity_report(500_000, 1_000_000, 1));
+    wait_metrics("P1's offer timed out", &[&relay], |m| {
+        m[0].offload_sent("timeout") == 1.0
+    });
+    let (raw, again) = p2.recv_except(&["CapacityReport"]);
+    assert_eq!(blob_id_of(&again), offered, "{raw}");
+    // P1's late acceptance arrives first (a pause orders the two links), then
+    // P2, which holds the live offer, refuses it.
+    p1.send(offload_ack(&offered, true, None));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    p2.send(offload_ack(&offered, false, Some("integrity check failed")));
+    wait_metrics("P2's refusal counted", &[&relay], |m| {
+        m[0].offload_sent("refused") == 1.0
+    });
+    let metrics = Metrics::of(&relay);
+    assert_eq!(
+        metrics.offload_sent("accepted"),
+        0.0,
+        "{}",
+        metrics.summary()
+    );
+    assert_kept(&relay, &r, &ids);
+}
+
+/// A configured peer that was never reached counts as disconnected (§12.2).
+#[test]
+fn a_configured_peer_never_reached_is_counted_disconnected() {
+    // A port nobody listens on.
+    let url = format!("ws://{}", free_port_addr());
+    let dir = TempDir::new("fault-unreached");
+    let relay = FedRelay::new(X).peer(&url).start(dir.path());
+    let metrics = Metrics::of(&relay);
+    assert_eq!(
+        metrics.get("relay_federation_peers", r#"state="disconnected""#),
+        1.0,
+        "{}",
+        metrics.summary()
+    );
+    assert_eq!(
+        metrics.get("relay_federation_peers", r#"state="connected""#),
+        0.0
+    );
+    assert_healthy(&relay);
+}

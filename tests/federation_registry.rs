@@ -161,3 +161,23 @@ fn offload_candidates_are_the_oldest_unexpired_hop_zero_blobs_not_excluded() {
             .is_empty()
     );
 }
+
+#[test]
+fn inbound_relays_are_capped_but_configured_peers_always_enter() {
+    use vauchi_relay::federation::registry::PEERS_MAX;
+    let mut registry = Registry::default();
+    for i in 0..PEERS_MAX {
+        registry
+            .attach_inbound(&format!("in-{i}"), LinkId(i as u64))
+            .unwrap();
+    }
+    assert_eq!(
+        registry.attach_inbound("one-too-many", LinkId(1 << 40)),
+        Err(Refusal::TooManyPeers)
+    );
+    registry
+        .attach_outbound("configured", "ws://c", LinkId(1 << 41), capacity(0, 100))
+        .unwrap();
+    assert_eq!(registry.choose(OWN, REFUSE), Some("configured"));
+    assert_eq!(registry.urls().collect::<Vec<_>>(), vec!["ws://c"]);
+}

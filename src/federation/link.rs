@@ -141,12 +141,11 @@ async fn send_message<S: AsyncRead + AsyncWrite + Unpin>(
 /// The next data message, skipping control frames. `None` at the end or on error.
 async fn next_data<S: AsyncRead + AsyncWrite + Unpin>(
     ws: &mut WebSocketStream<S>,
-) -> Option<Message> {
+) -> Option<Result<Message, WsError>> {
     loop {
         match ws.next().await? {
             Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => continue,
-            Ok(message) => return Some(message),
-            Err(_) => return None,
+            other => return Some(other),
         }
     }
 }
@@ -241,7 +240,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let answer = within(timeout, next_data(&mut ws)).await.flatten();
     let ack = match answer {
-        Some(Message::Binary(bytes)) => messages::decode(&bytes).ok(),
+        Some(Ok(Message::Binary(bytes))) => messages::decode(&bytes).ok(),
         _ => None,
     };
     let (relay_id, capacity) = match ack {
@@ -270,6 +269,11 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
             return Attempt::Failed;
         }
     };
+    if node.stopping.get() {
+        // Shutdown began during the handshake: this link is not opened (§14.1).
+        close(&mut ws, 1001, "server shutting down").await;
+        return Attempt::Linked;
+    }
     let (link, out) = node.open_link(&relay_id);
     let attached = node
         .registry
@@ -312,13 +316,19 @@ pub async fn accept(node: Rc<Node>, fd: RawFd, remainder: Vec<u8>, slot: Connect
         .await
         .flatten();
     let hello = match first {
-        Some(Message::Binary(bytes)) => messages::decode(&bytes).ok(),
+        Some(Ok(Message::Binary(bytes))) => messages::decode(&bytes).ok(),
+        Some(Err(WsError::Capacity(_))) => {
+            node.metrics().connection_errors_total.inc();
+            close(&mut ws, 1009, "message too big").await;
+            return;
+        }
         _ => None,
     };
     let Some(FedMessage::PeerHandshake {
         relay_id, version, ..
     }) = hello
     else {
+        node.metrics().connection_errors_total.inc();
         close(&mut ws, 1008, "handshake required").await;
         drop(slot);
         return;
@@ -345,8 +355,13 @@ pub async fn accept(node: Rc<Node>, fd: RawFd, remainder: Vec<u8>, slot: Connect
         )
     };
     if let Some(reason) = refusal {
+        node.metrics().connection_errors_total.inc();
         let _ = send(&mut ws, refuse(&node)).await;
         close(&mut ws, 1008, reason).await;
+        return;
+    }
+    if node.stopping.get() {
+        close(&mut ws, 1001, "server shutting down").await;
         return;
     }
     let (link, out) = node.open_link(&relay_id);
@@ -536,7 +551,15 @@ async fn handle(
             },
             LinkSide::Outbound,
         ) => {
-            let waiting = node.pending_acks.borrow_mut().remove(&blob_id);
+            // Only the link the offer went out on may answer it: a late ack from a
+            // peer the blob was offered to earlier must not settle a later offer.
+            let waiting = {
+                let mut pending = node.pending_acks.borrow_mut();
+                match pending.get(&blob_id) {
+                    Some((on, _)) if *on == link.0 => pending.remove(&blob_id),
+                    _ => None,
+                }
+            };
             if let Some((_, answer)) = waiting {
                 let outcome = if accepted {
                     AckOutcome::Accepted

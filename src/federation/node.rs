@@ -50,6 +50,9 @@ pub enum Command {
         remainder: Vec<u8>,
         slot: ConnectionSlot,
     },
+    /// Every listener is bound: dial the peers, start reports and offloading
+    /// (§13.4 step 5).
+    Start,
     /// Graceful shutdown (§14.1 steps 2 and 4).
     Shutdown,
 }
@@ -77,6 +80,8 @@ pub struct Node {
     pub received: RefCell<BoundedSet<(String, String)>>,
     /// Shutdown has begun: no reconnects, no offloads.
     pub stopping: Cell<bool>,
+    /// Accepted offloads whose blob-to-hint commit is still on its shard.
+    pub committing: Cell<u64>,
     /// TLS for `wss://` peers (§11.5); loaded once, and only if one is configured.
     pub tls: Option<Arc<ClientConfig>>,
 }
@@ -148,7 +153,16 @@ impl Node {
     }
 
     pub fn publish_peers(&self) {
-        let counts = self.registry.borrow().counts();
+        let mut counts = self.registry.borrow().counts();
+        // Configured peers never reached yet are known too, as disconnected.
+        let registry = self.registry.borrow();
+        let reached: std::collections::HashSet<&str> = registry.urls().collect();
+        counts.disconnected += self
+            .config
+            .federation_peers
+            .iter()
+            .filter(|url| !reached.contains(url.as_str()))
+            .count() as u64;
         let global = &self.shared.global_metrics;
         global.set_federation_peers(PeerState::Connected, counts.connected);
         global.set_federation_peers(PeerState::Draining, counts.draining);
@@ -163,6 +177,11 @@ pub struct Federation {
 }
 
 impl Federation {
+    /// Called once every shard has bound the main port.
+    pub fn begin(&self) {
+        let _ = self.commands.send(Command::Start);
+    }
+
     pub fn shutdown(&self) {
         // Blocking is fine: this is the main thread.
         let _ = self.commands.send(Command::Shutdown);
@@ -201,6 +220,7 @@ pub fn start(
                 pending_acks: RefCell::new(HashMap::new()),
                 received: RefCell::new(BoundedSet::new(RECEIVED_OFFERS_MAX)),
                 stopping: Cell::new(false),
+                committing: Cell::new(0),
                 tls,
             });
             run(node, inbox).await;
@@ -216,11 +236,6 @@ pub fn start(
 
 async fn run(node: Rc<Node>, inbox: flume::Receiver<Command>) {
     node.publish_peers();
-    for url in node.config.federation_peers.clone() {
-        glommio::spawn_local(link::initiate(Rc::clone(&node), url)).detach();
-    }
-    glommio::spawn_local(capacity_reports(Rc::clone(&node))).detach();
-    glommio::spawn_local(offload::manage(Rc::clone(&node))).detach();
     while let Ok(command) = inbox.recv_async().await {
         match command {
             Command::Inbound {
@@ -229,6 +244,13 @@ async fn run(node: Rc<Node>, inbox: flume::Receiver<Command>) {
                 slot,
             } => {
                 glommio::spawn_local(link::accept(Rc::clone(&node), fd, remainder, slot)).detach();
+            }
+            Command::Start => {
+                for url in node.config.federation_peers.clone() {
+                    glommio::spawn_local(link::initiate(Rc::clone(&node), url)).detach();
+                }
+                glommio::spawn_local(capacity_reports(Rc::clone(&node))).detach();
+                glommio::spawn_local(offload::manage(Rc::clone(&node))).detach();
             }
             Command::Shutdown => break,
         }
@@ -273,7 +295,7 @@ async fn drain(node: &Rc<Node>) {
     let deadline = std::time::Instant::now() + node.peer_timeout();
     while std::time::Instant::now() < deadline {
         let acked = node.links.borrow().values().all(|e| e.drain_acked);
-        if acked && node.pending_acks.borrow().is_empty() {
+        if acked && node.pending_acks.borrow().is_empty() && node.committing.get() == 0 {
             break;
         }
         glommio::timer::sleep(STOP_POLL).await;

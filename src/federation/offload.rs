@@ -74,7 +74,11 @@ async fn tick(node: &Rc<Node>, too_large: &mut BoundedSet<BlobId>) {
     let mut offered: Vec<(Candidate, flume::Receiver<AckOutcome>)> = Vec::new();
     for candidate in candidates {
         // Step 7, ahead of time: offer no more than it takes to fall below.
-        if over == 0 || node.stopping.get() {
+        let draining = node
+            .shared
+            .draining
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if over == 0 || draining || node.stopping.get() {
             break;
         }
         let blob_id = candidate.id.to_string();
@@ -98,6 +102,9 @@ async fn tick(node: &Rc<Node>, too_large: &mut BoundedSet<BlobId>) {
             .borrow_mut()
             .insert(blob_id, (link.0, answer));
         if !queue(node, link, frame).await {
+            node.pending_acks
+                .borrow_mut()
+                .remove(&candidate.id.to_string());
             break;
         }
         over = over.saturating_sub(candidate.data.len() as u64);
@@ -117,7 +124,10 @@ async fn tick(node: &Rc<Node>, too_large: &mut BoundedSet<BlobId>) {
         match answer {
             Some(AckOutcome::Accepted) => {
                 node.metrics().inc_offload_sent(OffloadSentResult::Accepted);
+                // Drain waits for this commit too (§14.1 step 4).
+                node.committing.set(node.committing.get() + 1);
                 commit(node, &candidate, &url).await;
+                node.committing.set(node.committing.get() - 1);
             }
             Some(AckOutcome::Refused(reason)) => {
                 node.metrics().inc_offload_sent(OffloadSentResult::Refused);

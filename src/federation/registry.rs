@@ -3,15 +3,16 @@
 //! one), the last known capacity, the draining mark and what offloading learned
 //! about the peer. Pure bookkeeping: the link tasks and the offload manager drive it.
 //!
-//! Bounds: a peer enters only through a successful handshake, and inbound
-//! handshakes from unknown relays are refused once `PEERS_MAX` are known; each
-//! peer's set of refused blobs holds at most `REFUSED_BLOBS_MAX` ids.
+//! Bounds: a peer enters only through a successful handshake; inbound handshakes
+//! from unknown relays are refused once `PEERS_MAX` are known (configured peers,
+//! bounded by the configuration, always enter); each peer's set of refused blobs
+//! holds at most `REFUSED_BLOBS_MAX` ids.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 
 use crate::storage::BlobId;
 
-/// Peers remembered at most (configured peers always fit: the link count is small).
+/// Peers remembered at most from inbound links (configured peers come on top).
 pub const PEERS_MAX: usize = 1024;
 /// Blobs remembered per peer as refused for a reason other than capacity (§11.7).
 pub const REFUSED_BLOBS_MAX: usize = 4096;
@@ -137,13 +138,16 @@ impl Registry {
         self.peers.get(relay_id)
     }
 
-    fn entry(&mut self, relay_id: &str) -> Result<&mut Peer, Refusal> {
+    /// The peer's entry, created if needed. Only relays that dial in are capped:
+    /// configured peers (`outbound`) always get one, so unauthenticated inbound
+    /// links can never crowd out the peers this relay offloads to.
+    fn entry(&mut self, relay_id: &str, outbound: bool) -> Result<&mut Peer, Refusal> {
         if !self.peers.contains_key(relay_id) {
-            if self.peers.len() >= PEERS_MAX {
+            if !outbound && self.peers.len() >= PEERS_MAX {
                 self.forget_one_disconnected();
-            }
-            if self.peers.len() >= PEERS_MAX {
-                return Err(Refusal::TooManyPeers);
+                if self.peers.len() >= PEERS_MAX {
+                    return Err(Refusal::TooManyPeers);
+                }
             }
             self.peers.insert(relay_id.to_owned(), Peer::new());
         }
@@ -170,7 +174,7 @@ impl Registry {
         link: LinkId,
         capacity: Capacity,
     ) -> Result<(), Refusal> {
-        let peer = self.entry(relay_id)?;
+        let peer = self.entry(relay_id, true)?;
         if peer.outbound.is_some() {
             return Err(Refusal::DuplicateLink);
         }
@@ -187,7 +191,7 @@ impl Registry {
         relay_id: &str,
         link: LinkId,
     ) -> Result<Option<LinkId>, Refusal> {
-        let peer = self.entry(relay_id)?;
+        let peer = self.entry(relay_id, false)?;
         peer.draining = false;
         Ok(peer.inbound.replace(link))
     }
@@ -257,6 +261,11 @@ impl Registry {
                 peer.refused.insert(blob);
             }
         }
+    }
+
+    /// The configured URLs through which peers were reached.
+    pub fn urls(&self) -> impl Iterator<Item = &str> {
+        self.peers.values().filter_map(|p| p.url.as_deref())
     }
 
     pub fn counts(&self) -> PeerCounts {

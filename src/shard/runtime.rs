@@ -214,6 +214,9 @@ pub fn start(
             Err(_) => return Err(format!("shard {index} stopped while starting")),
         }
     }
+    if let Some(federation) = &federation {
+        federation.begin();
+    }
     let reporters = shards + usize::from(federation.is_some());
     Ok(Running {
         local_addr: address,
