@@ -953,17 +953,7 @@ impl RawLink {
     }
 
     fn read_exact_or_eof(&mut self, buf: &mut [u8]) -> bool {
-        use std::io::Read;
-        match self.stream.read_exact(buf) {
-            Ok(()) => true,
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::TimedOut =>
-            {
-                panic!("the relay sent nothing on its federation link for {STUCK:?}")
-            }
-            Err(_) => false,
-        }
+        crate::wire::read_exact_or_eof(&mut self.stream, buf)
     }
 }
 

@@ -232,16 +232,7 @@ impl RawWs {
     }
 
     fn read_exact_or_eof(&mut self, buf: &mut [u8]) -> bool {
-        match self.stream.read_exact(buf) {
-            Ok(()) => true,
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::TimedOut =>
-            {
-                panic!("relay sent nothing for {STUCK:?}")
-            }
-            Err(_) => false,
-        }
+        read_exact_or_eof(&mut self.stream, buf)
     }
 }
 
@@ -390,4 +381,19 @@ pub fn first_reply(addr: SocketAddr, first: &[u8], text: bool) -> Event {
     let mut ws = RawWs::connect(addr);
     ws.send_frame(if text { 0x81 } else { 0x82 }, first, true);
     ws.next_event()
+}
+
+/// Fills `buf` from a stream with a read timeout: false at the end of the
+/// connection; panics when the relay sent nothing for the timeout (`STUCK`).
+pub fn read_exact_or_eof(stream: &mut TcpStream, buf: &mut [u8]) -> bool {
+    match stream.read_exact(buf) {
+        Ok(()) => true,
+        Err(e)
+            if e.kind() == std::io::ErrorKind::WouldBlock
+                || e.kind() == std::io::ErrorKind::TimedOut =>
+        {
+            panic!("the relay sent nothing for {STUCK:?}")
+        }
+        Err(_) => false,
+    }
 }
