@@ -8,6 +8,8 @@
 #
 # Environment: BENCH_DURATION (measured seconds per timed scenario, default 5),
 # BENCH_WARMUP (default 2), BENCH_THREADS (load-generator threads, default 1),
+# BENCH_CHURN_THREADS (load-generator threads for churn, default 2: with one, the
+# generator, not the relay, limits the handshake rate),
 # RELAY_SHARDS (default 2), BENCH_IDLE_CONNECTIONS (default 15000),
 # BENCH_STARTUP_BLOBS (blobs for the startup benchmark, default 1000000),
 # BENCH_MICRO (1 to run the micro-benchmarks, default 0).
@@ -18,6 +20,7 @@ cd "$(dirname "$0")/.."
 duration="${BENCH_DURATION:-5}"
 warmup="${BENCH_WARMUP:-2}"
 threads="${BENCH_THREADS:-1}"
+churn_threads="${BENCH_CHURN_THREADS:-2}"
 shards="${RELAY_SHARDS:-2}"
 idle_connections="${BENCH_IDLE_CONNECTIONS:-15000}"
 startup_blobs="${BENCH_STARTUP_BLOBS:-1000000}"
@@ -37,7 +40,7 @@ trap 'rm -f "$results" "$micro_log"' EXIT
 # run SCENARIO ARGS...: one loadgen run; its RESULT lines go to the table.
 run() {
     echo "== $*" >&2
-    if ! cargo bench --quiet --bench loadgen -- "$@" --shards "$shards" --threads "$threads" >>"$results"; then
+    if ! cargo bench --quiet --bench loadgen -- "$@" --shards "$shards" --threads "${RUN_THREADS:-$threads}" >>"$results"; then
         echo "!! failed: $*" >&2
     fi
 }
@@ -59,7 +62,7 @@ run live --backend memory --connections 100 --rate 10000 "${timed[@]}"
 run drain --backend memory --backlog 10000 --window 64
 run drain --backend sqlite --backlog 10000 --window 64
 run idle --backend memory --connections "$idle_connections"
-run churn --backend memory --connections 64 "${timed[@]}"
+RUN_THREADS="$churn_threads" run churn --backend memory --connections 64 "${timed[@]}"
 
 # Startup with a full data directory: always sqlite on 2 shards (see the bench).
 echo "== startup --blobs $startup_blobs" >&2
@@ -86,7 +89,7 @@ if [[ "$micro" == 1 ]]; then
 fi
 
 echo
-echo "vauchi-relay load test: commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo '+dirty'), $(nproc) CPUs, RELAY_SHARDS=$shards, loadgen threads $threads, $(date -u +%Y-%m-%dT%H:%MZ)"
+echo "vauchi-relay load test: commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo '+dirty'), $(nproc) CPUs, RELAY_SHARDS=$shards, loadgen threads $threads (churn $churn_threads), $(date -u +%Y-%m-%dT%H:%MZ)"
 {
     printf 'scenario\tbackend\tmetric\tvalue\n'
     awk -F'\t' '$1 == "RESULT" { print $2 "\t" $3 "\t" $4 "\t" $5 }' "$results"
