@@ -51,6 +51,23 @@ fn store_for_fresh(relay: &Relay, tag: u8, count: usize) -> (String, Vec<String>
     (r, ids)
 }
 
+/// No offer was accepted or refused: every one so far timed out or is pending.
+fn assert_no_offload_settled(relay: &Relay) {
+    let metrics = Metrics::of(relay);
+    assert_eq!(
+        metrics.offload_sent("accepted"),
+        0.0,
+        "{}",
+        metrics.summary()
+    );
+    assert_eq!(
+        metrics.offload_sent("refused"),
+        0.0,
+        "{}",
+        metrics.summary()
+    );
+}
+
 fn blob_id_of(offer: &serde_json::Value) -> String {
     offer["payload"]["blob_id"].as_str().unwrap().to_owned()
 }
@@ -85,19 +102,7 @@ fn a_peer_that_vanishes_mid_offer_costs_no_blob() {
         m[0].offload_sent("timeout") == 2.0
     });
     assert_kept(&relay, &r, &ids);
-    let metrics = Metrics::of(&relay);
-    assert_eq!(
-        metrics.offload_sent("accepted"),
-        0.0,
-        "{}",
-        metrics.summary()
-    );
-    assert_eq!(
-        metrics.offload_sent("refused"),
-        0.0,
-        "{}",
-        metrics.summary()
-    );
+    assert_no_offload_settled(&relay);
     honest_round_trip(&relay, 22);
     assert_healthy(&relay);
 }
@@ -141,19 +146,7 @@ fn a_peer_that_stalls_costs_no_blob_and_its_link_times_out() {
         &[&relay],
         |m| m[0].offload_sent("timeout") >= offers as f64,
     );
-    let metrics = Metrics::of(&relay);
-    assert_eq!(
-        metrics.offload_sent("accepted"),
-        0.0,
-        "{}",
-        metrics.summary()
-    );
-    assert_eq!(
-        metrics.offload_sent("refused"),
-        0.0,
-        "{}",
-        metrics.summary()
-    );
+    assert_no_offload_settled(&relay);
     assert_kept(&relay, &r, &ids);
     honest_round_trip(&relay, 31);
     assert_healthy(&relay);
@@ -233,19 +226,7 @@ fn a_peer_that_answers_garbage_costs_no_blob() {
                 && m[0].get("relay_federation_ignored_total", "") == ignored
         },
     );
-    let metrics = Metrics::of(&relay);
-    assert_eq!(
-        metrics.offload_sent("accepted"),
-        0.0,
-        "{}",
-        metrics.summary()
-    );
-    assert_eq!(
-        metrics.offload_sent("refused"),
-        0.0,
-        "{}",
-        metrics.summary()
-    );
+    assert_no_offload_settled(&relay);
     assert_kept(&relay, &r, &ids);
     honest_round_trip(&relay, 41);
 

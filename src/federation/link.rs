@@ -26,7 +26,7 @@ use crate::shard::unix_now;
 
 use super::dial::{self, DialError, PeerAddr};
 use super::messages::{self, FedMessage};
-use super::node::{Node, STOP_POLL};
+use super::node::{Node, STOP_POLL, within};
 use super::registry::{Capacity, LinkId, Refusal};
 
 /// Reconnect backoff bounds (§11.5).
@@ -57,28 +57,14 @@ enum LinkSide {
     Inbound,
 }
 
-/// The largest federation message (§11.1).
-fn size_limit(node: &Node) -> usize {
-    node.config.max_message_size + 65_536 + 4
-}
-
 fn socket_config(node: &Node) -> WebSocketConfig {
-    let limit = size_limit(node);
+    let limit = node.message_size_limit();
     WebSocketConfig::default()
         .max_message_size(Some(limit))
         .max_frame_size(Some(limit))
         .read_buffer_size(16 * 1024)
         .write_buffer_size(0)
         .max_write_buffer_size(limit.saturating_mul(4))
-}
-
-/// `fut`, or `None` after `limit`.
-async fn within<T>(limit: Duration, fut: impl std::future::Future<Output = T>) -> Option<T> {
-    futures_lite::future::or(async { Some(fut.await) }, async {
-        glommio::timer::sleep(limit).await;
-        None
-    })
-    .await
 }
 
 /// Sleeps `total`, returning early (false) once shutdown has begun.
@@ -117,6 +103,12 @@ async fn close<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let _ = within(SEND_WAIT, ws.close(Some(frame))).await;
     // Wait briefly for the peer's Close (§2.7).
+    read_to_end(ws).await;
+}
+
+/// Reads until the peer ends the connection, up to the close wait (§2.7); the
+/// library answers a Close received meanwhile.
+async fn read_to_end<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>) {
     let _ = within(crate::limits::CLOSE_WAIT, async {
         while let Some(Ok(_)) = ws.next().await {}
     })
@@ -330,7 +322,6 @@ pub async fn accept(node: Rc<Node>, fd: RawFd, remainder: Vec<u8>, slot: Connect
     else {
         node.metrics().connection_errors_total.inc();
         close(&mut ws, 1008, "handshake required").await;
-        drop(slot);
         return;
     };
     let refusal = if version != 1 {
@@ -396,6 +387,16 @@ pub async fn accept(node: Rc<Node>, fd: RawFd, remainder: Vec<u8>, slot: Connect
     drop(slot);
 }
 
+/// How an established link ends.
+enum End {
+    /// We close it with this code and reason.
+    Close(u16, &'static str),
+    /// The peer sent its Close.
+    PeerClosed,
+    /// The connection failed or vanished.
+    Gone,
+}
+
 /// What woke the link loop.
 enum Event {
     Received(Option<Result<Message, WsError>>),
@@ -416,10 +417,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let ping_every = Duration::from_secs((node.config.federation_peer_timeout_secs / 2).max(1));
     let mut last_received = Instant::now();
     let mut next_ping = Instant::now() + ping_every;
-    // How the link ends: with a Close of ours, or without (the peer closed or
-    // vanished). The link leaves the registry before the close wait, so nothing
-    // more is queued on it.
-    let closing: Option<(u16, &'static str)> = 'link: loop {
+    let end = 'link: loop {
         let idle_at = last_received + timeout * 2;
         let wake = next_ping.min(idle_at);
         let event = futures_lite::future::or(
@@ -433,14 +431,14 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         )
         .await;
         match event {
-            Event::Received(None) => break None,
+            Event::Received(None) => break End::Gone,
             Event::Received(Some(Err(WsError::Capacity(_)))) => {
-                break Some((1009, "message too big"));
+                break End::Close(1009, "message too big");
             }
             Event::Received(Some(Err(WsError::Protocol(_)))) => {
-                break Some((1002, "protocol error"));
+                break End::Close(1002, "protocol error");
             }
-            Event::Received(Some(Err(_))) => break None,
+            Event::Received(Some(Err(_))) => break End::Gone,
             Event::Received(Some(Ok(message))) => {
                 last_received = Instant::now();
                 match message {
@@ -448,47 +446,43 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         let replies = handle(node, link, relay_id, role, &bytes).await;
                         for reply in replies {
                             if !send(&mut ws, reply).await {
-                                break 'link None;
+                                break 'link End::Gone;
                             }
                         }
                     }
                     Message::Text(_) => node.metrics().federation_ignored_total.inc(),
-                    Message::Close(_) => {
-                        // tungstenite answers the Close; read to the end.
-                        node.close_link(link);
-                        let _ = within(crate::limits::CLOSE_WAIT, async {
-                            while let Some(Ok(_)) = ws.next().await {}
-                        })
-                        .await;
-                        break None;
-                    }
+                    Message::Close(_) => break End::PeerClosed,
                     _ => {}
                 }
             }
             Event::Queued(Some(LinkOut::Frame(frame))) => {
                 if !send(&mut ws, frame).await {
-                    break None;
+                    break End::Gone;
                 }
             }
-            Event::Queued(Some(LinkOut::Close(code, reason))) => break Some((code, reason)),
-            Event::Queued(None) => break None,
+            Event::Queued(Some(LinkOut::Close(code, reason))) => break End::Close(code, reason),
+            Event::Queued(None) => break End::Gone,
             Event::Tick => {
                 let now = Instant::now();
                 if now >= idle_at {
-                    break Some((1000, "idle timeout"));
+                    break End::Close(1000, "idle timeout");
                 }
                 if now >= next_ping {
                     if !send_message(&mut ws, Message::Ping(Vec::new().into())).await {
-                        break None;
+                        break End::Gone;
                     }
                     next_ping = now + ping_every;
                 }
             }
         }
     };
+    // The link leaves the registry before the close wait, so nothing more is
+    // queued on it.
     node.close_link(link);
-    if let Some((code, reason)) = closing {
-        close(&mut ws, code, reason).await;
+    match end {
+        End::Close(code, reason) => close(&mut ws, code, reason).await,
+        End::PeerClosed => read_to_end(&mut ws).await,
+        End::Gone => {}
     }
 }
 

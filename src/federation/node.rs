@@ -40,6 +40,18 @@ const COMMAND_QUEUE_DEPTH: usize = 256;
 /// How often waits that must notice shutdown look again.
 pub(crate) const STOP_POLL: Duration = Duration::from_millis(50);
 
+/// `fut`, or `None` after `limit`.
+pub(crate) async fn within<T>(
+    limit: Duration,
+    fut: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    futures_lite::future::or(async { Some(fut.await) }, async {
+        glommio::timer::sleep(limit).await;
+        None
+    })
+    .await
+}
+
 /// Work for the federation executor.
 #[derive(Debug)]
 pub enum Command {
@@ -110,6 +122,11 @@ impl Node {
             },
             crate::shard::unix_now(),
         )
+    }
+
+    /// The largest federation message (§11.1).
+    pub fn message_size_limit(&self) -> usize {
+        self.config.max_message_size + 65_536 + 4
     }
 
     pub fn peer_timeout(&self) -> Duration {

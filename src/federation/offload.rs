@@ -15,7 +15,7 @@ use crate::storage::BlobId;
 
 use super::link::{AckOutcome, LinkOut};
 use super::messages::{self, FedMessage};
-use super::node::Node;
+use super::node::{Node, within};
 use super::registry::{BoundedSet, LinkId};
 
 /// Blobs offered per batch (§11.7 step 2).
@@ -70,7 +70,7 @@ async fn tick(node: &Rc<Node>, too_large: &mut BoundedSet<BlobId>) {
     };
     exclude.extend(too_large.iter().copied());
     let candidates = gather(node, Arc::new(exclude)).await;
-    let limit = node.config.max_message_size + 65_536 + 4;
+    let limit = node.message_size_limit();
     let mut offered: Vec<(Candidate, flume::Receiver<AckOutcome>)> = Vec::new();
     for candidate in candidates {
         // Step 7, ahead of time: offer no more than it takes to fall below.
@@ -113,11 +113,9 @@ async fn tick(node: &Rc<Node>, too_large: &mut BoundedSet<BlobId>) {
     let deadline = Instant::now() + node.peer_timeout();
     for (candidate, outcome) in offered {
         let wait = deadline.saturating_duration_since(Instant::now());
-        let answer = futures_lite::future::or(async { outcome.recv_async().await.ok() }, async {
-            glommio::timer::sleep(wait).await;
-            None
-        })
-        .await;
+        let answer = within(wait, outcome.recv_async())
+            .await
+            .and_then(Result::ok);
         node.pending_acks
             .borrow_mut()
             .remove(&candidate.id.to_string());
@@ -145,14 +143,8 @@ async fn tick(node: &Rc<Node>, too_large: &mut BoundedSet<BlobId>) {
 async fn queue(node: &Node, link: LinkId, frame: Vec<u8>) -> bool {
     let out = node.links.borrow().get(&link.0).map(|e| e.out.clone());
     let Some(out) = out else { return false };
-    let queued = futures_lite::future::or(
-        async { out.send_async(LinkOut::Frame(frame)).await.is_ok() },
-        async {
-            glommio::timer::sleep(node.peer_timeout()).await;
-            false
-        },
-    );
-    queued.await
+    let queued = within(node.peer_timeout(), out.send_async(LinkOut::Frame(frame))).await;
+    matches!(queued, Some(Ok(())))
 }
 
 /// The oldest candidates relay-wide (§11.7 step 2): each shard's oldest, merged.

@@ -215,10 +215,22 @@ impl Mailboxes {
 
     /// True if the committed entry with this key is still indexed and unexpired.
     pub fn is_deliverable(&self, recipient: &Id64, key: u64, now: u64, ttl_secs: u64) -> bool {
-        self.boxes.get(recipient).is_some_and(|m| {
+        self.deliverable(recipient, key, now, ttl_secs).is_some()
+    }
+
+    /// The committed, unexpired entry with this key, if it is still indexed.
+    pub fn deliverable(
+        &self,
+        recipient: &Id64,
+        key: u64,
+        now: u64,
+        ttl_secs: u64,
+    ) -> Option<Entry> {
+        self.boxes.get(recipient).and_then(|m| {
             m.entries
                 .iter()
-                .any(|e| e.key == key && e.committed && !e.is_expired(now, ttl_secs))
+                .find(|e| e.key == key && e.committed && !e.is_expired(now, ttl_secs))
+                .copied()
         })
     }
 

@@ -99,9 +99,8 @@ pub fn commit(
         .state
         .borrow()
         .mailboxes
-        .snapshot(&recipient, key.checked_sub(1), now, ttl)
-        .into_iter()
-        .find(|e| e.key == key && e.id == id);
+        .deliverable(&recipient, key, now, ttl)
+        .filter(|e| e.id == id);
     let Some(entry) = entry else {
         let _ = reply.try_send(false);
         return;
