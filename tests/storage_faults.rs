@@ -323,12 +323,20 @@ fn under_concurrent_faults_a_job_is_acked_exactly_when_its_transaction_committed
     assert_eq!(faults.stored_keys(), acked);
 }
 
+/// The one completion `run_inline` gives for a single job.
+fn inline(store: &mut dyn Store, job: Job) -> Option<Completion> {
+    let mut completions = Vec::new();
+    run_inline(store, job, &mut |completion| completions.push(completion));
+    assert!(completions.len() <= 1, "{completions:?}");
+    completions.pop()
+}
+
 #[test]
 fn the_inline_path_fails_the_job_and_commits_once_the_fault_clears() {
     // The memory backend runs jobs inline on the shard (`StorageLink::Inline`).
     let (mut store, faults) = faulty_store(false);
     faults.set_failing(true);
-    let failed = run_inline(store.as_mut(), job(&[1, 2]));
+    let failed = inline(store.as_mut(), job(&[1, 2]));
     assert!(
         matches!(
             failed,
@@ -340,7 +348,7 @@ fn the_inline_path_fails_the_job_and_commits_once_the_fault_clears() {
         "{failed:?}"
     );
     faults.set_failing(false);
-    let committed = run_inline(store.as_mut(), job(&[3]));
+    let committed = inline(store.as_mut(), job(&[3]));
     assert!(
         matches!(
             committed,

@@ -341,3 +341,49 @@ fn writer_drives_a_sqlite_store() {
     drop(reopened);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_batch_is_carried_out_in_order_like_separate_jobs() {
+    let (store, log) = test_store(&[]);
+    let batch = Job::Batch(vec![
+        commit(1, vec![insert(1, 10)]),
+        Job::Read {
+            token: 2,
+            keys: vec![1, 3],
+        },
+        commit(3, vec![insert(3, 10)]),
+        Job::Batch(vec![commit(4, vec![insert(4, 10)])]),
+    ]);
+    let completions = run_queued(store, vec![batch, commit(5, vec![insert(5, 10)])]);
+    assert_eq!(
+        summary(&completions),
+        vec![
+            ("commit", 1, true),
+            ("read", 2, true),
+            ("commit", 3, true),
+            ("commit", 4, true),
+            ("commit", 5, true),
+        ]
+    );
+    // The read sees the commit before it and not the one after it.
+    let read = completions.iter().find_map(|completion| match completion {
+        Completion::Read { result, .. } => Some(result.clone().expect("read ok")),
+        Completion::Committed { .. } => None,
+    });
+    assert_eq!(read, Some(vec![Some(vec![7; 10]), None]));
+    // Commit 1 went alone (a read followed it); 3, 4 and 5 shared a transaction.
+    assert_eq!(log.lock().expect("log").commit_sizes, vec![1, 3]);
+}
+
+#[test]
+fn stop_inside_a_batch_commits_what_came_before_and_drops_the_rest() {
+    let (store, log) = test_store(&[]);
+    let batch = Job::Batch(vec![
+        commit(1, vec![insert(1, 10)]),
+        Job::Stop,
+        commit(2, vec![insert(2, 10)]),
+    ]);
+    let completions = run_queued(store, vec![batch]);
+    assert_eq!(summary(&completions), vec![("commit", 1, true)]);
+    assert_eq!(log.lock().expect("log").commit_sizes, vec![1]);
+}

@@ -24,7 +24,7 @@ use crate::storage::{BlobMeta, DeviceSyncRecord, HintRecord, RecoveryProofRecord
 
 use super::deadline::Deadlines;
 use super::mesh::{Mesh, MeshMessage};
-use super::storage_link::StorageLink;
+use super::storage_link::{StorageLink, WriterQueue};
 use super::{Shard, Shared, State, accept, dispatch, owner};
 
 /// What each shard starts from.
@@ -270,8 +270,8 @@ async fn run_shard(context: ShardContext, init: ShardInit) {
         }
     };
     let next_key = init.highest_key();
-    // Completions never outnumber the jobs queued for the writer (bounded by
-    // WRITER_QUEUE_DEPTH) plus the unrefusable ones waiting for room, so this
+    // Completions never outnumber the jobs outstanding at the writer (refusable ones
+    // bounded by WRITER_QUEUE_DEPTH) plus the unrefusable ones, so this
     // channel needs no bound of its own; a bound could stall the writer thread.
     let (done_tx, done_rx) = flume::unbounded::<Completion>();
     let (storage, writer) = match config.storage_backend {
@@ -285,7 +285,7 @@ async fn run_shard(context: ShardContext, init: ShardInit) {
         StorageBackend::Sqlite => {
             let (jobs_tx, jobs_rx) = flume::bounded::<Job>(limits::WRITER_QUEUE_DEPTH);
             match writer::spawn_writer(format!("store-{index}"), init.store, jobs_rx, done_tx) {
-                Ok(handle) => (StorageLink::Thread(jobs_tx), Some(handle)),
+                Ok(handle) => (StorageLink::Thread(WriterQueue::new(jobs_tx)), Some(handle)),
                 Err(error) => {
                     let message =
                         format!("cannot start the storage thread of shard {index}: {error}");
@@ -356,10 +356,14 @@ async fn run_shard(context: ShardContext, init: ShardInit) {
 
 /// Applies writer completions, in batches.
 async fn completions(shard: Rc<Shard>, done: flume::Receiver<Completion>) {
-    while let Ok(completion) = done.recv_async().await {
+    let apply = |completion| {
+        shard.storage.completed();
         owner::on_completion(&shard, completion);
+    };
+    while let Ok(completion) = done.recv_async().await {
+        apply(completion);
         for completion in done.try_iter().take(limits::MESH_BATCH_MAX) {
-            owner::on_completion(&shard, completion);
+            apply(completion);
         }
         glommio::yield_if_needed().await;
     }

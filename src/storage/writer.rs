@@ -7,6 +7,8 @@
 //! after a failed commit and a failed commit is never retried; a `Read` runs after
 //! every commit queued before it.
 
+use std::collections::VecDeque;
+
 use super::{StorageError, Store, WriteOp};
 
 /// At most this many ops in one group transaction (a single larger job still commits
@@ -34,6 +36,10 @@ pub enum Job {
     },
     /// Shutdown: everything queued before it has committed; the thread ends.
     Stop,
+    /// Several jobs handed over at once, carried out in order as if queued one by
+    /// one: a shard sends the jobs of one event-loop pass together, so the thread is
+    /// woken once for them instead of once per job.
+    Batch(Vec<Job>),
 }
 
 #[derive(Debug)]
@@ -64,22 +70,27 @@ pub fn spawn_writer(
 
 /// Carries out one job at once on the caller's thread, for a backend whose writes
 /// cost no I/O (the memory backend): same results as the writer thread, without a
-/// thread hop per request.
-pub fn run_inline(store: &mut dyn Store, job: Job) -> Option<Completion> {
-    Some(match job {
-        Job::Stop => return None,
-        Job::Read { token, keys } => Completion::Read {
+/// thread hop per request. Each completion goes to `sink`, a batch's in job order.
+pub fn run_inline(store: &mut dyn Store, job: Job, sink: &mut dyn FnMut(Completion)) {
+    match job {
+        Job::Stop => {}
+        Job::Batch(jobs) => {
+            for job in jobs {
+                run_inline(store, job, sink);
+            }
+        }
+        Job::Read { token, keys } => sink(Completion::Read {
             token,
             result: store.read_blob_data(&keys),
-        },
+        }),
         Job::Commit { token, ops } => {
             let result = store.commit(&ops);
             if let Err(error) = &result {
                 tracing::warn!(ops = ops.len(), "storage commit failed: {error}");
             }
-            Completion::Committed { token, result }
+            sink(Completion::Committed { token, result });
         }
-    })
+    }
 }
 
 /// The commit jobs of one transaction, in queue order.
@@ -150,38 +161,61 @@ fn data_bytes(ops: &[WriteOp]) -> usize {
 
 fn run(mut store: Box<dyn Store>, jobs: &flume::Receiver<Job>, done: &flume::Sender<Completion>) {
     let mut group = Group::default();
-    // A job taken off the queue that could not join the group before it.
-    let mut carried: Option<Job> = None;
+    // Jobs taken off the channel, in order, batches already flattened. It holds no
+    // more than the channel did (bounded) plus one batch.
+    let mut queued: VecDeque<Job> = VecDeque::new();
     loop {
-        let job = match carried.take() {
-            Some(job) => job,
+        if queued.is_empty() {
             // `recv` fails only once `jobs` is disconnected and drained.
-            None => match jobs.recv() {
-                Ok(job) => job,
+            match jobs.recv() {
+                Ok(job) => enqueue(&mut queued, job),
                 Err(flume::RecvError::Disconnected) => return,
-            },
-        };
-        match job {
-            Job::Stop => return,
-            Job::Read { token, keys } => {
-                let result = store.read_blob_data(&keys);
-                let _ = done.send(Completion::Read { token, result });
-            }
-            Job::Commit { token, ops } => {
-                group.add(token, ops);
-                // Take only what is already queued: waiting for more would hold back
-                // the writes in hand.
-                while let Ok(job) = jobs.try_recv() {
-                    match job {
-                        Job::Commit { token, ops } if group.fits(&ops) => group.add(token, ops),
-                        other => {
-                            carried = Some(other);
-                            break;
-                        }
-                    }
-                }
-                group.commit(store.as_mut(), done);
             }
         }
+        // Take only what is already queued: waiting for more would hold back the
+        // writes in hand.
+        while let Ok(job) = jobs.try_recv() {
+            enqueue(&mut queued, job);
+        }
+        while let Some(job) = queued.pop_front() {
+            match job {
+                Job::Commit { token, ops } => {
+                    if !group.fits(&ops) {
+                        group.commit(store.as_mut(), done);
+                    }
+                    group.add(token, ops);
+                }
+                // A read sees every commit queued before it.
+                Job::Read { token, keys } => {
+                    if !group.is_empty() {
+                        group.commit(store.as_mut(), done);
+                    }
+                    let result = store.read_blob_data(&keys);
+                    let _ = done.send(Completion::Read { token, result });
+                }
+                Job::Stop => {
+                    if !group.is_empty() {
+                        group.commit(store.as_mut(), done);
+                    }
+                    return;
+                }
+                Job::Batch(_) => unreachable!("batches are flattened by enqueue"),
+            }
+        }
+        if !group.is_empty() {
+            group.commit(store.as_mut(), done);
+        }
+    }
+}
+
+/// Queues `job` behind the others, a batch as its jobs in order (nested too).
+fn enqueue(queued: &mut VecDeque<Job>, job: Job) {
+    match job {
+        Job::Batch(jobs) => {
+            for job in jobs {
+                enqueue(queued, job);
+            }
+        }
+        job => queued.push_back(job),
     }
 }

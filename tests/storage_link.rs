@@ -1,0 +1,139 @@
+//! The shard's side of the writer thread (`StorageLink::Thread`): jobs submitted
+//! during a gather window reach the writer as one batch, in submission order; no
+//! more than `WRITER_QUEUE_DEPTH` refusable jobs are outstanding, and a completion
+//! makes room again; unrefusable jobs are never refused; `stop` hands `Stop` over
+//! behind everything submitted.
+//!
+//! The writer's channel is held by the test (no writer thread), so what the shard
+//! hands over can be read directly. Nothing here depends on timing: a hand-over is
+//! awaited, never expected within a time.
+
+use glommio::LocalExecutorBuilder;
+use vauchi_relay::limits::WRITER_QUEUE_DEPTH;
+use vauchi_relay::shard::storage_link::{StorageLink, WriterQueue};
+use vauchi_relay::storage::writer::Job;
+
+fn read(token: u64) -> Job {
+    Job::Read {
+        token,
+        keys: vec![token],
+    }
+}
+
+/// The tokens of a handed-over job, batches flattened; `0` stands for `Stop`.
+fn tokens(job: Job, out: &mut Vec<u64>) {
+    match job {
+        Job::Read { token, .. } | Job::Commit { token, .. } => out.push(token),
+        Job::Stop => out.push(0),
+        Job::Batch(jobs) => jobs.into_iter().for_each(|job| tokens(job, out)),
+    }
+}
+
+/// Runs `body` on a glommio executor with a link whose writer channel the test holds.
+fn with_link<T: Send + 'static>(
+    body: impl FnOnce(StorageLink, flume::Receiver<Job>) -> T + Send + 'static,
+) -> T {
+    LocalExecutorBuilder::default()
+        .io_memory(vauchi_relay::limits::EXECUTOR_IO_MEMORY_BYTES)
+        .spawn(move || async move {
+            let (jobs_tx, jobs_rx) = flume::bounded(WRITER_QUEUE_DEPTH);
+            body(StorageLink::Thread(WriterQueue::new(jobs_tx)), jobs_rx)
+        })
+        .expect("executor")
+        .join()
+        .expect("executor ends")
+}
+
+#[test]
+fn jobs_of_one_gather_window_are_handed_over_as_one_batch_in_order() {
+    let handed = LocalExecutorBuilder::default()
+        .io_memory(vauchi_relay::limits::EXECUTOR_IO_MEMORY_BYTES)
+        .spawn(|| async {
+            let (jobs_tx, jobs_rx) = flume::bounded(WRITER_QUEUE_DEPTH);
+            let link = StorageLink::Thread(WriterQueue::new(jobs_tx));
+            for token in 1..=5 {
+                link.try_submit(read(token))
+                    .map_err(|_| "refused")
+                    .expect("room");
+            }
+            assert!(
+                jobs_rx.is_empty(),
+                "nothing is handed over before the window"
+            );
+            let first = jobs_rx.recv_async().await.expect("a batch");
+            link.submit(read(6));
+            let second = jobs_rx.recv_async().await.expect("a second hand-over");
+            (first, second)
+        })
+        .expect("executor")
+        .join()
+        .expect("executor ends");
+    let (first, second) = handed;
+    assert!(
+        matches!(first, Job::Batch(ref jobs) if jobs.len() == 5),
+        "{first:?}"
+    );
+    let mut order = Vec::new();
+    tokens(first, &mut order);
+    tokens(second, &mut order);
+    assert_eq!(order, vec![1, 2, 3, 4, 5, 6]);
+}
+
+#[test]
+fn unrefusable_jobs_go_past_the_limit_and_count_against_it() {
+    let outcome = with_link(|link, jobs_rx| {
+        for token in 1..=WRITER_QUEUE_DEPTH as u64 {
+            assert!(link.try_submit(read(token)).is_ok(), "job {token} refused");
+        }
+        let refused = link.try_submit(read(u64::MAX)).is_err();
+        // Unrefusable jobs still go (deletions must never be lost).
+        link.submit(read(WRITER_QUEUE_DEPTH as u64 + 1));
+        link.completed();
+        let after_completion = link.try_submit(read(WRITER_QUEUE_DEPTH as u64 + 2)).is_ok();
+        drop(jobs_rx);
+        (refused, after_completion)
+    });
+    assert_eq!(
+        outcome,
+        (true, false),
+        "the unrefusable job took the freed place"
+    );
+}
+
+#[test]
+fn a_completion_frees_a_place_for_a_refusable_job() {
+    let outcome = with_link(|link, _jobs_rx| {
+        for token in 1..=WRITER_QUEUE_DEPTH as u64 {
+            assert!(link.try_submit(read(token)).is_ok(), "job {token} refused");
+        }
+        let refused = link.try_submit(read(u64::MAX)).is_err();
+        link.completed();
+        let after_completion = link.try_submit(read(u64::MAX - 1)).is_ok();
+        (refused, after_completion)
+    });
+    assert_eq!(outcome, (true, true));
+}
+
+#[test]
+fn stop_is_handed_over_behind_everything_submitted() {
+    let order = LocalExecutorBuilder::default()
+        .io_memory(vauchi_relay::limits::EXECUTOR_IO_MEMORY_BYTES)
+        .spawn(|| async {
+            let (jobs_tx, jobs_rx) = flume::bounded(WRITER_QUEUE_DEPTH);
+            let link = StorageLink::Thread(WriterQueue::new(jobs_tx));
+            link.submit(read(1));
+            link.try_submit(read(2))
+                .map_err(|_| "refused")
+                .expect("room");
+            link.stop().await;
+            let mut order = Vec::new();
+            for job in jobs_rx.drain() {
+                tokens(job, &mut order);
+            }
+            order
+        })
+        .expect("executor")
+        .join()
+        .expect("executor ends");
+    assert_eq!(order, vec![1, 2, 0]);
+}
