@@ -936,3 +936,122 @@ fn invalid_values_table() {
         assert_eq!(validate(request.clone()), Err(expected), "{request:?}");
     }
 }
+
+// ---- §3.3 bytes: the relay reads them exactly as serde reads a Vec<u8> --------------
+
+/// One array element as JSON text: mostly integers near the u8 range, and every
+/// other kind of JSON value a client could put there.
+fn byte_element() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    prop_oneof![
+        6 => (0u32..300).prop_map(|n| n.to_string()),
+        1 => prop::sample::select(vec![
+            "-0", "-1", "0.0", "1.0", "1e2", "1E0", "-0.0", "255.5", "18446744073709551616",
+            "null", "true", "\"1\"", "\"1,2\"", "[1]", "[1,2]", "{}", "{\"a\":1}", "[]",
+        ])
+        .prop_map(str::to_string),
+    ]
+}
+
+proptest::proptest! {
+    #[test]
+    fn bytes_fields_read_as_serde_reads_vec_u8(
+        elements in proptest::collection::vec(byte_element(), 0..40),
+        spaces in proptest::collection::vec(proptest::sample::select(vec!["", " ", "\n", "\t ", "\r\n"]), 80),
+    ) {
+        // Elements with JSON whitespace around them and around the brackets.
+        let mut array = format!("{}[", spaces[0]);
+        for (i, element) in elements.iter().enumerate() {
+            if i > 0 {
+                array.push(',');
+            }
+            array.push_str(spaces[(2 * i + 1) % spaces.len()]);
+            array.push_str(element);
+            array.push_str(spaces[(2 * i + 2) % spaces.len()]);
+        }
+        array.push_str(spaces[79]);
+        array.push(']');
+        let expected = serde_json::from_str::<Vec<u8>>(&array).ok();
+        let payload = format!(
+            r#"{{"type":"EncryptedUpdate","recipient_id":"{B}","ciphertext":{array}}}"#
+        );
+        let got = match request(&payload) {
+            Ok(Request::EncryptedUpdate { ciphertext, .. }) => Some(ciphertext),
+            Err(ShapeError::InvalidField) => None,
+            other => panic!("unexpected {other:?} for {array}"),
+        };
+        proptest::prop_assert_eq!(got, expected, "{}", array);
+    }
+}
+
+#[test]
+fn bytes_edge_cases_follow_serde() {
+    for (array, expected) in [
+        ("[]", Some(vec![])),
+        ("[ ]", Some(vec![])),
+        ("[0,255]", Some(vec![0, 255])),
+        ("[ 7 , 8 ]", Some(vec![7, 8])),
+        ("[256]", None),
+        ("[-0]", None),
+        ("[\"1,2\"]", None),
+    ] {
+        assert_eq!(
+            serde_json::from_str::<Vec<u8>>(array).ok(),
+            expected.clone(),
+            "serde on {array}"
+        );
+        let payload =
+            format!(r#"{{"type":"EncryptedUpdate","recipient_id":"{B}","ciphertext":{array}}}"#);
+        let got = match request(&payload) {
+            Ok(Request::EncryptedUpdate { ciphertext, .. }) => Some(ciphertext),
+            Err(ShapeError::InvalidField) => None,
+            other => panic!("unexpected {other:?} for {array}"),
+        };
+        assert_eq!(got, expected, "{array}");
+    }
+}
+
+#[test]
+fn encrypted_update_members_are_only_special_in_an_encrypted_update() {
+    // Read with the type in one pass; other payload types ignore them whatever
+    // their JSON type, repeated or not (§3.3: unknown members are ignored).
+    let ack = r#"{"type":"Acknowledgment","message_id":"x","status":"Stored","recipient_id":5,"ciphertext":"no","ciphertext":{}}"#;
+    assert_eq!(
+        request(ack),
+        Ok(Request::Acknowledgment {
+            message_id: "x".into(),
+            status: "Stored".into()
+        })
+    );
+    // In an EncryptedUpdate a repeated member is invalid_field, not a malformed frame.
+    for payload in [
+        format!(
+            r#"{{"type":"EncryptedUpdate","recipient_id":"{B}","recipient_id":"{B}","ciphertext":[1]}}"#
+        ),
+        format!(
+            r#"{{"type":"EncryptedUpdate","recipient_id":"{B}","ciphertext":[1],"ciphertext":[1]}}"#
+        ),
+        r#"{"type":"EncryptedUpdate","ciphertext":[1]}"#.to_string(),
+        format!(r#"{{"type":"EncryptedUpdate","recipient_id":"{B}"}}"#),
+    ] {
+        assert_eq!(
+            request(&payload),
+            Err(ShapeError::InvalidField),
+            "{payload}"
+        );
+    }
+    // An escaped recipient_id reads as its unescaped text, as before.
+    let escaped = r#"{"type":"EncryptedUpdate","recipient_id":"a\u0062c","ciphertext":[9]}"#;
+    assert_eq!(
+        request(escaped),
+        Ok(Request::EncryptedUpdate {
+            recipient_id: "abc".into(),
+            ciphertext: vec![9]
+        })
+    );
+    // A repeated type is still a malformed envelope.
+    let twice = format!(
+        r#"{{"type":"EncryptedUpdate","type":"EncryptedUpdate","recipient_id":"{B}","ciphertext":[1]}}"#
+    );
+    assert!(decode_envelope(&wrap(&twice)).is_err());
+}

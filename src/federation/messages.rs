@@ -149,7 +149,7 @@ fn decode_payload(payload_type: &str, payload: &str) -> Result<FedMessage, Ignor
             FedMessage::OffloadBlob {
                 blob_id: blob.blob_id,
                 routing_id: blob.routing_id,
-                data: blob.data,
+                data: blob.data.0,
                 created_at_secs: blob.created_at_secs,
                 integrity_hash: blob.integrity_hash,
                 hop_count: blob.hop_count,
@@ -348,7 +348,7 @@ pub fn integrity_hash(data: &[u8]) -> String {
 
 /// The serde shapes of the payloads that have fields. serde derive refuses a missing,
 /// repeated or mistyped known member (an integer beyond u8 included) and ignores
-/// unknown ones, which is what §3.3 asks for; `Vec<u8>` is read only from a JSON array
+/// unknown ones, which is what §3.3 asks for; `Bytes` is read only from a JSON array
 /// of integers 0–255.
 mod raw {
     use serde::Deserialize;
@@ -373,7 +373,7 @@ mod raw {
     pub(super) struct OffloadBlob {
         pub(super) blob_id: String,
         pub(super) routing_id: String,
-        pub(super) data: Vec<u8>,
+        pub(super) data: crate::protocol::raw::Bytes,
         pub(super) created_at_secs: u64,
         pub(super) integrity_hash: String,
         pub(super) hop_count: u8,

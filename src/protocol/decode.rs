@@ -4,7 +4,10 @@
 
 use super::codes::CloseReason;
 use super::ids::{Id64, decode_hex};
+use std::borrow::Cow;
+
 use super::raw;
+use serde_json::value::RawValue;
 
 /// `sender_device_id` of DeviceSyncMessage, at most this many bytes (§5.6).
 const SENDER_DEVICE_ID_BYTES_MAX: usize = 256;
@@ -28,6 +31,9 @@ pub struct Envelope<'a> {
     pub timestamp: u64,
     pub payload_type: String,
     pub payload: &'a str,
+    /// An EncryptedUpdate's `recipient_id` and raw `ciphertext`, when they were read
+    /// with the type (`raw::PayloadHead`); `decode_request` then reads no more.
+    update: Option<(Option<Cow<'a, str>>, Option<&'a str>)>,
 }
 
 /// The envelope could not be decoded: `malformed_frame`. `message_id` is set when the
@@ -73,13 +79,28 @@ pub(crate) fn decode_envelope_text(json: &str) -> Option<Envelope<'_>> {
     if !is_object(payload) {
         return None;
     }
-    let payload_type: raw::PayloadType<'_> = serde_json::from_str(payload).ok()?;
+    let (payload_type, update) = match serde_json::from_str::<raw::PayloadHead<'_>>(payload) {
+        Ok(head) => {
+            let update = (head.kind.0 == "EncryptedUpdate").then(|| {
+                (
+                    head.recipient_id.map(|text| text.0),
+                    head.ciphertext.map(RawValue::get),
+                )
+            });
+            (head.kind.0.into_owned(), update)
+        }
+        Err(_) => {
+            let payload_type: raw::PayloadType<'_> = serde_json::from_str(payload).ok()?;
+            (payload_type.kind.0.into_owned(), None)
+        }
+    };
     Some(Envelope {
         version,
         message_id: envelope.message_id,
         timestamp: envelope.timestamp,
-        payload_type: payload_type.kind.0.into_owned(),
+        payload_type,
         payload,
+        update,
     })
 }
 
@@ -257,6 +278,15 @@ pub enum ShapeError {
 pub fn decode_request(envelope: &Envelope<'_>) -> Result<Request, ShapeError> {
     let payload = envelope.payload;
     let request = match envelope.payload_type.as_str() {
+        "EncryptedUpdate" if envelope.update.is_some() => {
+            let Some((Some(recipient_id), Some(ciphertext))) = &envelope.update else {
+                return Err(ShapeError::InvalidField);
+            };
+            Request::EncryptedUpdate {
+                recipient_id: recipient_id.to_string(),
+                ciphertext: raw::parse_byte_array(ciphertext).ok_or(ShapeError::InvalidField)?,
+            }
+        }
         "EncryptedUpdate" => {
             let raw::EncryptedUpdate {
                 recipient_id,
@@ -264,7 +294,7 @@ pub fn decode_request(envelope: &Envelope<'_>) -> Result<Request, ShapeError> {
             } = fields(payload)?;
             Request::EncryptedUpdate {
                 recipient_id,
-                ciphertext,
+                ciphertext: ciphertext.0,
             }
         }
         "Acknowledgment" => {
@@ -277,7 +307,7 @@ pub fn decode_request(envelope: &Envelope<'_>) -> Result<Request, ShapeError> {
                 identity_id: fields.identity_id,
                 target_device_id: fields.target_device_id,
                 sender_device_id: fields.sender_device_id,
-                encrypted_payload: fields.encrypted_payload,
+                encrypted_payload: fields.encrypted_payload.0,
                 version: fields.version,
             }
         }
@@ -298,7 +328,7 @@ pub fn decode_request(envelope: &Envelope<'_>) -> Result<Request, ShapeError> {
             } = fields(payload)?;
             Request::RecoveryProofStore {
                 key_hash,
-                proof_data,
+                proof_data: proof_data.0,
             }
         }
         "RecoveryProofQuery" => {
@@ -319,7 +349,7 @@ pub fn decode_request(envelope: &Envelope<'_>) -> Result<Request, ShapeError> {
                 sender_id: fields.sender_id,
                 recipient_id: fields.recipient_id,
                 timestamp: fields.timestamp,
-                signature: fields.signature,
+                signature: fields.signature.0,
             }
         }
         "Handshake"

@@ -6,7 +6,7 @@ pub mod decode;
 pub mod encode;
 pub mod ids;
 pub(crate) mod json_writer;
-mod raw;
+pub(crate) mod raw;
 
 pub use codes::{CloseReason, ErrorCode};
 pub use ids::{Id64, shard_of};
