@@ -80,3 +80,20 @@ fn appendix_a2_shard_assignment() {
         }
     }
 }
+
+#[test]
+fn random_uuids_are_version_4_and_distinct_across_pool_refills() {
+    use vauchi_relay::protocol::ids::random_uuid;
+    // 1000 ids span several 4 KiB refills of the per-thread pool (256 ids each).
+    let ids: std::collections::HashSet<_> = (0..1000).map(|_| random_uuid()).collect();
+    assert_eq!(ids.len(), 1000);
+    for id in &ids {
+        assert_eq!(id.get_version_num(), 4, "{id}");
+        assert_eq!(id.get_variant(), uuid::Variant::RFC4122, "{id}");
+    }
+    // Another thread has its own pool and draws other ids.
+    let other: Vec<_> = std::thread::spawn(|| (0..300).map(|_| random_uuid()).collect())
+        .join()
+        .expect("thread");
+    assert!(other.iter().all(|id| !ids.contains(id)));
+}

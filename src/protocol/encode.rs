@@ -32,7 +32,7 @@ const FEATURES_JSON: &str = r#"["routing_token","suppress_presence","purge","dev
 /// allocating for its text.
 pub(crate) fn with_new_id<T>(write: impl FnOnce(&str) -> T) -> T {
     let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let id = uuid::Uuid::new_v4();
+    let id = crate::protocol::ids::random_uuid();
     write(id.hyphenated().encode_lower(&mut text))
 }
 

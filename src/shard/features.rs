@@ -51,7 +51,7 @@ pub fn store_device_sync(
     let key = owner::next_key(shard);
     let record = DeviceSyncRecord {
         key,
-        id: uuid::Uuid::new_v4(),
+        id: crate::protocol::ids::random_uuid(),
         identity,
         target,
         sender_device_id,

@@ -175,7 +175,7 @@ pub fn accept(
     hop_count: u8,
     reply: flume::Sender<bool>,
 ) {
-    let id = uuid::Uuid::new_v4();
+    let id = crate::protocol::ids::random_uuid();
     let key = owner::next_key(shard);
     let seq = shard.state.borrow_mut().mailboxes.reserve(
         recipient,

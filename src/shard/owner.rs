@@ -145,7 +145,7 @@ pub fn store(
         send_reply(shard, reply, shard.failed_ack(&request_message_id));
         return;
     }
-    let id = uuid::Uuid::new_v4();
+    let id = crate::protocol::ids::random_uuid();
     let key = next_key(shard);
     let seq = {
         let mut state = shard.state.borrow_mut();
