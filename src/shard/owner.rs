@@ -90,9 +90,9 @@ pub fn next_key(shard: &Shard) -> u64 {
     state.next_key
 }
 
-/// Queues a commit that must not be refused (deletions, purge steps): waits for
-/// room in a task of its own when the writer's queue is full, so the event loop
-/// never blocks.
+/// Queues a commit that must not be refused (deletions, purge steps): it counts
+/// against the writer's limit but is queued even past it, and the hand-over waits
+/// for channel room in a task, so the event loop never blocks.
 pub fn submit_unrefusable(shard: &Shard, ops: Vec<WriteOp>, pending: Pending) {
     let token = next_token(shard);
     shard.state.borrow_mut().pending.insert(token, pending);
@@ -100,7 +100,8 @@ pub fn submit_unrefusable(shard: &Shard, ops: Vec<WriteOp>, pending: Pending) {
 }
 
 /// Queues `ops` as one commit answered by `pending`, or gives `pending` back when
-/// the writer's queue is full (the caller answers `overloaded`).
+/// the writer already has `WRITER_QUEUE_DEPTH` jobs outstanding (the caller answers
+/// `overloaded`).
 #[allow(clippy::result_large_err)] // Given back by value, as `Mesh::try_send`.
 pub fn submit_refusable(shard: &Shard, ops: Vec<WriteOp>, pending: Pending) -> Result<(), Pending> {
     let token = next_token(shard);
