@@ -30,14 +30,16 @@ fn tokens(job: Job, out: &mut Vec<u64>) {
 }
 
 /// Runs `body` on a glommio executor with a link whose writer channel the test holds.
-fn with_link<T: Send + 'static>(
-    body: impl FnOnce(StorageLink, flume::Receiver<Job>) -> T + Send + 'static,
-) -> T {
+fn with_link<T, F>(body: impl FnOnce(StorageLink, flume::Receiver<Job>) -> F + Send + 'static) -> T
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = T>,
+{
     LocalExecutorBuilder::default()
         .io_memory(vauchi_relay::limits::EXECUTOR_IO_MEMORY_BYTES)
         .spawn(move || async move {
             let (jobs_tx, jobs_rx) = flume::bounded(WRITER_QUEUE_DEPTH);
-            body(StorageLink::Thread(WriterQueue::new(jobs_tx)), jobs_rx)
+            body(StorageLink::Thread(WriterQueue::new(jobs_tx)), jobs_rx).await
         })
         .expect("executor")
         .join()
@@ -46,28 +48,21 @@ fn with_link<T: Send + 'static>(
 
 #[test]
 fn jobs_of_one_gather_window_are_handed_over_as_one_batch_in_order() {
-    let handed = LocalExecutorBuilder::default()
-        .io_memory(vauchi_relay::limits::EXECUTOR_IO_MEMORY_BYTES)
-        .spawn(|| async {
-            let (jobs_tx, jobs_rx) = flume::bounded(WRITER_QUEUE_DEPTH);
-            let link = StorageLink::Thread(WriterQueue::new(jobs_tx));
-            for token in 1..=5 {
-                link.try_submit(read(token))
-                    .map_err(|_| "refused")
-                    .expect("room");
-            }
-            assert!(
-                jobs_rx.is_empty(),
-                "nothing is handed over before the window"
-            );
-            let first = jobs_rx.recv_async().await.expect("a batch");
-            link.submit(read(6));
-            let second = jobs_rx.recv_async().await.expect("a second hand-over");
-            (first, second)
-        })
-        .expect("executor")
-        .join()
-        .expect("executor ends");
+    let handed = with_link(|link, jobs_rx| async move {
+        for token in 1..=5 {
+            link.try_submit(read(token))
+                .map_err(|_| "refused")
+                .expect("room");
+        }
+        assert!(
+            jobs_rx.is_empty(),
+            "nothing is handed over before the window"
+        );
+        let first = jobs_rx.recv_async().await.expect("a batch");
+        link.submit(read(6));
+        let second = jobs_rx.recv_async().await.expect("a second hand-over");
+        (first, second)
+    });
     let (first, second) = handed;
     assert!(
         matches!(first, Job::Batch(ref jobs) if jobs.len() == 5),
@@ -81,7 +76,7 @@ fn jobs_of_one_gather_window_are_handed_over_as_one_batch_in_order() {
 
 #[test]
 fn unrefusable_jobs_go_past_the_limit_and_count_against_it() {
-    let outcome = with_link(|link, jobs_rx| {
+    let outcome = with_link(|link, jobs_rx| async move {
         for token in 1..=WRITER_QUEUE_DEPTH as u64 {
             assert!(link.try_submit(read(token)).is_ok(), "job {token} refused");
         }
@@ -102,7 +97,7 @@ fn unrefusable_jobs_go_past_the_limit_and_count_against_it() {
 
 #[test]
 fn a_completion_frees_a_place_for_a_refusable_job() {
-    let outcome = with_link(|link, _jobs_rx| {
+    let outcome = with_link(|link, _jobs_rx| async move {
         for token in 1..=WRITER_QUEUE_DEPTH as u64 {
             assert!(link.try_submit(read(token)).is_ok(), "job {token} refused");
         }
@@ -116,24 +111,17 @@ fn a_completion_frees_a_place_for_a_refusable_job() {
 
 #[test]
 fn stop_is_handed_over_behind_everything_submitted() {
-    let order = LocalExecutorBuilder::default()
-        .io_memory(vauchi_relay::limits::EXECUTOR_IO_MEMORY_BYTES)
-        .spawn(|| async {
-            let (jobs_tx, jobs_rx) = flume::bounded(WRITER_QUEUE_DEPTH);
-            let link = StorageLink::Thread(WriterQueue::new(jobs_tx));
-            link.submit(read(1));
-            link.try_submit(read(2))
-                .map_err(|_| "refused")
-                .expect("room");
-            link.stop().await;
-            let mut order = Vec::new();
-            for job in jobs_rx.drain() {
-                tokens(job, &mut order);
-            }
-            order
-        })
-        .expect("executor")
-        .join()
-        .expect("executor ends");
+    let order = with_link(|link, jobs_rx| async move {
+        link.submit(read(1));
+        link.try_submit(read(2))
+            .map_err(|_| "refused")
+            .expect("room");
+        link.stop().await;
+        let mut order = Vec::new();
+        for job in jobs_rx.drain() {
+            tokens(job, &mut order);
+        }
+        order
+    });
     assert_eq!(order, vec![1, 2, 0]);
 }
