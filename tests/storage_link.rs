@@ -74,18 +74,22 @@ fn jobs_of_one_gather_window_are_handed_over_as_one_batch_in_order() {
     assert_eq!(order, vec![1, 2, 3, 4, 5, 6]);
 }
 
+/// Submits refusable jobs up to the limit (all taken); whether one more is refused.
+fn fill_to_limit(link: &StorageLink) -> bool {
+    for token in 1..=WRITER_QUEUE_DEPTH as u64 {
+        assert!(link.try_submit(read(token)).is_ok(), "job {token} refused");
+    }
+    link.try_submit(read(u64::MAX)).is_err()
+}
+
 #[test]
 fn unrefusable_jobs_go_past_the_limit_and_count_against_it() {
-    let outcome = with_link(|link, jobs_rx| async move {
-        for token in 1..=WRITER_QUEUE_DEPTH as u64 {
-            assert!(link.try_submit(read(token)).is_ok(), "job {token} refused");
-        }
-        let refused = link.try_submit(read(u64::MAX)).is_err();
+    let outcome = with_link(|link, _jobs_rx| async move {
+        let refused = fill_to_limit(&link);
         // Unrefusable jobs still go (deletions must never be lost).
         link.submit(read(WRITER_QUEUE_DEPTH as u64 + 1));
         link.completed();
         let after_completion = link.try_submit(read(WRITER_QUEUE_DEPTH as u64 + 2)).is_ok();
-        drop(jobs_rx);
         (refused, after_completion)
     });
     assert_eq!(
@@ -98,30 +102,10 @@ fn unrefusable_jobs_go_past_the_limit_and_count_against_it() {
 #[test]
 fn a_completion_frees_a_place_for_a_refusable_job() {
     let outcome = with_link(|link, _jobs_rx| async move {
-        for token in 1..=WRITER_QUEUE_DEPTH as u64 {
-            assert!(link.try_submit(read(token)).is_ok(), "job {token} refused");
-        }
-        let refused = link.try_submit(read(u64::MAX)).is_err();
+        let refused = fill_to_limit(&link);
         link.completed();
         let after_completion = link.try_submit(read(u64::MAX - 1)).is_ok();
         (refused, after_completion)
     });
     assert_eq!(outcome, (true, true));
-}
-
-#[test]
-fn stop_is_handed_over_behind_everything_submitted() {
-    let order = with_link(|link, jobs_rx| async move {
-        link.submit(read(1));
-        link.try_submit(read(2))
-            .map_err(|_| "refused")
-            .expect("room");
-        link.stop().await;
-        let mut order = Vec::new();
-        for job in jobs_rx.drain() {
-            tokens(job, &mut order);
-        }
-        order
-    });
-    assert_eq!(order, vec![1, 2, 0]);
 }
