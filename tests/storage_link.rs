@@ -109,3 +109,20 @@ fn a_completion_frees_a_place_for_a_refusable_job() {
     });
     assert_eq!(outcome, (true, true));
 }
+
+#[test]
+fn stop_is_handed_over_behind_everything_submitted() {
+    let order = with_link(|link, jobs_rx| async move {
+        link.submit(read(1));
+        link.try_submit(read(2))
+            .map_err(|_| "refused")
+            .expect("room");
+        link.stop().await;
+        let mut order = Vec::new();
+        for job in jobs_rx.drain() {
+            tokens(job, &mut order);
+        }
+        order
+    });
+    assert_eq!(order, vec![1, 2, 0]);
+}
