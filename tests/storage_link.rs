@@ -11,7 +11,7 @@
 use glommio::LocalExecutorBuilder;
 use vauchi_relay::limits::WRITER_QUEUE_DEPTH;
 use vauchi_relay::shard::storage_link::{StorageLink, WriterQueue};
-use vauchi_relay::storage::writer::Job;
+use vauchi_relay::storage::writer::{Completion, Job};
 
 fn read(token: u64) -> Job {
     Job::Read {
@@ -39,7 +39,13 @@ where
         .io_memory(vauchi_relay::limits::EXECUTOR_IO_MEMORY_BYTES)
         .spawn(move || async move {
             let (jobs_tx, jobs_rx) = flume::bounded(WRITER_QUEUE_DEPTH);
-            body(StorageLink::Thread(WriterQueue::new(jobs_tx)), jobs_rx).await
+            // Completions are not looked at here (see `a_gone_writer_…`).
+            let (done_tx, _done_rx) = flume::unbounded();
+            body(
+                StorageLink::Thread(WriterQueue::new(jobs_tx, done_tx)),
+                jobs_rx,
+            )
+            .await
         })
         .expect("executor")
         .join()
@@ -84,7 +90,9 @@ fn fill_to_limit(link: &StorageLink) -> bool {
 
 #[test]
 fn unrefusable_jobs_go_past_the_limit_and_count_against_it() {
-    let outcome = with_link(|link, _jobs_rx| async move {
+    let outcome = with_link(|link, jobs_rx| async move {
+        // The writer's end stays open (a dropped one refuses everything).
+        let _writer = jobs_rx;
         let refused = fill_to_limit(&link);
         // Unrefusable jobs still go (deletions must never be lost).
         link.submit(read(WRITER_QUEUE_DEPTH as u64 + 1));
@@ -101,7 +109,9 @@ fn unrefusable_jobs_go_past_the_limit_and_count_against_it() {
 
 #[test]
 fn a_completion_frees_a_place_for_a_refusable_job() {
-    let outcome = with_link(|link, _jobs_rx| async move {
+    let outcome = with_link(|link, jobs_rx| async move {
+        // The writer's end stays open (a dropped one refuses everything).
+        let _writer = jobs_rx;
         let refused = fill_to_limit(&link);
         link.completed();
         let after_completion = link.try_submit(read(u64::MAX - 1)).is_ok();
@@ -125,4 +135,47 @@ fn stop_is_handed_over_behind_everything_submitted() {
         order
     });
     assert_eq!(order, vec![1, 2, 0]);
+}
+
+#[test]
+fn a_gone_writer_fails_every_job_it_did_not_take_and_refuses_new_ones() {
+    let (completions, refused) = LocalExecutorBuilder::default()
+        .io_memory(vauchi_relay::limits::EXECUTOR_IO_MEMORY_BYTES)
+        .spawn(|| async {
+            let (jobs_tx, jobs_rx) = flume::bounded(WRITER_QUEUE_DEPTH);
+            let (done_tx, done_rx) = flume::unbounded();
+            let link = StorageLink::Thread(WriterQueue::new(jobs_tx, done_tx));
+            link.submit(read(1));
+            link.try_submit(Job::Commit {
+                token: 2,
+                ops: Vec::new(),
+            })
+            .map_err(|_| "refused")
+            .expect("room");
+            // The writer thread ends (a panic, say) before taking them.
+            drop(jobs_rx);
+            let first = done_rx.recv_async().await.expect("a completion");
+            let second = done_rx.recv_async().await.expect("a completion");
+            let refused = link.try_submit(read(3)).is_err();
+            (vec![first, second], refused)
+        })
+        .expect("executor")
+        .join()
+        .expect("executor ends");
+    let answers: Vec<_> = completions
+        .iter()
+        .map(|completion| match completion {
+            Completion::Read { token, result } => (*token, result.is_err()),
+            Completion::Committed { token, result } => (*token, result.is_err()),
+        })
+        .collect();
+    assert_eq!(
+        answers,
+        vec![(1, true), (2, true)],
+        "both failed, none acked"
+    );
+    assert!(
+        refused,
+        "a refusable job is refused once the writer is gone"
+    );
 }

@@ -284,8 +284,12 @@ async fn run_shard(context: ShardContext, init: ShardInit) {
         ),
         StorageBackend::Sqlite => {
             let (jobs_tx, jobs_rx) = flume::bounded::<Job>(limits::WRITER_QUEUE_DEPTH);
+            let failed = done_tx.clone();
             match writer::spawn_writer(format!("store-{index}"), init.store, jobs_rx, done_tx) {
-                Ok(handle) => (StorageLink::Thread(WriterQueue::new(jobs_tx)), Some(handle)),
+                Ok(handle) => (
+                    StorageLink::Thread(WriterQueue::new(jobs_tx, failed)),
+                    Some(handle),
+                ),
                 Err(error) => {
                     let message =
                         format!("cannot start the storage thread of shard {index}: {error}");

@@ -8,14 +8,15 @@
 //! shard's CPU) cost more than the writes themselves.
 //! Invariants: jobs reach the writer in submission order; no more than
 //! `WRITER_QUEUE_DEPTH` refusable jobs are outstanding (queued here, in the channel
-//! or being committed); only `Stop` ends the thread, after everything before it.
+//! or being committed); only `Stop` ends the thread, after everything before it;
+//! every job but `Stop` gets exactly one completion, an error if the thread is gone.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use crate::limits;
-use crate::storage::Store;
 use crate::storage::writer::{self, Completion, Job};
+use crate::storage::{StorageError, Store};
 
 pub enum StorageLink {
     Thread(Rc<WriterQueue>),
@@ -28,6 +29,9 @@ pub enum StorageLink {
 /// The shard's side of its writer thread.
 pub struct WriterQueue {
     jobs: flume::Sender<Job>,
+    /// The shard's completion channel: jobs the writer can no longer take (it is
+    /// gone) are failed through it, so every submitted job gets an answer.
+    done: flume::Sender<Completion>,
     /// Jobs of the current event-loop pass, not yet handed over.
     gathered: RefCell<Vec<Job>>,
     /// Whether a hand-over task is queued or running (there is at most one, so
@@ -38,9 +42,10 @@ pub struct WriterQueue {
 }
 
 impl WriterQueue {
-    pub fn new(jobs: flume::Sender<Job>) -> Rc<Self> {
+    pub fn new(jobs: flume::Sender<Job>, done: flume::Sender<Completion>) -> Rc<Self> {
         Rc::new(WriterQueue {
             jobs,
+            done,
             gathered: RefCell::new(Vec::new()),
             handing_over: Cell::new(false),
             outstanding: Cell::new(0),
@@ -71,14 +76,36 @@ impl WriterQueue {
             // The channel holds at most one batch per outstanding job, so it is full
             // only when unrefusable jobs went past the limit; they wait for room.
             if let Err(error) = self.jobs.try_send(job)
-                && self.jobs.send_async(error.into_inner()).await.is_err()
+                && let Err(flume::SendError(job)) = self.jobs.send_async(error.into_inner()).await
             {
-                // The writer is gone (it stopped): nothing more can be committed.
-                self.gathered.borrow_mut().clear();
+                // The writer is gone: nothing more can be committed. Every job not
+                // taken is answered with an error (never an ack).
+                self.fail(job);
+                let rest = std::mem::take(&mut *self.gathered.borrow_mut());
+                rest.into_iter().for_each(|job| self.fail(job));
                 break;
             }
         }
         self.handing_over.set(false);
+    }
+
+    /// Answers `job` (a batch job by job) with a storage error.
+    fn fail(&self, job: Job) {
+        let gone = || StorageError::Unavailable("the writer thread is gone".into());
+        let completion = match job {
+            Job::Commit { token, .. } => Completion::Committed {
+                token,
+                result: Err(gone()),
+            },
+            Job::Read { token, .. } => Completion::Read {
+                token,
+                result: Err(gone()),
+            },
+            Job::Stop => return,
+            Job::Batch(jobs) => return jobs.into_iter().for_each(|job| self.fail(job)),
+        };
+        // The receiver lives as long as the shard.
+        let _ = self.done.send(completion);
     }
 }
 
@@ -88,7 +115,9 @@ impl StorageLink {
     pub fn try_submit(&self, job: Job) -> Result<(), Job> {
         match self {
             StorageLink::Thread(queue) => {
-                if queue.outstanding.get() >= limits::WRITER_QUEUE_DEPTH {
+                if queue.outstanding.get() >= limits::WRITER_QUEUE_DEPTH
+                    || queue.jobs.is_disconnected()
+                {
                     return Err(job);
                 }
                 queue.gather(job);

@@ -162,7 +162,7 @@ fn data_bytes(ops: &[WriteOp]) -> usize {
 fn run(mut store: Box<dyn Store>, jobs: &flume::Receiver<Job>, done: &flume::Sender<Completion>) {
     let mut group = Group::default();
     // Jobs taken off the channel, in order, batches already flattened. It holds no
-    // more than the channel did (bounded) plus one batch.
+    // more than the jobs the shard has outstanding (bounded by its limit).
     let mut queued: VecDeque<Job> = VecDeque::new();
     loop {
         if queued.is_empty() {
