@@ -170,9 +170,9 @@ impl Node {
     }
 
     pub fn publish_peers(&self) {
-        let mut counts = self.registry.borrow().counts();
-        // Configured peers never reached yet are known too, as disconnected.
         let registry = self.registry.borrow();
+        let mut counts = registry.counts();
+        // Configured peers never reached yet are known too, as disconnected.
         let reached: std::collections::HashSet<&str> = registry.urls().collect();
         counts.disconnected += self
             .config

@@ -100,11 +100,9 @@ async fn tick(node: &Rc<Node>, too_large: &mut BoundedSet<BlobId>) {
         let (answer, outcome) = flume::bounded(1);
         node.pending_acks
             .borrow_mut()
-            .insert(blob_id, (link.0, answer));
+            .insert(blob_id.clone(), (link.0, answer));
         if !queue(node, link, frame).await {
-            node.pending_acks
-                .borrow_mut()
-                .remove(&candidate.id.to_string());
+            node.pending_acks.borrow_mut().remove(&blob_id);
             break;
         }
         over = over.saturating_sub(candidate.data.len() as u64);

@@ -67,22 +67,18 @@ impl WriterQueue {
     async fn hand_over(self: Rc<Self>) {
         loop {
             glommio::timer::sleep(limits::WRITER_GATHER_WINDOW).await;
-            let mut jobs = std::mem::take(&mut *self.gathered.borrow_mut());
-            let job = match jobs.len() {
-                0 => break,
-                1 => jobs.pop().expect("one job"),
-                _ => Job::Batch(jobs),
-            };
+            let jobs = std::mem::take(&mut *self.gathered.borrow_mut());
+            if jobs.is_empty() {
+                break;
+            }
             // The channel holds at most one batch per outstanding job, so it is full
             // only when unrefusable jobs went past the limit; they wait for room.
-            if let Err(error) = self.jobs.try_send(job)
-                && let Err(flume::SendError(job)) = self.jobs.send_async(error.into_inner()).await
-            {
+            if let Err(flume::SendError(job)) = self.jobs.send_async(Job::Batch(jobs)).await {
                 // The writer is gone: nothing more can be committed. Every job not
                 // taken is answered with an error (never an ack).
                 self.fail(job);
                 let rest = std::mem::take(&mut *self.gathered.borrow_mut());
-                rest.into_iter().for_each(|job| self.fail(job));
+                self.fail(Job::Batch(rest));
                 break;
             }
         }
