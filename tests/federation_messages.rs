@@ -459,6 +459,22 @@ fn a_repeated_payload_member_is_a_bad_payload() {
     );
 }
 
+/// Repeats of names the codec does not read used to pass (§3.3 makes every repeat
+/// malformed): an unknown payload member twice is a bad payload, an unknown
+/// envelope member twice a bad envelope.
+#[test]
+fn a_repeated_unknown_member_is_refused_too() {
+    assert_eq!(
+        decode(&wrap(r#"{"type":"DrainAck","x":1,"x":1}"#)),
+        Err(Ignored::BadPayload)
+    );
+    let envelope =
+        r#"{"version":1,"message_id":"m","timestamp":0,"x":1,"x":1,"payload":{"type":"DrainAck"}}"#;
+    let mut message = (envelope.len() as u32).to_be_bytes().to_vec();
+    message.extend_from_slice(envelope.as_bytes());
+    assert_eq!(decode(&message), Err(Ignored::BadEnvelope));
+}
+
 /// Deep nesting costs linear work and no stack: where a member is unknown it is
 /// skipped however deep; where a typed field or the envelope is expected it is refused.
 #[test]

@@ -1014,8 +1014,8 @@ fn bytes_edge_cases_follow_serde() {
 #[test]
 fn encrypted_update_members_are_only_special_in_an_encrypted_update() {
     // Read with the type in one pass; other payload types ignore them whatever
-    // their JSON type, repeated or not (§3.3: unknown members are ignored).
-    let ack = r#"{"type":"Acknowledgment","message_id":"x","status":"Stored","recipient_id":5,"ciphertext":"no","ciphertext":{}}"#;
+    // their JSON type (§3.3: unknown members are ignored)...
+    let ack = r#"{"type":"Acknowledgment","message_id":"x","status":"Stored","recipient_id":5,"ciphertext":{}}"#;
     assert_eq!(
         request(ack),
         Ok(Request::Acknowledgment {
@@ -1023,6 +1023,9 @@ fn encrypted_update_members_are_only_special_in_an_encrypted_update() {
             status: "Stored".into()
         })
     );
+    // ...but not repeated: a repeated member name, known or not, is invalid_field.
+    let ack = r#"{"type":"Acknowledgment","message_id":"x","status":"Stored","recipient_id":5,"ciphertext":"no","ciphertext":{}}"#;
+    assert_eq!(request(ack), Err(ShapeError::InvalidField));
     // In an EncryptedUpdate a repeated member is invalid_field, not a malformed frame.
     for payload in [
         format!(
@@ -1054,4 +1057,81 @@ fn encrypted_update_members_are_only_special_in_an_encrypted_update() {
         r#"{{"type":"EncryptedUpdate","type":"EncryptedUpdate","recipient_id":"{B}","ciphertext":[1]}}"#
     );
     assert!(decode_envelope(&wrap(&twice)).is_err());
+}
+
+/// A member name repeated in the same object (§3.3) used to pass wherever the shape
+/// did not know the name: an unknown envelope member read twice, a `sender_id`
+/// twice in an EncryptedUpdate. Now: malformed in the envelope, invalid_field in a
+/// payload, names compared after unescaping, known or not, for every payload type.
+#[test]
+fn repeated_member_names_are_refused_known_or_not() {
+    let payload =
+        format!(r#"{{"type":"EncryptedUpdate","recipient_id":"{B}","ciphertext":[1,2]}}"#);
+    // The envelope: an unknown member twice, or spelled once with an escape.
+    for envelope in [
+        format!(
+            r#"{{"version":1,"message_id":"m","timestamp":1,"x":1,"x":2,"payload":{payload}}}"#
+        ),
+        format!(
+            r#"{{"version":1,"x":1,"message_id":"m","timestamp":1,"payload":{payload},"\u0078":[]}}"#
+        ),
+        format!(
+            r#"{{"version":1,"message_id":"m","timestamp":1,"payload":{payload},"payload":{payload}}}"#
+        ),
+    ] {
+        assert_eq!(
+            decode_envelope(&frame(&envelope)).map(|_| ()),
+            // The message_id is still read for §3.6 step 4.
+            Err(Malformed {
+                message_id: Some("m".into())
+            }),
+            "{envelope}"
+        );
+    }
+    // Distinct unknown names, however many, are still ignored.
+    let many: String = (0..100).map(|i| format!(r#""u{i}":{i},"#)).collect();
+    let envelope =
+        format!(r#"{{{many}"version":1,"message_id":"m","timestamp":1,"payload":{payload}}}"#);
+    assert!(decode_envelope(&frame(&envelope)).is_ok());
+    // The payload: unknown and known names repeated, early or late, after a hundred others.
+    for payload in [
+        format!(
+            r#"{{"type":"EncryptedUpdate","sender_id":"s","recipient_id":"{B}","ciphertext":[1],"sender_id":"s"}}"#
+        ),
+        format!(
+            r#"{{"type":"EncryptedUpdate","recipient_id":"{B}","ciphertext":[1],"z":null,"\u007a":null}}"#
+        ),
+        format!(
+            r#"{{"type":"EncryptedUpdate",{many}"recipient_id":"{B}","ciphertext":[1],"u42":0}}"#
+        ),
+        r#"{"type":"Acknowledgment","message_id":"x","status":"Stored","status":"Stored"}"#
+            .to_string(),
+        r#"{"type":"PurgeRequest","extra":1,"extra":1}"#.to_string(),
+        r#"{"type":"RecoveryProofQuery","key_hashes":[],"key_hashes":[]}"#.to_string(),
+    ] {
+        assert_eq!(
+            request(&payload),
+            Err(ShapeError::InvalidField),
+            "{payload}"
+        );
+    }
+    // The same payloads without the repeat are requests.
+    let unique = format!(
+        r#"{{"type":"EncryptedUpdate","sender_id":"s",{many}"recipient_id":"{B}","ciphertext":[1]}}"#
+    );
+    assert!(matches!(
+        request(&unique),
+        Ok(Request::EncryptedUpdate { .. })
+    ));
+    // An unknown type is unknown_type before any field check (§3.6 step 7).
+    assert_eq!(
+        request(r#"{"type":"Nope","a":1,"a":1}"#),
+        Err(ShapeError::UnknownType)
+    );
+    // A Handshake with a repeated member is not a valid Handshake (§4.2 step 5).
+    let handshake = format!(r#"{{"type":"Handshake","client_id":"{A}","flag":1,"flag":1}}"#);
+    assert_eq!(
+        decode_handshake(&wrap(&handshake)),
+        Err(CloseReason::HandshakeRequired)
+    );
 }

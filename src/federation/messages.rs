@@ -183,8 +183,10 @@ fn decode_payload(payload_type: &str, payload: &str) -> Result<FedMessage, Ignor
             let raw::DrainNotice { drain_timeout_secs } = fields(payload)?;
             FedMessage::DrainNotice { drain_timeout_secs }
         }
-        // No fields: the envelope has already checked that the payload is an object.
-        "DrainAck" => FedMessage::DrainAck,
+        "DrainAck" => {
+            let raw::DrainAck {} = fields(payload)?;
+            FedMessage::DrainAck
+        }
         "OffloadRequest" => {
             let raw::OffloadRequest { count, total_bytes } = fields(payload)?;
             FedMessage::OffloadRequest { count, total_bytes }
@@ -398,6 +400,10 @@ mod raw {
     pub(super) struct DrainNotice {
         pub(super) drain_timeout_secs: u64,
     }
+
+    /// No fields; read so that repeated member names are refused (§3.3).
+    #[derive(Deserialize)]
+    pub(super) struct DrainAck {}
 
     #[derive(Deserialize)]
     pub(super) struct OffloadRequest {

@@ -7,6 +7,7 @@ use super::ids::{Id64, decode_hex};
 use std::borrow::Cow;
 
 use super::raw;
+use super::unique;
 use serde_json::value::RawValue;
 
 /// `sender_device_id` of DeviceSyncMessage, at most this many bytes (§5.6).
@@ -45,8 +46,9 @@ pub struct Malformed {
 
 /// Checks the 4-byte prefix and decodes the envelope.
 ///
-/// Repeated known members are refused by serde; a repeated unknown member is ignored.
-/// A repeated payload `"type"` is malformed too: the type cannot be told. When the
+/// A repeated envelope member, known or not, is malformed (§3.3), and so is a
+/// repeated payload `"type"`: the type cannot be told. Other repeated payload
+/// members are the request's `invalid_field` (`decode_request`). When the
 /// prefix or the UTF-8 is wrong, no `message_id` is read, since the JSON text itself
 /// is not known.
 pub fn decode_envelope(message: &[u8]) -> Result<Envelope<'_>, Malformed> {
@@ -73,13 +75,16 @@ pub(crate) fn decode_envelope_text(json: &str) -> Option<Envelope<'_>> {
     if !is_object(json) {
         return None;
     }
-    let envelope: raw::Envelope<'_> = serde_json::from_str(json).ok()?;
+    let envelope: raw::Envelope<'_> = unique::from_str(json).ok()?;
     let version = parse_version(envelope.version.get())?;
     let payload = envelope.payload.get();
     if !is_object(payload) {
         return None;
     }
-    let (payload_type, update) = match serde_json::from_str::<raw::PayloadHead<'_>>(payload) {
+    // One pass for the hot request. It fails on any repeated member; the type is then
+    // read alone, refusing only a repeated `type`, and the request's own read
+    // answers the other repeats.
+    let (payload_type, update) = match unique::from_str::<raw::PayloadHead<'_>>(payload) {
         Ok(head) => {
             let update = (head.kind.0 == "EncryptedUpdate").then(|| {
                 (
@@ -172,7 +177,7 @@ pub fn decode_handshake(message: &[u8]) -> Result<Handshake, CloseReason> {
         return Err(CloseReason::HandshakeRequired);
     }
     let fields: raw::Handshake<'_> =
-        serde_json::from_str(envelope.payload).map_err(|_| CloseReason::HandshakeRequired)?;
+        unique::from_str(envelope.payload).map_err(|_| CloseReason::HandshakeRequired)?;
     let optional_id = |text: &Option<raw::Text<'_>>| match text {
         None => Ok(None),
         Some(text) => Id64::parse(&text.0)
@@ -368,16 +373,16 @@ fn fields<'a, T: serde::Deserialize<'a>>(payload: &'a str) -> Result<T, ShapeErr
     payload_fields(payload).ok_or(ShapeError::InvalidField)
 }
 
-/// Reads a payload object into a serde shape: `None` if it is not an object, or if a
-/// known member is missing, repeated or of the wrong JSON type. Unknown members are
-/// ignored (§3.3).
+/// Reads a payload object into a serde shape: `None` if it is not an object, if a
+/// known member is missing or of the wrong JSON type, or if any member name, known
+/// or not, is repeated. Unknown members are otherwise ignored (§3.3).
 pub(crate) fn payload_fields<'a, T: serde::Deserialize<'a>>(payload: &'a str) -> Option<T> {
     // decode_envelope guarantees an object, but `Envelope` can be built by hand, and
     // serde derive would read a struct from a JSON array too.
     if !is_object(payload) {
         return None;
     }
-    serde_json::from_str(payload).ok()
+    unique::from_str(payload).ok()
 }
 
 /// A request whose values passed §3.6 step 10.

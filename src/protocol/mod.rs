@@ -7,6 +7,7 @@ pub mod encode;
 pub mod ids;
 pub(crate) mod json_writer;
 pub(crate) mod raw;
+pub(crate) mod unique;
 
 pub use codes::{CloseReason, ErrorCode};
 pub use ids::{Id64, shard_of};

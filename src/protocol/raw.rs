@@ -1,7 +1,8 @@
 //! Borrowed serde shapes of the JSON the relay reads: the envelope, the Handshake
 //! payload and each C→S request payload. serde derive rejects a repeated known member
-//! and ignores unknown ones, which is what §3.3 asks for. These shapes only check JSON
-//! types; value rules (id formats, lengths) are applied by `decode`.
+//! and ignores unknown ones; `decode` reads them through `unique`, which refuses a
+//! repeated unknown member too (§3.3). These shapes only check JSON types; value
+//! rules (id formats, lengths) are applied by `decode`.
 
 use std::borrow::Cow;
 use std::fmt;
