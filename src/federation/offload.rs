@@ -35,12 +35,12 @@ pub async fn manage(node: Rc<Node>) {
     }
 }
 
-/// The bytes above the threshold, or `None` when below it.
-fn excess(node: &Node) -> Option<u64> {
-    let max = node.config.max_storage_bytes as f64;
-    let threshold = node.config.federation_offload_threshold * max;
-    let used = node.used_bytes() as f64;
-    (max > 0.0 && used >= threshold).then(|| (used - threshold).ceil() as u64)
+/// Whether `used` bytes are below the offload threshold: §11.7 acts unless
+/// `used / RELAY_MAX_STORAGE_BYTES < threshold`, so a ratio exactly at the
+/// threshold still offloads.
+fn below_threshold(node: &Node, used: u64) -> bool {
+    let max = node.config.max_storage_bytes;
+    max == 0 || (used as f64 / max as f64) < node.config.federation_offload_threshold
 }
 
 /// One offload round.
@@ -52,9 +52,10 @@ async fn tick(node: &Rc<Node>, too_large: &mut BoundedSet<BlobId>) {
     {
         return;
     }
-    let Some(mut over) = excess(node) else {
+    let mut used = node.used_bytes();
+    if below_threshold(node, used) {
         return;
-    };
+    }
     let (peer, link, url, mut exclude) = {
         let registry = node.registry.borrow();
         let Some(peer) = registry.choose(&node.relay_id, node.config.federation_offload_refuse)
@@ -78,7 +79,7 @@ async fn tick(node: &Rc<Node>, too_large: &mut BoundedSet<BlobId>) {
             .shared
             .draining
             .load(std::sync::atomic::Ordering::Relaxed);
-        if over == 0 || draining || node.stopping.get() {
+        if below_threshold(node, used) || draining || node.stopping.get() {
             break;
         }
         let blob_id = candidate.id.to_string();
@@ -105,7 +106,7 @@ async fn tick(node: &Rc<Node>, too_large: &mut BoundedSet<BlobId>) {
             node.pending_acks.borrow_mut().remove(&blob_id);
             break;
         }
-        over = over.saturating_sub(candidate.data.len() as u64);
+        used = used.saturating_sub(candidate.data.len() as u64);
         offered.push((candidate, outcome));
     }
     let deadline = Instant::now() + node.peer_timeout();
