@@ -162,6 +162,16 @@ impl FirstMessageReader {
         self.buffer
     }
 
+    /// Takes the bytes fed but not consumed, leaving the reader without them.
+    pub fn take_remainder(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buffer)
+    }
+
+    /// Whether the reader has failed (`Fail`): its bytes no longer parse.
+    pub fn failed(&self) -> bool {
+        matches!(self.end, Some(End::Fail(..)))
+    }
+
     /// Parses whole frames until one needs an answer or the bytes run out.
     fn advance(&mut self) -> Step {
         loop {
@@ -276,7 +286,9 @@ impl FirstMessageReader {
             }
             short => (0, u64::from(short)),
         };
-        if declared_len >> 63 != 0 {
+        // RFC 6455 §5.2: the most significant bit of a 64-bit length is 0, and a
+        // length is written in the shortest form that holds it (§2.6: 1002).
+        if declared_len >> 63 != 0 || !minimal_length(length_bytes, declared_len) {
             return Err(PROTOCOL_ERROR);
         }
         // Control payloads are at most 125 bytes and do not join the message.
@@ -301,6 +313,17 @@ impl FirstMessageReader {
             payload_len: declared_len as usize,
             mask,
         }))
+    }
+}
+
+/// Whether a payload length written with `length_bytes` extended bytes (0, 2 or 8)
+/// uses the minimal encoding: 126 and more need the 16-bit form, 65536 and more the
+/// 64-bit form, and no longer form may carry a length a shorter one holds.
+pub fn minimal_length(length_bytes: usize, declared_len: u64) -> bool {
+    match length_bytes {
+        2 => declared_len >= 126,
+        8 => declared_len > u64::from(u16::MAX),
+        _ => true,
     }
 }
 
@@ -388,5 +411,93 @@ fn write_header(out: &mut Vec<u8>, opcode: u8, len: usize) {
             out.push(127);
             out.extend_from_slice(&(len as u64).to_be_bytes());
         }
+    }
+}
+
+/// Walks the frame headers of a byte stream, passing over payloads without keeping
+/// them, and finds the first length that is not written minimally (RFC 6455 §5.2).
+/// For links read by a WebSocket library that does not check it (federation).
+/// Holds at most one header.
+#[derive(Debug, Default)]
+pub struct LengthCheck {
+    /// The current frame's header bytes read so far.
+    header: [u8; HEADER_BYTES_MAX],
+    header_len: usize,
+    /// Payload bytes of the current frame still to pass over.
+    payload_left: u64,
+    failed: bool,
+}
+
+impl LengthCheck {
+    pub fn new() -> LengthCheck {
+        LengthCheck::default()
+    }
+
+    /// Whether a non-minimal length has been seen.
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Walks `bytes`, the next ones of the stream. `Err(at)` when a frame header
+    /// with a non-minimal length ends in them: the `at` bytes before that header
+    /// (the part of it in `bytes`) are whole frames or their parts, safe to pass on.
+    /// Once failed, every call fails with `Err(0)`.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<(), usize> {
+        if self.failed {
+            return Err(0);
+        }
+        let mut pos = 0;
+        let mut header_start = 0;
+        while pos < bytes.len() {
+            if self.payload_left > 0 {
+                let pass = self.payload_left.min((bytes.len() - pos) as u64);
+                self.payload_left -= pass;
+                pos += pass as usize;
+                continue;
+            }
+            if self.header_len == 0 {
+                header_start = pos;
+            }
+            self.header[self.header_len] = bytes[pos];
+            self.header_len += 1;
+            pos += 1;
+            let Some((length_bytes, total)) = self.header_shape() else {
+                continue;
+            };
+            if self.header_len < total {
+                continue;
+            }
+            let declared_len = match length_bytes {
+                2 => u64::from(u16::from_be_bytes([self.header[2], self.header[3]])),
+                8 => {
+                    let mut be = [0u8; 8];
+                    be.copy_from_slice(&self.header[2..10]);
+                    u64::from_be_bytes(be)
+                }
+                _ => u64::from(self.header[1] & 0x7F),
+            };
+            self.header_len = 0;
+            if !minimal_length(length_bytes, declared_len) {
+                self.failed = true;
+                return Err(header_start);
+            }
+            self.payload_left = declared_len;
+        }
+        Ok(())
+    }
+
+    /// The extended-length bytes and whole header length, once the first two
+    /// header bytes are known.
+    fn header_shape(&self) -> Option<(usize, usize)> {
+        if self.header_len < 2 {
+            return None;
+        }
+        let length_bytes = match self.header[1] & 0x7F {
+            126 => 2,
+            127 => 8,
+            _ => 0,
+        };
+        let mask_bytes = if self.header[1] & 0x80 != 0 { 4 } else { 0 };
+        Some((length_bytes, 2 + length_bytes + mask_bytes))
     }
 }

@@ -787,3 +787,101 @@ fn an_oversized_federation_message_closes_the_link_with_1009() {
     let (raw, ack) = peer.recv_except(&["CapacityReport"]);
     assert_eq!(payload_type(&ack), "DrainAck", "{raw}");
 }
+
+/// §11.7 acts unless `used / max < threshold`, and a batch stops only once used
+/// bytes fall *below* the threshold. With 1000 bytes at most, the threshold at 0.80
+/// and three 400-byte blobs (1200 bytes), the relay used to offload one blob and
+/// stop at exactly 800 bytes for good. Now two leave (800 is still at the
+/// threshold), 400 bytes remain, and no later tick offers the third.
+#[test]
+fn offloading_goes_on_at_exactly_the_threshold_and_stops_below_it() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let dir = TempDir::new("fed-threshold");
+    let relay = FedRelay::new(X)
+        .peer(&url)
+        .tiny(1000, "0.80")
+        .start(dir.path());
+    let peer = FedPeer::accept(&listener);
+    let _handshake = peer.recv_message();
+    peer.send(peer_handshake_ack("peer-p", true, 0, 1_000_000));
+    let r = fresh_id();
+    let datas: Vec<Vec<u8>> = (0..3).map(|i| blob_data(8, i, 400)).collect();
+    let ids = store_blobs(&relay, &r, &datas);
+
+    // Accept every offer; stop after three reports at 400 bytes (three ticks after
+    // the batch), or after twenty reports if it never gets there.
+    let (mut accepted, mut reports, mut at_400) = (Vec::new(), 0, 0);
+    while at_400 < 3 && reports < 20 {
+        let (raw, message) = peer.recv_message();
+        match payload_type(&message) {
+            "OffloadBlob" => {
+                let blob_id = message["payload"]["blob_id"].as_str().unwrap().to_owned();
+                peer.send(offload_ack(&blob_id, true, None));
+                accepted.push(blob_id);
+            }
+            "CapacityReport" => {
+                reports += 1;
+                if message["payload"]["used_bytes"] == 400 {
+                    at_400 += 1;
+                }
+            }
+            _ => panic!("unexpected on an outbound link: {raw}"),
+        }
+    }
+    assert_eq!(
+        accepted,
+        ids[..2].to_vec(),
+        "the two oldest leave, and only they"
+    );
+    assert_eq!(at_400, 3, "400 bytes remain");
+    let mailbox = Mailbox::read(relay.addr, &r);
+    let kept: Vec<&str> = mailbox.blobs.iter().map(|b| b.id.as_str()).collect();
+    assert_eq!(kept, vec![ids[2].as_str()], "{mailbox:?}");
+}
+
+/// A `/federation` peer refused before its PeerHandshake (here: a text frame first)
+/// that echoes the Close and keeps TCP open gets its TCP connection closed at once
+/// (§2.7), not after the close wait: a sentinel connection opened when the Close
+/// arrives, which the handshake timer (2 s) ends, is still open when it has ended.
+#[test]
+fn acceptor_ends_tcp_as_soon_as_a_refused_peer_echoes_the_close() {
+    let dir = TempDir::new("fed-close-echo");
+    let relay = FedRelay::new(X)
+        .set("RELAY_HANDSHAKE_TIMEOUT", "2")
+        .start(dir.path());
+    let mut ws = wire::RawWs::upgrade_with(relay.addr, &upgrade_request("/federation", ""));
+    ws.send_frame(0x81, b"hello", true);
+    assert_eq!(
+        ws.next_event(),
+        wire::Event::Close(1008, "handshake required".to_owned())
+    );
+    let sentinel = std::net::TcpStream::connect(relay.addr).unwrap();
+    ws.send_frame(0x88, &1008u16.to_be_bytes(), true);
+    assert_eq!(ws.next_event(), wire::Event::Eof, "TCP ends after the echo");
+    wire::assert_still_open(&sentinel, "federation acceptor");
+}
+
+/// A first message in a frame whose length is not written minimally (RFC 6455
+/// §5.2) used to be read; the acceptor now closes with 1002 (§2.6, §11.1)
+/// without answering it.
+#[test]
+fn acceptor_closes_a_non_minimal_length_with_1002() {
+    let dir = TempDir::new("fed-lengths");
+    let relay = FedRelay::new(X).start(dir.path());
+    let cases = [
+        // A PeerHandshake (over 125 bytes) with a 64-bit length.
+        wire::encode_frame_with_length_form(0x82, &fed_frame(peer_handshake(PEER, 1)), 8),
+        // A DrainAck (under 126 bytes) with a 16-bit length.
+        wire::encode_frame_with_length_form(0x82, &fed_frame(drain_ack()), 2),
+    ];
+    for bytes in cases {
+        let mut ws = wire::RawWs::upgrade_with(relay.addr, &upgrade_request("/federation", ""));
+        ws.write(&bytes);
+        assert_eq!(
+            ws.next_event(),
+            wire::Event::Close(1002, "protocol error".to_owned()),
+        );
+    }
+    FedPeer::join(relay.addr, PEER);
+}

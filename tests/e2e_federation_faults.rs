@@ -436,3 +436,37 @@ fn a_configured_peer_never_reached_is_counted_disconnected() {
     );
     assert_healthy(&relay);
 }
+
+/// The peer answers an offer in a frame whose length is written in a longer form
+/// than needed (64 bits for a short message; RFC 6455 §5.2). The relay used to
+/// read it; now it ends the link with 1002 as for any framing violation (§2.6,
+/// §11.1) without reading that frame: the offer counts as `timeout` and every
+/// blob stays.
+#[test]
+fn a_peer_that_writes_non_minimal_lengths_is_closed_with_1002() {
+    let (listener, _url, _dir, relay) = relay_with_peer("fault-lengths", "0.5");
+    let mut link = RawLink::join(&listener, PEER);
+    let (r, ids) = store_for_fresh(&relay, 52, 3);
+    let (raw, offer) = link.next_offer();
+    assert!(ids.contains(&blob_id_of(&offer)), "{raw}");
+    let ack = fed_frame(offload_ack(&blob_id_of(&offer), false, Some("no")));
+    link.write_raw(&wire::frame_with_length_form(0x82, &ack, 8, false));
+    // Bounded: without the check the link stays up and keeps sending reports.
+    let close = (0..50).map(|_| link.next_event()).find(|event| {
+        matches!(
+            event,
+            RawEvent::Close(..) | RawEvent::CloseEmpty | RawEvent::Eof
+        )
+    });
+    match close {
+        Some(RawEvent::Close(code, _)) => assert_eq!(code, 1002),
+        other => panic!("expected close 1002, got {other:?}"),
+    }
+    link.vanish();
+    wait_metrics("the broken link fails the offer", &[&relay], |m| {
+        m[0].offload_sent("timeout") == 1.0
+    });
+    assert_eq!(Metrics::of(&relay).offload_sent("refused"), 0.0);
+    assert_kept(&relay, &r, &ids);
+    honest_round_trip(&relay, 53);
+}

@@ -53,6 +53,12 @@ fn error_table_on_an_open_session() {
     let repeated_env = frame(
         r#"{"version":1,"message_id":"r","message_id":"r","timestamp":1,"payload":{"type":"Acknowledgment","message_id":"x","status":"Stored"}}"#,
     );
+    let repeated_unknown_env = frame(&format!(
+        r#"{{"version":1,"message_id":"r","timestamp":1,"x":1,"x":2,"payload":{{"type":"EncryptedUpdate","recipient_id":"{B}","ciphertext":[]}}}}"#
+    ));
+    let repeated_unknown_field = frame(&format!(
+        r#"{{"version":1,"message_id":"r","timestamp":1,"payload":{{"type":"EncryptedUpdate","sender_id":"s","recipient_id":"{B}","sender_id":"s","ciphertext":[]}}}}"#
+    ));
     let repeated_field = frame(&format!(
         r#"{{"version":1,"message_id":"r","timestamp":1,"payload":{{"type":"EncryptedUpdate","recipient_id":"{B}","recipient_id":"{B}","ciphertext":[]}}}}"#
     ));
@@ -138,6 +144,13 @@ fn error_table_on_an_open_session() {
         (
             "repeated envelope member",
             repeated_env,
+            false,
+            "malformed_frame",
+            null.clone(),
+        ),
+        (
+            "repeated unknown envelope member",
+            repeated_unknown_env,
             false,
             "malformed_frame",
             null.clone(),
@@ -446,6 +459,13 @@ fn error_table_on_an_open_session() {
             json!("r"),
         ),
         (
+            "repeated unknown payload field",
+            repeated_unknown_field,
+            false,
+            "invalid_field",
+            json!("r"),
+        ),
+        (
             "ack without status",
             env(
                 json!(1),
@@ -625,6 +645,19 @@ fn protocol_violations_close_with_1002() {
                 encode_frame(0x82, &data, true),
             ]
             .concat(),
+        ),
+        // Lengths not in their minimal form (RFC 6455 §5.2) used to be read.
+        (
+            "100 bytes with a 16-bit length",
+            encode_frame_with_length_form(0x82, &[0; 100], 2),
+        ),
+        (
+            "148 bytes with a 64-bit length",
+            encode_frame_with_length_form(0x82, &[0; 148], 8),
+        ),
+        (
+            "an empty binary frame with a 16-bit length",
+            encode_frame_with_length_form(0x82, &[], 2),
         ),
     ];
     for (label, bytes) in rows {
@@ -931,4 +964,107 @@ fn a_request_written_together_with_the_handshake_is_answered() {
     assert_eq!(ack["payload"]["type"], "HandshakeAck");
     let reply: Value = serde_json::from_str(&ws.recv_text()).unwrap();
     assert_eq!(reply["payload"]["message_id"], "mine", "{reply}");
+}
+
+/// Before the Handshake, a refusal used to hold the TCP connection for the whole
+/// close wait (5 s) after the client had echoed the Close and kept TCP open, as
+/// RFC 6455 says a client should; after the Handshake the same exchange ended at
+/// once. §2.7: the server closes TCP as soon as the peer's Close has arrived, at
+/// every stage. A sentinel shows it without timing the relay: a bare connection
+/// opened when the Close arrives, which the handshake timer (2 s, well under the
+/// 5 s close wait) will end, must still be open when the refused one has ended.
+#[test]
+fn refusals_before_the_handshake_end_tcp_as_soon_as_the_close_is_echoed() {
+    let dir = TempDir::new("err-pre-close");
+    let relay = Relay::start(dir.path(), &[("RELAY_HANDSHAKE_TIMEOUT", "2")]);
+    let identity = Identity::fresh();
+    let mut forged = identity.handshake_payload(&random32(), now());
+    forged["signature"] = json!("00".repeat(64));
+    let handshake = frame(&handshake_json(&fresh_id()));
+    let version_2 = env(
+        json!(2),
+        "hs",
+        json!({"type": "Handshake", "client_id": fresh_id()}),
+    );
+    // (label, bytes sent after the upgrade, code, reason)
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        (
+            "text first",
+            encode_frame(0x81, b"hi", true),
+            1008,
+            "handshake required",
+        ),
+        (
+            "not a Handshake",
+            encode_frame(0x82, &frame(&update_json("u", B, &[1])), true),
+            1008,
+            "handshake required",
+        ),
+        (
+            "invalid handshake",
+            encode_frame(0x82, &frame(&handshake_json("xyz")), true),
+            1008,
+            "invalid handshake",
+        ),
+        (
+            "unsupported version",
+            encode_frame(0x82, &version_2, true),
+            1008,
+            "unsupported version",
+        ),
+        (
+            "authentication failed",
+            encode_frame(0x82, &frame(&envelope_of(forged)), true),
+            1008,
+            "authentication failed",
+        ),
+        (
+            "nothing: handshake timeout",
+            Vec::new(),
+            1008,
+            "handshake timeout",
+        ),
+        (
+            "unmasked Handshake",
+            encode_frame(0x82, &handshake, false),
+            1002,
+            "protocol error",
+        ),
+        (
+            "Handshake with a 64-bit length",
+            encode_frame_with_length_form(0x82, &handshake, 8),
+            1002,
+            "protocol error",
+        ),
+        (
+            "text that is not UTF-8",
+            encode_frame(0x81, &[0xff, 0xfe], true),
+            1007,
+            "invalid utf-8",
+        ),
+        (
+            "a frame header over the size limit",
+            vec![0x82, 0x80 | 127, 0, 0, 0, 0, 0x10, 0, 0, 0],
+            1009,
+            "message too big",
+        ),
+    ];
+    for (label, bytes, code, reason) in cases {
+        let mut ws = RawWs::connect(relay.addr);
+        ws.write(&bytes);
+        assert_eq!(
+            ws.next_event(),
+            Event::Close(code, reason.to_owned()),
+            "{label}"
+        );
+        let sentinel = std::net::TcpStream::connect(relay.addr).unwrap();
+        // The echo; the client keeps TCP open.
+        ws.send_frame(0x88, &code.to_be_bytes(), true);
+        assert_eq!(
+            ws.next_event(),
+            Event::Eof,
+            "{label}: TCP ends after the echo"
+        );
+        assert_still_open(&sentinel, label);
+    }
 }

@@ -25,9 +25,9 @@ use vauchi_relay::config::Config;
 use vauchi_relay::federation::messages::{self as fed, FedMessage, Ignored};
 use vauchi_relay::http::{self, HEAD_BYTES_MAX, HeadParse, Route, RouteContext};
 use vauchi_relay::protocol::decode::{
-    ValidRequest, decode_envelope, decode_handshake, decode_request, validate,
+    Request, ShapeError, ValidRequest, decode_envelope, decode_handshake, decode_request, validate,
 };
-use vauchi_relay::wsframe::{FirstMessageReader, Step};
+use vauchi_relay::wsframe::{FirstMessageReader, LengthCheck, Step};
 
 // ---- configuration of the runs ---------------------------------------------------
 
@@ -422,23 +422,18 @@ struct Frame {
     opcode: u8,
     payload: Vec<u8>,
     mask: [u8; 4],
-    /// 0: shortest, 1: 16-bit, 2: 64-bit (a longer form is accepted for data frames).
-    length_form: u8,
 }
 
 fn encode(frame: &Frame, out: &mut Vec<u8>) {
     out.push(u8::from(frame.fin) << 7 | frame.opcode);
     let len = frame.payload.len();
-    // Control frames: the 7-bit length only (the reader refuses a longer form, which
-    // RFC 6455 forbids as non-minimal). Data frames: any form at least as long.
-    let form = if frame.opcode & 0x08 != 0 {
-        0
-    } else if len > 0xFFFF {
+    // The minimal form, which RFC 6455 §5.2 requires (a longer one fails: below).
+    let form = if len > 0xFFFF {
         2
     } else if len > 125 {
-        frame.length_form.max(1)
+        1
     } else {
-        frame.length_form
+        0
     };
     match form {
         0 => out.push(0x80 | len as u8),
@@ -508,7 +503,7 @@ fn item() -> impl Strategy<Value = Item> {
 }
 
 /// Encodes the items, returning the bytes and the steps a reader should give.
-fn encode_items(items: &[Item], masks: &[[u8; 4]], forms: &[u8]) -> (Vec<u8>, Vec<Step>) {
+fn encode_items(items: &[Item], masks: &[[u8; 4]]) -> (Vec<u8>, Vec<Step>) {
     let mut out = Vec::new();
     let mut expected = Vec::new();
     let mut n = 0;
@@ -518,7 +513,6 @@ fn encode_items(items: &[Item], masks: &[[u8; 4]], forms: &[u8]) -> (Vec<u8>, Ve
             opcode,
             payload,
             mask: masks[n % masks.len()],
-            length_form: forms[n % forms.len()] % 3,
         };
         n += 1;
         encode(&frame, out);
@@ -623,13 +617,17 @@ proptest! {
     fn wsframe_valid_streams_chunking_invariant(
         items in prop::collection::vec(item(), 1..8),
         masks in prop::collection::vec(any::<[u8; 4]>(), 1..4),
-        forms in prop::collection::vec(0u8..3, 1..4),
         cuts in prop::collection::vec(any::<usize>(), 0..60),
         tight in any::<bool>(),
         trailing in prop::collection::vec(any::<u8>(), 0..20),
     ) {
         if out_of_time() { return Ok(()); }
-        let (mut stream, expected) = encode_items(&items, &masks, &forms);
+        let (mut stream, expected) = encode_items(&items, &masks);
+        // The length walk of federation links passes every valid stream, in any chunks.
+        let mut check = LengthCheck::new();
+        for piece in chunks(&stream, &cuts) {
+            prop_assert_eq!(check.feed(piece), Ok(()));
+        }
         stream.extend_from_slice(&trailing);
         let largest = expected
             .iter()
@@ -661,6 +659,61 @@ proptest! {
                 prop_assert_eq!(first_whole.remainder.as_deref(), Some(&stream[*consumed..]));
             }
         }
+    }
+
+    /// A valid stream with one data frame whose length is written in a longer form
+    /// than needed (RFC 6455 §5.2): the session reader fails with 1002 at that frame
+    /// and not before, and the federation length walk stops at its header.
+    #[test]
+    fn wsframe_non_minimal_length_fails_at_its_frame(
+        items in prop::collection::vec(item(), 0..5),
+        masks in prop::collection::vec(any::<[u8; 4]>(), 1..4),
+        len in prop_oneof![0usize..126, 126usize..70_000],
+        long_form in any::<bool>(),
+        cuts in prop::collection::vec(any::<usize>(), 0..60),
+    ) {
+        if out_of_time() { return Ok(()); }
+        let (mut stream, mut expected) = encode_items(&items, &masks);
+        if matches!(expected.last(), Some(Step::PeerClose { .. })) {
+            return Ok(());
+        }
+        let bad_at = stream.len();
+        // 0..126 bytes in the 16- or 64-bit form; 126..65536 in the 64-bit form.
+        let extended = if len > 0xFFFF || len >= 126 || long_form { 8 } else { 2 };
+        if len > 0xFFFF {
+            return Ok(());
+        }
+        stream.push(0x82);
+        if extended == 2 {
+            stream.push(0x80 | 126);
+            stream.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            stream.push(0x80 | 127);
+            stream.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+        stream.extend_from_slice(&[1, 2, 3, 4]);
+        stream.extend(std::iter::repeat_n(0u8, len));
+        expected.push(Step::Fail { code: 1002, reason: "protocol error" });
+        let run = drive(&chunks(&stream, &cuts), 1 << 20, true)?;
+        prop_assert_eq!(&run.steps[..], &expected[..]);
+        // The walk fails in the chunk where the bad header ends, passing the bytes of
+        // that chunk before the header (none if the header began in an earlier one).
+        let header_end = bad_at + 2 + extended + 4;
+        let mut check = LengthCheck::new();
+        let mut walked = 0;
+        let mut failed = false;
+        for piece in chunks(&stream, &cuts) {
+            let result = check.feed(piece);
+            if walked + piece.len() < header_end {
+                prop_assert_eq!(result, Ok(()));
+            } else {
+                prop_assert_eq!(result, Err(bad_at.saturating_sub(walked)));
+                failed = true;
+                break;
+            }
+            walked += piece.len();
+        }
+        prop_assert!(failed);
     }
 }
 
@@ -1365,5 +1418,245 @@ proptest! {
         let backward = Config::from_vars(distinct.iter().rev().map(|(n, v)| (*n, *v)));
         prop_assert_eq!(format!("{forward:?}"), format!("{backward:?}"));
         prop_assert_eq!(format!("{forward:?}"), format!("{result:?}"));
+    }
+}
+
+// ---- repeated member names (§3.3) ------------------------------------------------
+
+/// The member names at the top level of a JSON object, unescaped, in order: an
+/// independent reading (a hand-written scanner, not serde) that the decoders'
+/// duplicate checks are compared with. `None` if the text is not an object whose
+/// strings it can read.
+fn member_names(json: &str) -> Option<Vec<String>> {
+    let chars: Vec<char> = json.chars().collect();
+    let mut names = Vec::new();
+    let mut depth = 0usize;
+    let mut i = 0;
+    // At depth 1, a string is a name when it follows `{` or `,` (not a value).
+    let mut expect_name = false;
+    while i < chars.len() {
+        match chars[i] {
+            '{' => {
+                depth += 1;
+                expect_name = depth == 1;
+                i += 1;
+            }
+            '[' => {
+                depth += 1;
+                i += 1;
+            }
+            '}' | ']' => {
+                depth = depth.checked_sub(1)?;
+                i += 1;
+            }
+            ',' => {
+                expect_name = depth == 1;
+                i += 1;
+            }
+            ':' => {
+                expect_name = false;
+                i += 1;
+            }
+            '"' => {
+                let (text, next) = read_string(&chars, i + 1)?;
+                if depth == 1 && expect_name {
+                    names.push(text);
+                }
+                expect_name = false;
+                i = next;
+            }
+            _ => i += 1,
+        }
+    }
+    Some(names)
+}
+
+/// The unescaped text of a JSON string whose body starts at `start`, and the index
+/// after its closing quote.
+fn read_string(chars: &[char], start: usize) -> Option<(String, usize)> {
+    let mut out = String::new();
+    let mut units: Vec<u16> = Vec::new();
+    let mut i = start;
+    loop {
+        let c = *chars.get(i)?;
+        if c != '\\' && !units.is_empty() {
+            out.push_str(&String::from_utf16(&units).ok()?);
+            units.clear();
+        }
+        match c {
+            '"' => return Some((out, i + 1)),
+            '\\' => {
+                let escaped = *chars.get(i + 1)?;
+                i += 2;
+                let simple = match escaped {
+                    '"' => '"',
+                    '\\' => '\\',
+                    '/' => '/',
+                    'b' => '\u{8}',
+                    'f' => '\u{c}',
+                    'n' => '\n',
+                    'r' => '\r',
+                    't' => '\t',
+                    'u' => {
+                        let hex: String = chars.get(i..i + 4)?.iter().collect();
+                        units.push(u16::from_str_radix(&hex, 16).ok()?);
+                        i += 4;
+                        continue;
+                    }
+                    _ => return None,
+                };
+                if !units.is_empty() {
+                    out.push_str(&String::from_utf16(&units).ok()?);
+                    units.clear();
+                }
+                out.push(simple);
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+}
+
+fn has_repeat(names: &[String]) -> bool {
+    let mut seen = std::collections::BTreeSet::new();
+    !names.iter().all(|name| seen.insert(name))
+}
+
+/// Member names for the extras: unknown ones, the known ones, and escaped spellings
+/// of some of them (as raw JSON string bodies).
+const EXTRA_NAMES: &[&str] = &[
+    "x",
+    "\\u0078",
+    "y",
+    "sender_id",
+    "sender\\u005fid",
+    "type",
+    "t\\u0079pe",
+    "ciphertext",
+    "recipient_id",
+    "version",
+    "message_id",
+    "timestamp",
+    "payload",
+    "\\ud83d\\ude00",
+    "\u{1F600}",
+    "drain_timeout_secs",
+];
+
+fn extras() -> impl Strategy<Value = Vec<(usize, &'static str, Value)>> {
+    prop::collection::vec(
+        (
+            any::<usize>(),
+            prop::sample::select(EXTRA_NAMES.to_vec()),
+            json_value(),
+        ),
+        0..4,
+    )
+}
+
+/// `base` members (raw `"name":value` texts) with `extras` inserted at their
+/// positions, as one object.
+fn object_with(base: &[String], extras: &[(usize, &str, Value)]) -> String {
+    let mut members = base.to_vec();
+    for (at, name, value) in extras {
+        let at = at % (members.len() + 1);
+        members.insert(at, format!("\"{name}\":{value}"));
+    }
+    format!("{{{}}}", members.join(","))
+}
+
+proptest! {
+    #![proptest_config(fuzz_config())]
+
+    /// An EncryptedUpdate with extra members in the envelope and the payload: a
+    /// repeated envelope name is malformed, a repeated payload `type` too, any other
+    /// repeated payload name invalid_field, and otherwise the request decodes,
+    /// exactly as the independent reading of the names predicts.
+    #[test]
+    fn protocol_repeated_members_match_an_independent_reading(
+        envelope_extras in extras(),
+        payload_extras in extras(),
+        ciphertext in prop::collection::vec(any::<u8>(), 0..40),
+    ) {
+        if out_of_time() { return Ok(()); }
+        let recipient = "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c";
+        let payload = object_with(
+            &[
+                r#""type":"EncryptedUpdate""#.to_string(),
+                format!(r#""recipient_id":"{recipient}""#),
+                format!(r#""ciphertext":{}"#, json!(ciphertext)),
+            ],
+            &payload_extras,
+        );
+        let envelope = object_with(
+            &[
+                r#""version":1"#.to_string(),
+                r#""message_id":"m""#.to_string(),
+                r#""timestamp":1"#.to_string(),
+                format!(r#""payload":{payload}"#),
+            ],
+            &envelope_extras,
+        );
+        let envelope_names = member_names(&envelope).expect("the scanner reads it");
+        let payload_names = member_names(&payload).expect("the scanner reads it");
+        let message = frame(envelope.as_bytes());
+        let decoded = decode_envelope(&message);
+        if has_repeat(&envelope_names) {
+            prop_assert!(decoded.is_err(), "{}", envelope);
+            return Ok(());
+        }
+        let type_repeated = payload_names.iter().filter(|n| *n == "type").count() > 1;
+        if type_repeated {
+            prop_assert!(decoded.is_err(), "{}", envelope);
+            return Ok(());
+        }
+        let decoded = decoded.map_err(|e| TestCaseError::fail(format!("{e:?}: {envelope}")))?;
+        let request = decode_request(&decoded);
+        if has_repeat(&payload_names) {
+            prop_assert_eq!(request, Err(ShapeError::InvalidField), "{}", envelope);
+        } else {
+            let expected = Request::EncryptedUpdate {
+                recipient_id: recipient.to_owned(),
+                ciphertext: ciphertext.clone(),
+            };
+            prop_assert_eq!(request, Ok(expected), "{}", envelope);
+        }
+    }
+
+    /// The same for the federation codec: a repeated envelope name is a bad
+    /// envelope, a repeated payload name a bad payload.
+    #[test]
+    fn federation_repeated_members_match_an_independent_reading(
+        envelope_extras in extras(),
+        payload_extras in extras(),
+    ) {
+        if out_of_time() { return Ok(()); }
+        let payload = object_with(
+            &[r#""type":"DrainNotice""#.to_string(), r#""drain_timeout_secs":7"#.to_string()],
+            &payload_extras,
+        );
+        let envelope = object_with(
+            &[
+                r#""version":1"#.to_string(),
+                r#""message_id":"m""#.to_string(),
+                r#""timestamp":1"#.to_string(),
+                format!(r#""payload":{payload}"#),
+            ],
+            &envelope_extras,
+        );
+        let envelope_names = member_names(&envelope).expect("the scanner reads it");
+        let payload_names = member_names(&payload).expect("the scanner reads it");
+        let decoded = fed::decode(&frame(envelope.as_bytes()));
+        let type_repeated = payload_names.iter().filter(|n| *n == "type").count() > 1;
+        let expected = if has_repeat(&envelope_names) || type_repeated {
+            Err(Ignored::BadEnvelope)
+        } else if has_repeat(&payload_names) {
+            Err(Ignored::BadPayload)
+        } else {
+            Ok(FedMessage::DrainNotice { drain_timeout_secs: 7 })
+        };
+        prop_assert_eq!(decoded, expected, "{}", envelope);
     }
 }

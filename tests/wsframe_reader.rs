@@ -2,7 +2,9 @@
 //! messages whole, byte by byte and fragmented, control frames before the message,
 //! pipelined bytes, and every failure with its close code.
 
-use vauchi_relay::wsframe::{FirstMessageReader, Step, close_frame, server_binary_frame};
+use vauchi_relay::wsframe::{
+    FirstMessageReader, LengthCheck, Step, close_frame, server_binary_frame,
+};
 
 const MAX: usize = 1024;
 const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
@@ -496,4 +498,113 @@ fn consumed_grows_with_each_whole_frame_of_an_unfinished_message() {
     reader.feed(&second);
     assert_eq!(reader.poll(), Step::NeedMore);
     assert_eq!(reader.consumed(), first.len() + second.len());
+}
+
+/// A masked binary frame whose length is written with `length_bytes` extended bytes
+/// (0, 2 or 8), whether or not that is the shortest form.
+fn frame_with_length_form(payload: &[u8], length_bytes: usize) -> Vec<u8> {
+    let mut out = vec![0x82];
+    match length_bytes {
+        0 => out.push(0x80 | payload.len() as u8),
+        2 => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&MASK);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
+    out
+}
+
+/// The reader used to accept a length written in a longer form than needed (a
+/// 148-byte frame with a 64-bit length, a 100-byte one with a 16-bit length);
+/// RFC 6455 §5.2 requires the minimal form, and §2.6 closes any violation 1002.
+#[test]
+fn non_minimal_lengths_close_with_1002_from_the_header() {
+    let cases = [
+        (100usize, 2usize),
+        (125, 2),
+        (0, 2),
+        (148, 8),
+        (148, 2),
+        (65_535, 8),
+        (0, 8),
+    ];
+    for (len, form) in cases {
+        let bytes = frame_with_length_form(&vec![7; len], form);
+        let minimal = match len {
+            0..=125 => form == 0,
+            126..=65_535 => form == 2,
+            _ => form == 8,
+        };
+        let mut reader = FirstMessageReader::new(100_000);
+        reader.feed(&bytes);
+        let expected = if minimal {
+            message(true, &vec![7; len], bytes.len())
+        } else {
+            fail(1002, "protocol error")
+        };
+        assert_eq!(reader.poll(), expected, "{len} bytes, {form}-byte length");
+        // The header alone (before the mask) is enough to tell.
+        if !minimal {
+            let mut reader = FirstMessageReader::new(100_000);
+            reader.feed(&bytes[..2 + form]);
+            assert_eq!(reader.poll(), fail(1002, "protocol error"), "{len}, {form}");
+        }
+    }
+    // The minimal forms at each boundary are read.
+    for len in [125usize, 126, 65_535, 65_536] {
+        let bytes = frame(true, BINARY, &vec![1; len]);
+        let mut reader = FirstMessageReader::new(100_000);
+        reader.feed(&bytes);
+        assert_eq!(
+            reader.poll(),
+            message(true, &vec![1; len], bytes.len()),
+            "{len}"
+        );
+    }
+}
+
+#[test]
+fn length_check_passes_minimal_streams_in_any_chunks() {
+    let mut stream = Vec::new();
+    for len in [0usize, 5, 125, 126, 300, 65_535, 65_536, 70_000] {
+        stream.extend(frame(true, BINARY, &vec![3; len]));
+        stream.extend(server_frame(PING, b"p"));
+    }
+    for chunk in [1usize, 2, 3, 7, 100, 4096, stream.len()] {
+        let mut check = LengthCheck::new();
+        for piece in stream.chunks(chunk) {
+            assert_eq!(check.feed(piece), Ok(()), "chunks of {chunk}");
+        }
+        assert!(!check.failed());
+    }
+}
+
+#[test]
+fn length_check_finds_the_header_of_the_first_non_minimal_frame() {
+    let good = frame(true, BINARY, &[1; 300]);
+    let bad = frame_with_length_form(&[2; 148], 8);
+    let mut stream = good.clone();
+    stream.extend(&bad);
+    stream.extend(frame(true, BINARY, b"after"));
+    // Whole: the bytes before the bad header may pass.
+    let mut check = LengthCheck::new();
+    assert_eq!(check.feed(&stream), Err(good.len()));
+    assert!(check.failed());
+    assert_eq!(check.feed(b"more"), Err(0), "failure is sticky");
+    // The bad header split over two chunks: the part before it in the second.
+    let split = good.len() + 3;
+    let mut check = LengthCheck::new();
+    assert_eq!(check.feed(&stream[..split]), Ok(()));
+    assert_eq!(check.feed(&stream[split..]), Err(0));
+    // Unmasked (server) frames are walked the same way.
+    let mut server = server_frame(BINARY, &[0; 200]);
+    let at = server.len();
+    server.extend([0x82, 126, 0, 5, 1, 2, 3, 4, 5]);
+    assert_eq!(LengthCheck::new().feed(&server), Err(at));
 }

@@ -25,6 +25,8 @@ use glommio::net::TcpStream;
 
 use crate::limits::FEDERATION_TLS_GATHER_BYTES;
 
+use super::checked::Checked;
+
 /// Default ports when the URL names none.
 const WS_PORT: u16 = 80;
 const WSS_PORT: u16 = 443;
@@ -163,7 +165,8 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
     target: &str,
     stream: S,
     config: WebSocketConfig,
-) -> Result<WebSocketStream<S>, DialError> {
+) -> Result<WebSocketStream<Checked<S>>, DialError> {
+    let stream = Checked::after_http_head(stream);
     let (ws, _) = async_tungstenite::client_async_with_config(target, stream, Some(config))
         .await
         .map_err(|e| DialError::Upgrade(e.to_string()))?;
@@ -175,7 +178,7 @@ pub async fn open_plain(
     peer: &PeerAddr,
     target: &str,
     config: WebSocketConfig,
-) -> Result<WebSocketStream<TcpStream>, DialError> {
+) -> Result<WebSocketStream<Checked<TcpStream>>, DialError> {
     let stream = connect(peer).await?;
     upgrade(target, stream, config).await
 }
@@ -191,7 +194,7 @@ pub async fn open_tls(
     tls: &Arc<ClientConfig>,
     target: &str,
     config: WebSocketConfig,
-) -> Result<WebSocketStream<TlsLink>, DialError> {
+) -> Result<WebSocketStream<Checked<TlsLink>>, DialError> {
     let name = ServerName::try_from(peer.host.clone())
         .map_err(|_| DialError::Tls("the host is not a valid DNS name or IP address".into()))?;
     let stream = GatherWrites::new(connect(peer).await?);

@@ -24,6 +24,7 @@ use crate::shard::accept::ConnectionSlot;
 use crate::shard::mesh::MeshMessage;
 use crate::shard::unix_now;
 
+use super::checked::{self, Checked};
 use super::dial::{self, DialError, PeerAddr};
 use super::messages::{self, FedMessage};
 use super::node::{Node, STOP_POLL, within};
@@ -142,6 +143,18 @@ async fn next_data<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// The close for a read error that is the peer's fault (§11.1): 1009 for a frame
+/// or message over the limit, 1002 for any other RFC 6455 violation; `None` when
+/// the connection itself failed.
+fn violation_close(error: &WsError) -> Option<(u16, &'static str)> {
+    match error {
+        WsError::Capacity(_) => Some((1009, "message too big")),
+        WsError::Protocol(_) => Some((1002, "protocol error")),
+        error if checked::is_length_violation(error) => Some((1002, "protocol error")),
+        _ => None,
+    }
+}
+
 /// How an outbound attempt ended.
 enum Attempt {
     /// A link ran and ended (backoff resets).
@@ -233,6 +246,14 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     let answer = within(timeout, next_data(&mut ws)).await.flatten();
     let ack = match answer {
         Some(Ok(Message::Binary(bytes))) => messages::decode(&bytes).ok(),
+        Some(Err(error)) => {
+            if let Some((code, reason)) = violation_close(&error) {
+                tracing::info!(peer = %url, "federation peer broke WebSocket framing");
+                close(&mut ws, code, reason).await;
+                return Attempt::Failed;
+            }
+            None
+        }
         _ => None,
     };
     let (relay_id, capacity) = match ack {
@@ -297,21 +318,28 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
 pub async fn accept(node: Rc<Node>, fd: RawFd, remainder: Vec<u8>, slot: ConnectionSlot) {
     // SAFETY: the accepting shard duplicated this fd and gave up all use of it when
     // it sent it here; this task now owns it.
-    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    let mut stream = Checked::frames(unsafe { TcpStream::from_raw_fd(fd) });
+    let early_ok = stream.check_early(&remainder);
     let config = Some(socket_config(&node));
     let mut ws = if remainder.is_empty() {
         WebSocketStream::from_raw_socket(stream, Role::Server, config).await
     } else {
         WebSocketStream::from_partially_read(stream, remainder, Role::Server, config).await
     };
+    if !early_ok {
+        node.metrics().connection_errors_total.inc();
+        close(&mut ws, 1002, "protocol error").await;
+        return;
+    }
     let first = within(node.peer_timeout(), next_data(&mut ws))
         .await
         .flatten();
     let hello = match first {
         Some(Ok(Message::Binary(bytes))) => messages::decode(&bytes).ok(),
-        Some(Err(WsError::Capacity(_))) => {
+        Some(Err(error)) => {
             node.metrics().connection_errors_total.inc();
-            close(&mut ws, 1009, "message too big").await;
+            let (code, reason) = violation_close(&error).unwrap_or((1008, "handshake required"));
+            close(&mut ws, code, reason).await;
             return;
         }
         _ => None,
@@ -432,13 +460,10 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         .await;
         match event {
             Event::Received(None) => break End::Gone,
-            Event::Received(Some(Err(WsError::Capacity(_)))) => {
-                break End::Close(1009, "message too big");
-            }
-            Event::Received(Some(Err(WsError::Protocol(_)))) => {
-                break End::Close(1002, "protocol error");
-            }
-            Event::Received(Some(Err(_))) => break End::Gone,
+            Event::Received(Some(Err(error))) => match violation_close(&error) {
+                Some((code, reason)) => break End::Close(code, reason),
+                None => break End::Gone,
+            },
             Event::Received(Some(Ok(message))) => {
                 last_received = Instant::now();
                 match message {

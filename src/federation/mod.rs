@@ -4,10 +4,12 @@
 //! - [`messages`]: the federation payloads, decoded and encoded (§11.2).
 //! - [`registry`]: the peers by relay_id, their links and capacity (§11.3).
 //! - [`link`]: initiator, acceptor and the established link loop (§11.4-§11.6).
+//! - [`checked`]: the link's byte stream, checked for non-minimal frame lengths.
 //! - [`dial`]: opening an outbound link: TCP, TLS for `wss://` peers, the upgrade.
 //! - [`offload`]: the offload manager (§11.7).
 //! - [`node`]: the executor, its commands and its drain (§14.1).
 
+pub mod checked;
 pub mod dial;
 pub mod link;
 pub mod messages;

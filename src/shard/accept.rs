@@ -17,7 +17,7 @@ use crate::http::{self, HeadParse, HealthFacts, Route, RouteContext};
 use crate::limits;
 use crate::protocol::CloseReason;
 use crate::protocol::decode::{self, Handshake};
-use crate::wsframe::{self, FirstMessageReader, Step};
+use crate::wsframe::{self, MessageReader, Step};
 
 use super::deadline::Deadline;
 use super::mesh::MeshMessage;
@@ -121,7 +121,11 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, slot: ConnectionSlot) {
     let deadline = shard
         .deadlines
         .at(Instant::now() + Duration::from_secs(shard.config.handshake_timeout_secs));
-    let outcome = futures_lite::future::or(pre_session(&shard, &mut stream, &upgraded), async {
+    // Outlives the handshake timer, so that the close wait reads on from where the
+    // first message's reading stopped.
+    let mut reader = MessageReader::continuous(shard.config.max_message_size + 4);
+    let pre = pre_session(&shard, &mut stream, &upgraded, &mut reader);
+    let outcome = futures_lite::future::or(pre, async {
         deadline.await;
         if upgraded.get() {
             Outcome::Close(
@@ -146,7 +150,7 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, slot: ConnectionSlot) {
         Outcome::Done | Outcome::TimedOut => {}
         Outcome::Close(code, reason) => {
             let _ = stream.write_all(&wsframe::close_frame(code, reason)).await;
-            drain_until_close(&shard, &mut stream).await;
+            wait_for_close(&shard, &mut stream, &mut reader).await;
         }
         Outcome::EchoClose(code) => {
             let _ = stream.write_all(&wsframe::close_frame(code, "")).await;
@@ -167,13 +171,30 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, slot: ConnectionSlot) {
     drop(slot);
 }
 
-/// Waits, up to the close wait, for the peer's Close or EOF (§2.7).
-async fn drain_until_close(shard: &Shard, stream: &mut TcpStream) {
+/// After our Close: waits, up to the close wait, for the peer's Close (§2.7), so
+/// that the caller closes TCP as soon as it has arrived. The peer's frames are read
+/// on from where `reader` stopped; data messages are dropped and Pings go
+/// unanswered (nothing follows our Close). EOF ends the wait, and so do the first
+/// bytes after a framing failure, which cannot be read as frames any more (as on
+/// an open session).
+async fn wait_for_close(shard: &Shard, stream: &mut TcpStream, reader: &mut MessageReader) {
     let wait = async {
-        let mut buf = [0u8; 1024];
-        while let Ok(n) = stream.read(&mut buf).await {
-            if n == 0 {
-                break;
+        let mut chunk = [0u8; limits::CLOSE_WAIT_READ_BYTES];
+        let mut poll_first = !reader.failed();
+        loop {
+            if poll_first {
+                loop {
+                    match reader.poll() {
+                        Step::NeedMore => break,
+                        Step::Write(_) | Step::Message { .. } => {}
+                        Step::PeerClose { .. } | Step::Fail { .. } => return,
+                    }
+                }
+            }
+            poll_first = true;
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => reader.feed(&chunk[..n]),
             }
         }
     };
@@ -202,7 +223,12 @@ async fn read_head(stream: &mut TcpStream) -> Option<(HeadParse, Vec<u8>)> {
     }
 }
 
-async fn pre_session(shard: &Shard, stream: &mut TcpStream, upgraded: &Cell<bool>) -> Outcome {
+async fn pre_session(
+    shard: &Shard,
+    stream: &mut TcpStream,
+    upgraded: &Cell<bool>,
+    reader: &mut MessageReader,
+) -> Outcome {
     let Some((parsed, buf)) = read_head(stream).await else {
         return Outcome::Done;
     };
@@ -255,7 +281,8 @@ async fn pre_session(shard: &Shard, stream: &mut TcpStream, upgraded: &Cell<bool
             upgraded.set(true);
             shard.metrics().connections_total.inc();
             shard.metrics().connections_active.inc();
-            first_message(shard, stream, &buf[head_len..]).await
+            reader.feed(&buf[head_len..]);
+            first_message(shard, stream, reader).await
         }
     }
 }
@@ -267,9 +294,11 @@ async fn reply(stream: &mut TcpStream, bytes: &[u8]) -> Outcome {
 
 /// Reads up to the end of the first data message and checks it as a Handshake
 /// (§4.2). Pings are answered; nothing past the message is consumed.
-async fn first_message(shard: &Shard, stream: &mut TcpStream, early: &[u8]) -> Outcome {
-    let mut reader = FirstMessageReader::new(shard.config.max_message_size + 4);
-    reader.feed(early);
+async fn first_message(
+    shard: &Shard,
+    stream: &mut TcpStream,
+    reader: &mut MessageReader,
+) -> Outcome {
     let mut chunk = [0u8; 4096];
     loop {
         match reader.poll() {
@@ -304,7 +333,7 @@ async fn first_message(shard: &Shard, stream: &mut TcpStream, early: &[u8]) -> O
                 }
                 return Outcome::Session {
                     handshake: Box::new(handshake),
-                    remainder: reader.into_remainder(),
+                    remainder: reader.take_remainder(),
                 };
             }
         }
@@ -374,7 +403,7 @@ async fn hand_off(
         handshake,
         slot,
     };
-    if let Err(MeshMessage::Session { fd, .. }) = shard.mesh.try_send(owner, message) {
+    if let Err(MeshMessage::Session { fd, remainder, .. }) = shard.mesh.try_send(owner, message) {
         // The owner's queue is full: the session cannot be admitted (§2.2 item 4).
         // SAFETY: `fd` came from `into_raw_fd` above and nothing else owns it.
         let mut stream = unsafe { TcpStream::from_raw_fd(fd) };
@@ -382,7 +411,9 @@ async fn hand_off(
         let _ = stream
             .write_all(&wsframe::close_frame(reason.code(), reason.reason()))
             .await;
-        drain_until_close(&shard, &mut stream).await;
+        let mut reader = MessageReader::continuous(shard.config.max_message_size + 4);
+        reader.feed(&remainder);
+        wait_for_close(&shard, &mut stream, &mut reader).await;
         let _ = stream.shutdown(std::net::Shutdown::Both).await;
     }
 }

@@ -261,6 +261,58 @@ pub fn encode_frame(first_byte: u8, payload: &[u8], masked: bool) -> Vec<u8> {
     out
 }
 
+/// A masked frame whose payload length is written with `length_bytes` extended
+/// bytes (0, 2 or 8) whether or not that is the minimal form (RFC 6455 §5.2).
+pub fn encode_frame_with_length_form(
+    first_byte: u8,
+    payload: &[u8],
+    length_bytes: usize,
+) -> Vec<u8> {
+    frame_with_length_form(first_byte, payload, length_bytes, true)
+}
+
+/// The same, masked (client to server) or not (server to client).
+pub fn frame_with_length_form(
+    first_byte: u8,
+    payload: &[u8],
+    length_bytes: usize,
+    masked: bool,
+) -> Vec<u8> {
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let mask_bit = if masked { 0x80 } else { 0 };
+    let mut out = vec![first_byte];
+    match length_bytes {
+        0 => out.push(mask_bit | u8::try_from(payload.len()).unwrap()),
+        2 => {
+            out.push(mask_bit | 126);
+            out.extend(u16::try_from(payload.len()).unwrap().to_be_bytes());
+        }
+        _ => {
+            out.push(mask_bit | 127);
+            out.extend((payload.len() as u64).to_be_bytes());
+        }
+    }
+    if masked {
+        out.extend(mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    } else {
+        out.extend_from_slice(payload);
+    }
+    out
+}
+
+/// Panics unless `stream` is still open with nothing to read: the relay neither
+/// closed it nor sent anything.
+pub fn assert_still_open(stream: &TcpStream, label: &str) {
+    stream.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    match (&*stream).read(&mut byte) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("{label}: the sentinel connection was closed or answered: {other:?}"),
+    }
+    stream.set_nonblocking(false).unwrap();
+}
+
 /// Checks the exact 4-byte prefix and returns the JSON text.
 pub fn unprefix(bytes: &[u8]) -> String {
     assert!(bytes.len() >= 4, "message shorter than its prefix");

@@ -1,0 +1,143 @@
+//! The byte stream under a federation WebSocket, checked for what the WebSocket
+//! library lets through: a frame length not written in its minimal form (RFC 6455
+//! §5.2), which §2.6 and §11.1 answer with 1002. Bytes pass through unchanged up to
+//! the offending frame's header; from then on every read fails with
+//! [`LengthViolation`], which the link turns into its 1002 close.
+//!
+//! On an outbound link the check starts after the HTTP response head (the first
+//! `\r\n\r\n`); on an inbound one, at the first byte after the upgrade.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use async_tungstenite::tungstenite::Error as WsError;
+use futures_lite::{AsyncRead, AsyncWrite};
+
+use crate::wsframe::LengthCheck;
+
+const HEAD_END: &[u8; 4] = b"\r\n\r\n";
+
+/// A frame length that is not minimal arrived on the link.
+#[derive(Debug)]
+pub struct LengthViolation;
+
+impl std::fmt::Display for LengthViolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a frame length is not in its minimal form")
+    }
+}
+
+impl std::error::Error for LengthViolation {}
+
+/// Whether a WebSocket error is this stream's [`LengthViolation`].
+pub fn is_length_violation(error: &WsError) -> bool {
+    matches!(error, WsError::Io(io) if io.get_ref().is_some_and(|e| e.is::<LengthViolation>()))
+}
+
+fn violation() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, LengthViolation)
+}
+
+pub struct Checked<S> {
+    inner: S,
+    check: LengthCheck,
+    /// Bytes of `\r\n\r\n` matched so far while the HTTP response head is still
+    /// passing; `None` once frames have begun.
+    head_matched: Option<usize>,
+}
+
+impl<S> Checked<S> {
+    /// For an outbound link: frames begin after the response head.
+    pub fn after_http_head(inner: S) -> Checked<S> {
+        Checked {
+            inner,
+            check: LengthCheck::new(),
+            head_matched: Some(0),
+        }
+    }
+
+    /// For an inbound link whose upgrade is done: frames begin now.
+    pub fn frames(inner: S) -> Checked<S> {
+        Checked {
+            inner,
+            check: LengthCheck::new(),
+            head_matched: None,
+        }
+    }
+
+    /// Checks bytes that were read past the upgrade before this stream existed and
+    /// go to the library directly; false if they hold a violation.
+    pub fn check_early(&mut self, bytes: &[u8]) -> bool {
+        self.check.feed(bytes).is_ok()
+    }
+
+    /// Walks bytes just read; `Err(pass)`: only the first `pass` may go on.
+    fn walk(&mut self, bytes: &[u8]) -> Result<(), usize> {
+        let mut start = 0;
+        if let Some(matched) = self.head_matched.as_mut() {
+            for (i, &byte) in bytes.iter().enumerate() {
+                *matched = if byte == HEAD_END[*matched] {
+                    *matched + 1
+                } else {
+                    usize::from(byte == HEAD_END[0])
+                };
+                if *matched == HEAD_END.len() {
+                    start = i + 1;
+                    break;
+                }
+            }
+            if *matched < HEAD_END.len() {
+                return Ok(());
+            }
+            self.head_matched = None;
+        }
+        self.check.feed(&bytes[start..]).map_err(|at| start + at)
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Checked<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.check.failed() {
+            return Poll::Ready(Err(violation()));
+        }
+        let n = ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        match this.walk(&buf[..n]) {
+            Ok(()) => Poll::Ready(Ok(n)),
+            // The frames before the offending header go on; the next read fails.
+            Err(pass) if pass > 0 => Poll::Ready(Ok(pass)),
+            Err(_) => Poll::Ready(Err(violation())),
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Checked<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_close(cx)
+    }
+}
