@@ -415,37 +415,28 @@ fn write_header(out: &mut Vec<u8>, opcode: u8, len: usize) {
 }
 
 /// Walks the frame headers of a byte stream, passing over payloads without keeping
-/// them, and finds the first length that is not written minimally (RFC 6455 §5.2).
-/// For links read by a WebSocket library that does not check it (federation).
-/// Holds at most one header.
+/// them (holds at most one header): the part that [`LengthCheck`] and [`CloseScan`]
+/// share. A header is reported once it is whole, mask included.
 #[derive(Debug, Default)]
-pub struct LengthCheck {
+struct HeaderWalk {
     /// The current frame's header bytes read so far.
     header: [u8; HEADER_BYTES_MAX],
     header_len: usize,
     /// Payload bytes of the current frame still to pass over.
     payload_left: u64,
-    failed: bool,
 }
 
-impl LengthCheck {
-    pub fn new() -> LengthCheck {
-        LengthCheck::default()
-    }
+/// A whole frame header as the walk saw it.
+struct WalkedHeader {
+    opcode: u8,
+    length_bytes: usize,
+    declared_len: u64,
+}
 
-    /// Whether a non-minimal length has been seen.
-    pub fn failed(&self) -> bool {
-        self.failed
-    }
-
-    /// Walks `bytes`, the next ones of the stream. `Err(at)` when a frame header
-    /// with a non-minimal length ends in them: the `at` bytes before that header
-    /// (the part of it in `bytes`) are whole frames or their parts, safe to pass on.
-    /// Once failed, every call fails with `Err(0)`.
-    pub fn feed(&mut self, bytes: &[u8]) -> Result<(), usize> {
-        if self.failed {
-            return Err(0);
-        }
+impl HeaderWalk {
+    /// Walks `bytes` until `stop` says so for a header: `Some(at)`, where `at` is the
+    /// offset in `bytes` of that header's first byte (0 if it began in earlier bytes).
+    fn walk(&mut self, bytes: &[u8], mut stop: impl FnMut(&WalkedHeader) -> bool) -> Option<usize> {
         let mut pos = 0;
         let mut header_start = 0;
         while pos < bytes.len() {
@@ -476,14 +467,18 @@ impl LengthCheck {
                 }
                 _ => u64::from(self.header[1] & 0x7F),
             };
+            let walked = WalkedHeader {
+                opcode: self.header[0] & 0x0F,
+                length_bytes,
+                declared_len,
+            };
             self.header_len = 0;
-            if !minimal_length(length_bytes, declared_len) {
-                self.failed = true;
-                return Err(header_start);
-            }
             self.payload_left = declared_len;
+            if stop(&walked) {
+                return Some(header_start);
+            }
         }
-        Ok(())
+        None
     }
 
     /// The extended-length bytes and whole header length, once the first two
@@ -499,5 +494,73 @@ impl LengthCheck {
         };
         let mask_bytes = if self.header[1] & 0x80 != 0 { 4 } else { 0 };
         Some((length_bytes, 2 + length_bytes + mask_bytes))
+    }
+}
+
+/// Finds the first length that is not written minimally (RFC 6455 §5.2) in a byte
+/// stream of frames. For links read by a WebSocket library that does not check it
+/// (federation).
+#[derive(Debug, Default)]
+pub struct LengthCheck {
+    walk: HeaderWalk,
+    failed: bool,
+}
+
+impl LengthCheck {
+    pub fn new() -> LengthCheck {
+        LengthCheck::default()
+    }
+
+    /// Whether a non-minimal length has been seen.
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Walks `bytes`, the next ones of the stream. `Err(at)` when a frame header
+    /// with a non-minimal length ends in them: the `at` bytes before that header
+    /// (the part of it in `bytes`) are whole frames or their parts, safe to pass on.
+    /// Once failed, every call fails with `Err(0)`.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<(), usize> {
+        if self.failed {
+            return Err(0);
+        }
+        let found = self
+            .walk
+            .walk(bytes, |h| !minimal_length(h.length_bytes, h.declared_len));
+        match found {
+            Some(at) => {
+                self.failed = true;
+                Err(at)
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+/// Looks for the peer's Close in the frames that follow ours, whatever else they
+/// hold, without keeping payloads: where a reader has failed on a frame whose
+/// header still tells its length (a protocol error, a message over the limit), the
+/// frames after it can still be told apart (§2.7: TCP closes once that Close is in).
+#[derive(Debug, Default)]
+pub struct CloseScan {
+    walk: HeaderWalk,
+    seen: bool,
+}
+
+impl CloseScan {
+    /// Starts at a frame boundary.
+    pub fn new() -> CloseScan {
+        CloseScan::default()
+    }
+
+    /// Walks the next bytes of the stream; true once a Close frame's header is in.
+    pub fn feed(&mut self, bytes: &[u8]) -> bool {
+        if !self.seen {
+            self.seen = self
+                .walk
+                .walk(bytes, |h| h.opcode == OPCODE_CLOSE)
+                .is_some();
+        }
+        self.seen
     }
 }

@@ -976,7 +976,13 @@ fn a_request_written_together_with_the_handshake_is_answered() {
 #[test]
 fn refusals_before_the_handshake_end_tcp_as_soon_as_the_close_is_echoed() {
     let dir = TempDir::new("err-pre-close");
-    let relay = Relay::start(dir.path(), &[("RELAY_HANDSHAKE_TIMEOUT", "2")]);
+    let relay = Relay::start(
+        dir.path(),
+        &[
+            ("RELAY_HANDSHAKE_TIMEOUT", "2"),
+            ("RELAY_MAX_MESSAGE_SIZE", "1024"),
+        ],
+    );
     let identity = Identity::fresh();
     let mut forged = identity.handshake_payload(&random32(), now());
     forged["signature"] = json!("00".repeat(64));
@@ -1042,11 +1048,22 @@ fn refusals_before_the_handshake_end_tcp_as_soon_as_the_close_is_echoed() {
             1007,
             "invalid utf-8",
         ),
+        // Refused from its header; the frame's payload is passed over to the echo.
         (
-            "a frame header over the size limit",
-            vec![0x82, 0x80 | 127, 0, 0, 0, 0, 0x10, 0, 0, 0],
+            "a frame over the size limit",
+            encode_frame(0x82, &[0; 1029], true),
             1009,
             "message too big",
+        ),
+        (
+            "a 1002 frame with a payload, then a data frame before the echo",
+            [
+                encode_frame(0x82, &[0; 300], false),
+                encode_frame(0x82, b"late", true),
+            ]
+            .concat(),
+            1002,
+            "protocol error",
         ),
     ];
     for (label, bytes, code, reason) in cases {

@@ -3,7 +3,7 @@
 //! pipelined bytes, and every failure with its close code.
 
 use vauchi_relay::wsframe::{
-    FirstMessageReader, LengthCheck, Step, close_frame, server_binary_frame,
+    CloseScan, FirstMessageReader, LengthCheck, Step, close_frame, server_binary_frame,
 };
 
 const MAX: usize = 1024;
@@ -607,4 +607,34 @@ fn length_check_finds_the_header_of_the_first_non_minimal_frame() {
     let at = server.len();
     server.extend([0x82, 126, 0, 5, 1, 2, 3, 4, 5]);
     assert_eq!(LengthCheck::new().feed(&server), Err(at));
+}
+
+/// After a reader failed on a frame whose header tells its length, the peer's
+/// Close is found behind it, payloads passed over, in any chunks; data that only
+/// looks like a Close inside a payload is not taken for one.
+#[test]
+fn close_scan_finds_the_close_behind_failed_frames() {
+    let mut stream = raw_frame(0x82, &[0x88; 300], None); // unmasked: a 1002 frame
+    stream.extend(frame(true, BINARY, &[0x88, 0x80, 1, 2, 3, 4]));
+    stream.extend(frame_with_length_form(&[0; 10], 8)); // non-minimal: walked too
+    let close_at = stream.len();
+    stream.extend(frame(true, CLOSE, &1000u16.to_be_bytes()));
+    for chunk in [1usize, 3, 64, stream.len()] {
+        let mut scan = CloseScan::new();
+        let mut fed = 0;
+        let mut found_at = None;
+        for piece in stream.chunks(chunk) {
+            fed += piece.len();
+            if scan.feed(piece) {
+                found_at = Some(fed);
+                break;
+            }
+        }
+        let found_at = found_at.expect("the Close is found");
+        // Found once its header (2 bytes and the mask) is in, not before.
+        assert!(found_at >= close_at + 6, "chunks of {chunk}: {found_at}");
+        assert!(scan.feed(b"anything"), "stays found");
+    }
+    let mut scan = CloseScan::new();
+    assert!(!scan.feed(&stream[..close_at]));
 }

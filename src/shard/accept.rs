@@ -17,7 +17,7 @@ use crate::http::{self, HeadParse, HealthFacts, Route, RouteContext};
 use crate::limits;
 use crate::protocol::CloseReason;
 use crate::protocol::decode::{self, Handshake};
-use crate::wsframe::{self, MessageReader, Step};
+use crate::wsframe::{self, CloseScan, MessageReader, Step};
 
 use super::deadline::Deadline;
 use super::mesh::MeshMessage;
@@ -78,21 +78,15 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     }
 }
 
-/// Answers an over-limit connection with 503 after reading its head (§2.2).
+/// Answers an over-limit connection with 503 after reading its head (§2.2). The
+/// handshake timer bounds the reply too: a peer that reads nothing cannot keep a
+/// refusal in progress.
 async fn refuse(mut stream: TcpStream, deadline: Deadline) {
-    let read = async {
+    let answer = async {
         let _ = read_head(&mut stream).await;
-        Some(())
-    };
-    if futures_lite::future::or(read, async {
-        deadline.await;
-        None
-    })
-    .await
-    .is_some()
-    {
         let _ = stream.write_all(&http::overloaded()).await;
-    }
+    };
+    futures_lite::future::or(answer, deadline).await;
     let _ = stream.shutdown(std::net::Shutdown::Both).await;
 }
 
@@ -149,11 +143,12 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, slot: ConnectionSlot) {
     match outcome {
         Outcome::Done | Outcome::TimedOut => {}
         Outcome::Close(code, reason) => {
-            let _ = stream.write_all(&wsframe::close_frame(code, reason)).await;
-            wait_for_close(&shard, &mut stream, &mut reader).await;
+            let close = wsframe::close_frame(code, reason);
+            close_and_wait(&shard, &mut stream, &close, Some(&mut reader)).await;
         }
         Outcome::EchoClose(code) => {
-            let _ = stream.write_all(&wsframe::close_frame(code, "")).await;
+            let close = wsframe::close_frame(code, "");
+            close_and_wait(&shard, &mut stream, &close, None).await;
         }
         Outcome::Session {
             handshake,
@@ -171,38 +166,62 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, slot: ConnectionSlot) {
     drop(slot);
 }
 
-/// After our Close: waits, up to the close wait, for the peer's Close (§2.7), so
-/// that the caller closes TCP as soon as it has arrived. The peer's frames are read
-/// on from where `reader` stopped; data messages are dropped and Pings go
-/// unanswered (nothing follows our Close). EOF ends the wait, and so do the first
-/// bytes after a framing failure, which cannot be read as frames any more (as on
-/// an open session).
-async fn wait_for_close(shard: &Shard, stream: &mut TcpStream, reader: &mut MessageReader) {
-    let wait = async {
-        let mut chunk = [0u8; limits::CLOSE_WAIT_READ_BYTES];
-        let mut poll_first = !reader.failed();
-        loop {
-            if poll_first {
-                loop {
-                    match reader.poll() {
-                        Step::NeedMore => break,
-                        Step::Write(_) | Step::Message { .. } => {}
-                        Step::PeerClose { .. } | Step::Fail { .. } => return,
-                    }
-                }
-            }
-            poll_first = true;
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => reader.feed(&chunk[..n]),
-            }
+/// Writes our Close and then, with `reader` (None: the peer's Close is already in),
+/// waits for the peer's Close (§2.7), so that the caller closes TCP as soon as it
+/// has arrived. The close wait bounds both: a peer that reads nothing cannot hold
+/// the connection, and its slot, by never taking our Close.
+async fn close_and_wait(
+    shard: &Shard,
+    stream: &mut TcpStream,
+    close: &[u8],
+    reader: Option<&mut MessageReader>,
+) {
+    let exchange = async {
+        if stream.write_all(close).await.is_err() {
+            return;
+        }
+        if let Some(reader) = reader {
+            wait_for_close(stream, reader).await;
         }
     };
     futures_lite::future::or(
-        wait,
+        exchange,
         shard.deadlines.at(Instant::now() + limits::CLOSE_WAIT),
     )
     .await;
+}
+
+/// Reads the peer's frames on from where `reader` stopped until its Close (or EOF):
+/// data messages are dropped and Pings go unanswered, since nothing follows our
+/// Close. Where the reader failed, the frames are walked without it from the
+/// failed frame's header, which still tells its length.
+async fn wait_for_close(stream: &mut TcpStream, reader: &mut MessageReader) {
+    let mut chunk = [0u8; limits::CLOSE_WAIT_READ_BYTES];
+    if reader.failed() {
+        let mut scan = CloseScan::new();
+        if scan.feed(&reader.take_remainder()) {
+            return;
+        }
+        while let Ok(n @ 1..) = stream.read(&mut chunk).await {
+            if scan.feed(&chunk[..n]) {
+                return;
+            }
+        }
+        return;
+    }
+    loop {
+        loop {
+            match reader.poll() {
+                Step::NeedMore => break,
+                Step::Write(_) | Step::Message { .. } => {}
+                Step::PeerClose { .. } | Step::Fail { .. } => return,
+            }
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => reader.feed(&chunk[..n]),
+        }
+    }
 }
 
 /// Reads a request head, bounded by §2.3. Returns the parse result and the buffer.
@@ -408,12 +427,10 @@ async fn hand_off(
         // SAFETY: `fd` came from `into_raw_fd` above and nothing else owns it.
         let mut stream = unsafe { TcpStream::from_raw_fd(fd) };
         let reason = CloseReason::Overloaded;
-        let _ = stream
-            .write_all(&wsframe::close_frame(reason.code(), reason.reason()))
-            .await;
+        let close = wsframe::close_frame(reason.code(), reason.reason());
         let mut reader = MessageReader::continuous(shard.config.max_message_size + 4);
         reader.feed(&remainder);
-        wait_for_close(&shard, &mut stream, &mut reader).await;
+        close_and_wait(&shard, &mut stream, &close, Some(&mut reader)).await;
         let _ = stream.shutdown(std::net::Shutdown::Both).await;
     }
 }

@@ -334,7 +334,12 @@ fn start_close(conn: &mut Connection, code: u16, reason: &str) {
     // Frames already in the buffer are whole; the Close goes after them.
     conn.out
         .extend_from_slice(&wsframe::close_frame(code, reason));
-    conn.phase = Phase::Closing;
+    // A client that closed first has sent its Close already: once ours is written the
+    // closing handshake is complete, and TCP closes at once (§2.7).
+    conn.phase = match conn.phase {
+        Phase::ClientClosed { .. } => Phase::Done,
+        _ => Phase::Closing,
+    };
     arm(conn, Instant::now() + limits::CLOSE_WAIT);
 }
 
