@@ -29,9 +29,10 @@ pub const READ_CHUNK_BYTES: usize = 16 * 1024;
 
 /// §2.7: after sending Close, wait this long for the peer's Close.
 pub const CLOSE_WAIT: Duration = Duration::from_secs(5);
-/// Bytes read per call while a connection refused before its Handshake waits for
-/// the peer's Close: small, since the buffer lives in the waiting task and the
-/// peer has nothing more to send but that Close.
+/// Bytes read per call while a connection refused before its Handshake, or a
+/// federation link whose peer broke the framing, waits for the peer's Close: small,
+/// since the buffer lives in the waiting task and the peer has nothing more to send
+/// but that Close.
 pub const CLOSE_WAIT_READ_BYTES: usize = 1024;
 
 /// Resolution of the per-shard deadlines (handshake, idle, close wait): a timer

@@ -885,3 +885,33 @@ fn acceptor_closes_a_non_minimal_length_with_1002() {
     }
     FedPeer::join(relay.addr, PEER);
 }
+
+/// After a framing violation the WebSocket library ends its stream, and the link
+/// used to drop TCP right after its 1002, the peer's bytes unread (a reset that can
+/// lose that Close). It now waits for the peer's Close on the raw stream (§2.7),
+/// walking on from the offending frame, and closes TCP once it is in. Shown
+/// without timing: a bare connection opened when the 1002 arrives is ended by the
+/// handshake timer (2 s) while the link still waits; then the echo ends the link.
+#[test]
+fn acceptor_waits_for_the_close_of_a_peer_that_broke_the_framing() {
+    let dir = TempDir::new("fed-broken-close");
+    let relay = FedRelay::new(X)
+        .set("RELAY_HANDSHAKE_TIMEOUT", "2")
+        .start(dir.path());
+    let mut ws = wire::RawWs::upgrade_with(relay.addr, &upgrade_request("/federation", ""));
+    let hello = fed_frame(peer_handshake(PEER, 1));
+    let mut bytes = wire::encode_frame_with_length_form(0x82, &hello, 8);
+    bytes.extend(wire::encode_frame(0x82, &hello, true));
+    ws.write(&bytes);
+    assert_eq!(
+        ws.next_event(),
+        wire::Event::Close(1002, "protocol error".to_owned())
+    );
+    let mut sentinel = std::net::TcpStream::connect(relay.addr).unwrap();
+    sentinel.set_read_timeout(Some(STUCK)).unwrap();
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut sentinel, &mut rest);
+    wire::assert_still_open(&ws.stream, "the link waits for the peer's Close");
+    ws.send_frame(0x88, &1002u16.to_be_bytes(), true);
+    assert_eq!(ws.next_event(), wire::Event::Eof, "TCP ends after the echo");
+}

@@ -14,7 +14,8 @@ use std::task::{Context, Poll, ready};
 use async_tungstenite::tungstenite::Error as WsError;
 use futures_lite::{AsyncRead, AsyncWrite};
 
-use crate::wsframe::LengthCheck;
+use crate::limits::CLOSE_WAIT_READ_BYTES;
+use crate::wsframe::{CloseScan, LengthCheck};
 
 const HEAD_END: &[u8; 4] = b"\r\n\r\n";
 
@@ -45,6 +46,9 @@ pub struct Checked<S> {
     /// Bytes of `\r\n\r\n` matched so far while the HTTP response head is still
     /// passing; `None` once frames have begun.
     head_matched: Option<usize>,
+    /// The bytes of the read that held the offending header, from that header on
+    /// (at most one read buffer): where the frames go on after the violation.
+    held: Vec<u8>,
 }
 
 impl<S> Checked<S> {
@@ -54,6 +58,7 @@ impl<S> Checked<S> {
             inner,
             check: LengthCheck::new(),
             head_matched: Some(0),
+            held: Vec::new(),
         }
     }
 
@@ -63,13 +68,20 @@ impl<S> Checked<S> {
             inner,
             check: LengthCheck::new(),
             head_matched: None,
+            held: Vec::new(),
         }
     }
 
     /// Checks bytes that were read past the upgrade before this stream existed and
     /// go to the library directly; false if they hold a violation.
     pub fn check_early(&mut self, bytes: &[u8]) -> bool {
-        self.check.feed(bytes).is_ok()
+        match self.check.feed(bytes) {
+            Ok(()) => true,
+            Err(at) => {
+                self.held = bytes[at..].to_vec();
+                false
+            }
+        }
     }
 
     /// Walks bytes just read; `Err(pass)`: only the first `pass` may go on.
@@ -109,9 +121,38 @@ impl<S: AsyncRead + Unpin> AsyncRead for Checked<S> {
         let n = ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
         match this.walk(&buf[..n]) {
             Ok(()) => Poll::Ready(Ok(n)),
-            // The frames before the offending header go on; the next read fails.
-            Err(pass) if pass > 0 => Poll::Ready(Ok(pass)),
-            Err(_) => Poll::Ready(Err(violation())),
+            Err(pass) => {
+                this.held = buf[pass..n].to_vec();
+                // The frames before the offending header go on; the next read fails.
+                if pass > 0 {
+                    Poll::Ready(Ok(pass))
+                } else {
+                    Poll::Ready(Err(violation()))
+                }
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> Checked<S> {
+    /// After the library has given up on the link (it ends its stream at the first
+    /// read error) and our Close is out: reads the peer's frames on, without the
+    /// library, until its Close or EOF, so that TCP closes as §2.7 says and not
+    /// with the peer's bytes unread (a reset that can lose our Close). After a
+    /// length violation the walk starts at the offending header; after an error
+    /// the library found, at the next bytes, where a Close may be mistaken or
+    /// missed: the caller bounds the wait.
+    pub async fn wait_for_close(&mut self) {
+        let mut scan = CloseScan::new();
+        if scan.feed(&std::mem::take(&mut self.held)) {
+            return;
+        }
+        let mut chunk = [0u8; CLOSE_WAIT_READ_BYTES];
+        while let Ok(n @ 1..) = futures_lite::AsyncReadExt::read(&mut self.inner, &mut chunk).await
+        {
+            if scan.feed(&chunk[..n]) {
+                return;
+            }
         }
     }
 }

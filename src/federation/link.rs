@@ -107,6 +107,22 @@ async fn close<S: AsyncRead + AsyncWrite + Unpin>(
     read_to_end(ws).await;
 }
 
+/// Our Close after a read error that is the peer's fault: the library has ended its
+/// stream, so the peer's Close is looked for on the raw stream (§2.7), up to the
+/// close wait.
+async fn close_broken<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<Checked<S>>,
+    code: u16,
+    reason: &'static str,
+) {
+    let frame = CloseFrame {
+        code: code.into(),
+        reason: reason.into(),
+    };
+    let _ = within(SEND_WAIT, ws.close(Some(frame))).await;
+    let _ = within(crate::limits::CLOSE_WAIT, ws.get_mut().wait_for_close()).await;
+}
+
 /// Reads until the peer ends the connection, up to the close wait (§2.7); the
 /// library answers a Close received meanwhile.
 async fn read_to_end<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>) {
@@ -149,7 +165,8 @@ async fn next_data<S: AsyncRead + AsyncWrite + Unpin>(
 fn violation_close(error: &WsError) -> Option<(u16, &'static str)> {
     match error {
         WsError::Capacity(_) => Some((1009, "message too big")),
-        WsError::Protocol(_) => Some((1002, "protocol error")),
+        // Invalid UTF-8 in a text frame breaks RFC 6455 too; §11.1 has no 1007.
+        WsError::Protocol(_) | WsError::Utf8(_) => Some((1002, "protocol error")),
         error if checked::is_length_violation(error) => Some((1002, "protocol error")),
         _ => None,
     }
@@ -232,7 +249,7 @@ fn dial_failed(url: &str, error: Option<DialError>) -> Attempt {
 async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     node: &Rc<Node>,
     url: &str,
-    mut ws: WebSocketStream<S>,
+    mut ws: WebSocketStream<Checked<S>>,
 ) -> Attempt {
     let timeout = node.peer_timeout();
     let hello = FedMessage::PeerHandshake {
@@ -249,7 +266,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         Some(Err(error)) => {
             if let Some((code, reason)) = violation_close(&error) {
                 tracing::info!(peer = %url, "federation peer broke WebSocket framing");
-                close(&mut ws, code, reason).await;
+                close_broken(&mut ws, code, reason).await;
                 return Attempt::Failed;
             }
             None
@@ -328,7 +345,7 @@ pub async fn accept(node: Rc<Node>, fd: RawFd, remainder: Vec<u8>, slot: Connect
     };
     if !early_ok {
         node.metrics().connection_errors_total.inc();
-        close(&mut ws, 1002, "protocol error").await;
+        close_broken(&mut ws, 1002, "protocol error").await;
         return;
     }
     let first = within(node.peer_timeout(), next_data(&mut ws))
@@ -339,7 +356,7 @@ pub async fn accept(node: Rc<Node>, fd: RawFd, remainder: Vec<u8>, slot: Connect
         Some(Err(error)) => {
             node.metrics().connection_errors_total.inc();
             let (code, reason) = violation_close(&error).unwrap_or((1008, "handshake required"));
-            close(&mut ws, code, reason).await;
+            close_broken(&mut ws, code, reason).await;
             return;
         }
         _ => None,
@@ -419,6 +436,8 @@ pub async fn accept(node: Rc<Node>, fd: RawFd, remainder: Vec<u8>, slot: Connect
 enum End {
     /// We close it with this code and reason.
     Close(u16, &'static str),
+    /// We close it with this code and reason after the peer broke the framing.
+    Broken(u16, &'static str),
     /// The peer sent its Close.
     PeerClosed,
     /// The connection failed or vanished.
@@ -435,7 +454,7 @@ enum Event {
 /// An established link, until it closes (§11.6 keepalive and idle timeout).
 async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     node: &Rc<Node>,
-    mut ws: WebSocketStream<S>,
+    mut ws: WebSocketStream<Checked<S>>,
     link: LinkId,
     relay_id: &str,
     role: LinkSide,
@@ -461,7 +480,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         match event {
             Event::Received(None) => break End::Gone,
             Event::Received(Some(Err(error))) => match violation_close(&error) {
-                Some((code, reason)) => break End::Close(code, reason),
+                Some((code, reason)) => break End::Broken(code, reason),
                 None => break End::Gone,
             },
             Event::Received(Some(Ok(message))) => {
@@ -506,6 +525,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     node.close_link(link);
     match end {
         End::Close(code, reason) => close(&mut ws, code, reason).await,
+        End::Broken(code, reason) => close_broken(&mut ws, code, reason).await,
         End::PeerClosed => read_to_end(&mut ws).await,
         End::Gone => {}
     }

@@ -28,26 +28,40 @@ pub(crate) fn from_str<'a, T: de::Deserialize<'a>>(json: &'a str) -> serde_json:
     Ok(value)
 }
 
-/// The member names of one object read so far.
-#[derive(Default)]
+/// The member names of one object read so far: the first few in place (no
+/// allocation for the usual payload), the rest in a hash set.
 struct Names<'de> {
-    few: Vec<Cow<'de, str>>,
+    few: [Cow<'de, str>; LINEAR_NAMES_MAX],
+    few_len: usize,
     many: Option<ahash::HashSet<Cow<'de, str>>>,
 }
 
 impl<'de> Names<'de> {
+    fn new() -> Names<'de> {
+        Names {
+            few: [const { Cow::Borrowed("") }; LINEAR_NAMES_MAX],
+            few_len: 0,
+            many: None,
+        }
+    }
+
     /// Records `name`; false if the object already had it.
     fn insert(&mut self, name: Cow<'de, str>) -> bool {
         if let Some(many) = self.many.as_mut() {
             return many.insert(name);
         }
-        if self.few.contains(&name) {
+        if self.few[..self.few_len].contains(&name) {
             return false;
         }
-        self.few.push(name);
-        if self.few.len() > LINEAR_NAMES_MAX {
-            self.many = Some(self.few.drain(..).collect());
+        if self.few_len < LINEAR_NAMES_MAX {
+            self.few[self.few_len] = name;
+            self.few_len += 1;
+            return true;
         }
+        let mut many: ahash::HashSet<Cow<'de, str>> =
+            self.few.iter_mut().map(std::mem::take).collect();
+        many.insert(name);
+        self.many = Some(many);
         true
     }
 }
@@ -57,7 +71,9 @@ fn repeated<E: de::Error>() -> E {
 }
 
 /// The outermost deserializer: structs and maps get their member names checked;
-/// anything else is read as the inner deserializer reads it.
+/// anything else is read as the inner deserializer reads it. A shape read through
+/// `deserialize_any` (an untagged or internally tagged enum) would bypass the
+/// check: every shape read here is a plain struct.
 struct Unique<D>(D);
 
 impl<'de, D: Deserializer<'de>> Deserializer<'de> for Unique<D> {
@@ -101,7 +117,7 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for ObjectVisitor<V> {
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
         self.0.visit_map(UniqueMap {
             inner: map,
-            names: Names::default(),
+            names: Names::new(),
         })
     }
 
