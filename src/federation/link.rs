@@ -521,14 +521,16 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     // The link leaves the registry before the close wait, so nothing more is
-    // queued on it.
+    // queued on it; drain counts it until it has closed.
     node.close_link(link);
+    node.closing.set(node.closing.get() + 1);
     match end {
         End::Close(code, reason) => close(&mut ws, code, reason).await,
         End::Broken(code, reason) => close_broken(&mut ws, code, reason).await,
         End::PeerClosed => read_to_end(&mut ws).await,
         End::Gone => {}
     }
+    node.closing.set(node.closing.get() - 1);
 }
 
 /// One data message on an established link; returns the frames to send back.

@@ -94,6 +94,10 @@ pub struct Node {
     pub stopping: Cell<bool>,
     /// Accepted offloads whose blob-to-hint commit is still on its shard.
     pub committing: Cell<u64>,
+    /// Established links that have left the registry and are closing (our Close,
+    /// the wait for the peer's): drain waits for them too, so that the executor
+    /// does not end, and drop them, mid-close.
+    pub closing: Cell<u64>,
     /// TLS for `wss://` peers (§11.5); loaded once, and only if one is configured.
     pub tls: Option<Arc<ClientConfig>>,
 }
@@ -238,6 +242,7 @@ pub fn start(
                 received: RefCell::new(BoundedSet::new(RECEIVED_OFFERS_MAX)),
                 stopping: Cell::new(false),
                 committing: Cell::new(0),
+                closing: Cell::new(0),
                 tls,
             });
             run(node, inbox).await;
@@ -317,12 +322,23 @@ async fn drain(node: &Rc<Node>) {
         }
         glommio::timer::sleep(STOP_POLL).await;
     }
-    let links: Vec<u64> = node.links.borrow().keys().copied().collect();
-    for id in links {
-        node.send_soon(LinkId(id), LinkOut::Close(1001, "server shutting down"));
-    }
+    // The 1001 goes on every link, retried while a link's queue is full, and the
+    // closes are waited for: our Close written, the peer's received.
+    let mut told: ahash::HashSet<u64> = ahash::HashSet::default();
     let deadline = std::time::Instant::now() + limits::CLOSE_WAIT;
-    while !node.links.borrow().is_empty() && std::time::Instant::now() < deadline {
+    loop {
+        let links: Vec<u64> = node.links.borrow().keys().copied().collect();
+        for id in links {
+            if !told.contains(&id)
+                && node.send_soon(LinkId(id), LinkOut::Close(1001, "server shutting down"))
+            {
+                told.insert(id);
+            }
+        }
+        let closed = node.links.borrow().is_empty() && node.closing.get() == 0;
+        if closed || std::time::Instant::now() >= deadline {
+            break;
+        }
         glommio::timer::sleep(STOP_POLL).await;
     }
 }
