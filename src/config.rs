@@ -648,7 +648,7 @@ const fn integer(
 /// Narrows a range-checked integer to its field's type.
 fn narrow<T: TryFrom<u64>>(value: u64) -> T {
     // Invariant: every Integer rule's `max` fits the type of the field it sets;
-    // tests/config_parse.rs parses each variable's maximum.
+    // tests/unit/config_parse.rs parses each variable's maximum.
     T::try_from(value).unwrap_or_else(|_| unreachable!("{value} exceeds its field's type"))
 }
 

@@ -1,9 +1,7 @@
 //! The metrics listener of a running relay (§12): every value moves with the
 //! traffic that should move it, merged over the shards at scrape time.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn scrape(relay: &Relay) -> String {
     scrape_metrics(relay)

@@ -13,25 +13,21 @@
 //!
 //! Waits are bounded by `STUCK` and never measured.
 
-mod common;
-mod fedwire;
-mod wire;
-
 use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use common::*;
-use fedwire::*;
+use crate::common::*;
+use crate::fedwire::*;
+use crate::wire::{expect_layout, fresh_id, now};
 use futures_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use futures_rustls::rustls::{self, AlertDescription, ServerConfig, ServerConnection, StreamOwned};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
 };
 use serde_json::Value;
-use wire::{expect_layout, fresh_id, now};
 
 /// The relay under test.
 const X: &str = "relay-x";

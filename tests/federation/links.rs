@@ -14,18 +14,14 @@
 //! `RELAY_MAX_STORAGE_BYTES` where a test needs it over its threshold, so each case
 //! takes a few seconds. Waits are bounded by `STUCK` and never measured.
 
-mod common;
-mod fedwire;
-mod wire;
-
 use std::collections::BTreeSet;
 use std::net::TcpListener;
 
-use common::*;
-use fedwire::*;
+use crate::common::*;
+use crate::fedwire::*;
+use crate::wire::{expect_layout, fresh_id, http_exchange, is_uuid_v4, now, upgrade_request};
 use serde_json::json;
 use tungstenite::Message;
-use wire::{expect_layout, fresh_id, http_exchange, is_uuid_v4, now, upgrade_request};
 
 /// The relay under test in the raw-peer cases.
 const X: &str = "relay-x";
@@ -850,16 +846,20 @@ fn acceptor_ends_tcp_as_soon_as_a_refused_peer_echoes_the_close() {
     let relay = FedRelay::new(X)
         .set("RELAY_HANDSHAKE_TIMEOUT", "2")
         .start(dir.path());
-    let mut ws = wire::RawWs::upgrade_with(relay.addr, &upgrade_request("/federation", ""));
+    let mut ws = crate::wire::RawWs::upgrade_with(relay.addr, &upgrade_request("/federation", ""));
     ws.send_frame(0x81, b"hello", true);
     assert_eq!(
         ws.next_event(),
-        wire::Event::Close(1008, "handshake required".to_owned())
+        crate::wire::Event::Close(1008, "handshake required".to_owned())
     );
     let sentinel = std::net::TcpStream::connect(relay.addr).unwrap();
     ws.send_frame(0x88, &1008u16.to_be_bytes(), true);
-    assert_eq!(ws.next_event(), wire::Event::Eof, "TCP ends after the echo");
-    wire::assert_still_open(&sentinel, "federation acceptor");
+    assert_eq!(
+        ws.next_event(),
+        crate::wire::Event::Eof,
+        "TCP ends after the echo"
+    );
+    crate::wire::assert_still_open(&sentinel, "federation acceptor");
 }
 
 /// A first message in a frame whose length is not written minimally (RFC 6455
@@ -871,16 +871,17 @@ fn acceptor_closes_a_non_minimal_length_with_1002() {
     let relay = FedRelay::new(X).start(dir.path());
     let cases = [
         // A PeerHandshake (over 125 bytes) with a 64-bit length.
-        wire::encode_frame_with_length_form(0x82, &fed_frame(peer_handshake(PEER, 1)), 8),
+        crate::wire::encode_frame_with_length_form(0x82, &fed_frame(peer_handshake(PEER, 1)), 8),
         // A DrainAck (under 126 bytes) with a 16-bit length.
-        wire::encode_frame_with_length_form(0x82, &fed_frame(drain_ack()), 2),
+        crate::wire::encode_frame_with_length_form(0x82, &fed_frame(drain_ack()), 2),
     ];
     for bytes in cases {
-        let mut ws = wire::RawWs::upgrade_with(relay.addr, &upgrade_request("/federation", ""));
+        let mut ws =
+            crate::wire::RawWs::upgrade_with(relay.addr, &upgrade_request("/federation", ""));
         ws.write(&bytes);
         assert_eq!(
             ws.next_event(),
-            wire::Event::Close(1002, "protocol error".to_owned()),
+            crate::wire::Event::Close(1002, "protocol error".to_owned()),
         );
     }
     FedPeer::join(relay.addr, PEER);
@@ -898,20 +899,24 @@ fn acceptor_waits_for_the_close_of_a_peer_that_broke_the_framing() {
     let relay = FedRelay::new(X)
         .set("RELAY_HANDSHAKE_TIMEOUT", "2")
         .start(dir.path());
-    let mut ws = wire::RawWs::upgrade_with(relay.addr, &upgrade_request("/federation", ""));
+    let mut ws = crate::wire::RawWs::upgrade_with(relay.addr, &upgrade_request("/federation", ""));
     let hello = fed_frame(peer_handshake(PEER, 1));
-    let mut bytes = wire::encode_frame_with_length_form(0x82, &hello, 8);
-    bytes.extend(wire::encode_frame(0x82, &hello, true));
+    let mut bytes = crate::wire::encode_frame_with_length_form(0x82, &hello, 8);
+    bytes.extend(crate::wire::encode_frame(0x82, &hello, true));
     ws.write(&bytes);
     assert_eq!(
         ws.next_event(),
-        wire::Event::Close(1002, "protocol error".to_owned())
+        crate::wire::Event::Close(1002, "protocol error".to_owned())
     );
     let mut sentinel = std::net::TcpStream::connect(relay.addr).unwrap();
     sentinel.set_read_timeout(Some(STUCK)).unwrap();
     let mut rest = Vec::new();
     let _ = std::io::Read::read_to_end(&mut sentinel, &mut rest);
-    wire::assert_still_open(&ws.stream, "the link waits for the peer's Close");
+    crate::wire::assert_still_open(&ws.stream, "the link waits for the peer's Close");
     ws.send_frame(0x88, &1002u16.to_be_bytes(), true);
-    assert_eq!(ws.next_event(), wire::Event::Eof, "TCP ends after the echo");
+    assert_eq!(
+        ws.next_event(),
+        crate::wire::Event::Eof,
+        "TCP ends after the echo"
+    );
 }

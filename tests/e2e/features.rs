@@ -2,9 +2,7 @@
 //! purge (§5.11) and AccountRevoked (§5.12) against the relay binary, including
 //! owners on other shards than the session and persistence across a restart.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 const D1: &str = "e22f9a018051dff57acb7463844564c7ace1e00fd315972863c9bcf41a09ccec";

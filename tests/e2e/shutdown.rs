@@ -2,12 +2,10 @@
 //! 503 draining, finishes and acknowledges what it already received, closes
 //! sessions with 1001, exits 0, and loses nothing it acknowledged.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use common::*;
+use crate::common::*;
 
 fn signal(relay: &Relay, signal: i32) {
     // SAFETY: kill(2) on the child's pid, which the test owns.

@@ -2,17 +2,13 @@
 //! example decodes to its value and encodes back to the same bytes, every variant
 //! round-trips, and each way a message is ignored gives its `Ignored` reason.
 
-mod common;
-mod federation_examples;
-mod wire;
-
-use common::frame;
-use federation_examples::EXAMPLES;
+use crate::common::frame;
+use crate::federation_examples::EXAMPLES;
+use crate::wire::{is_uuid_v4, unprefix};
 use serde_json::Value;
 use vauchi_relay::federation::messages::{
     FedMessage, Ignored, decode, encode, encode_with_id, integrity_hash,
 };
-use wire::{is_uuid_v4, unprefix};
 
 const ROUTING_ID: &str = "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c";
 const BLOB: &str = "8f8b0be7-b5e1-4fd5-b45b-2a6939393c59";

@@ -12,16 +12,13 @@
 //! the baseline, plus a per-connection allowance stated next to the case, plus
 //! `SLACK_KIB`.
 
-mod common;
-mod wire;
-
 use std::io::{BufReader, ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
+use crate::wire::*;
 use serde_json::{Value, json};
-use wire::*;
 
 /// Fixed slack on every memory bound: the allocator's per-thread arenas and the
 /// caches and maps a shard grows once under load and keeps (a few MiB each on two

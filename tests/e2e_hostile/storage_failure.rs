@@ -5,13 +5,11 @@
 //! space returns a store is `Stored` again; and after a restart exactly the blobs
 //! acked `Stored` are delivered. Needs root (mount(8)); fails loudly without it.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use tungstenite::Message;
 

@@ -13,17 +13,13 @@
 //! `RELAY_FEDERATION_CAPACITY_INTERVAL=1` and `RELAY_FEDERATION_PEER_TIMEOUT=2`, so
 //! each case takes a few seconds. Waits are bounded by `STUCK` and never measured.
 
-mod common;
-mod fedwire;
-mod wire;
-
 use std::net::TcpListener;
 
-use common::*;
-use fedwire::*;
+use crate::common::*;
+use crate::fedwire::*;
+use crate::wire::{fresh_id, now};
 use serde_json::json;
 use tungstenite::Message;
-use wire::{fresh_id, now};
 
 /// The relay under test.
 const X: &str = "relay-x";
@@ -450,7 +446,7 @@ fn a_peer_that_writes_non_minimal_lengths_is_closed_with_1002() {
     let (raw, offer) = link.next_offer();
     assert!(ids.contains(&blob_id_of(&offer)), "{raw}");
     let ack = fed_frame(offload_ack(&blob_id_of(&offer), false, Some("no")));
-    link.write_raw(&wire::frame_with_length_form(0x82, &ack, 8, false));
+    link.write_raw(&crate::wire::frame_with_length_form(0x82, &ack, 8, false));
     // Bounded: without the check the link stays up and keeps sending reports.
     let close = (0..50).map(|_| link.next_event()).find(|event| {
         matches!(

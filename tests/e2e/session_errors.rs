@@ -3,12 +3,9 @@
 //! RFC 6455 violations and their close codes, the size limit, Close echo, silent
 //! acks, rate limiting, and reply order for pipelined requests of mixed outcomes.
 
-mod common;
-mod wire;
-
-use common::*;
+use crate::common::*;
+use crate::wire::*;
 use serde_json::{Value, json};
-use wire::*;
 
 /// An envelope spelled out member by member so each can be broken.
 fn env(version: Value, message_id: &str, payload: Value) -> Vec<u8> {

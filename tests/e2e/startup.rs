@@ -2,11 +2,9 @@
 //! configuration (§13.1), and failing fast with a useful message when the memlock
 //! limit is too low for glommio (issue: startup fails fast and clearly).
 
-mod common;
-
 use std::process::Command;
 
-use common::TempDir;
+use crate::common::TempDir;
 
 fn relay() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_vauchi-relay"));

@@ -3,12 +3,9 @@
 //! notification layouts, the blob quotas, Delivered and ReceivedByRecipient across
 //! shards, suppress_presence, and a slow reader closed with 1013 losing nothing.
 
-mod common;
-mod wire;
-
-use common::*;
+use crate::common::*;
+use crate::wire::*;
 use serde_json::{Value, json};
-use wire::*;
 
 /// A session that reads raw JSON text.
 fn session(relay: &Relay, handshake: Value) -> RawWs {

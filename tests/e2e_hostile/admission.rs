@@ -4,15 +4,12 @@
 //! refuses the connection over the limit with `503` until a slot frees up. Both
 //! count in `relay_connection_errors_total` (§12.2).
 
-mod common;
-mod wire;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::*;
-use wire::{RawWs, Response, fresh_id, http_exchange, parse_response, upgrade_request};
+use crate::common::*;
+use crate::wire::{RawWs, Response, fresh_id, http_exchange, parse_response, upgrade_request};
 
 /// The dribbling pace of the slow clients.
 const DRIBBLE_INTERVAL: Duration = Duration::from_millis(200);

@@ -3,16 +3,13 @@
 //! Handshakes and nonce replay across shards, the handshake and idle timers, Pings
 //! before the Handshake, the exact HandshakeAck, and case-insensitive ids.
 
-mod common;
-mod wire;
-
 use std::io::Read;
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
+use crate::wire::*;
 use serde_json::{Value, json};
-use wire::*;
 
 /// An envelope with a handshake-like payload, spelled out so members can be broken.
 fn env(version: Value, payload: Value) -> Vec<u8> {

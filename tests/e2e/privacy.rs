@@ -5,17 +5,14 @@
 //! request message_id or client address in the log or in the data directory's
 //! non-database files, and the database holds none of the items §10.4 forbids.
 
-mod common;
-mod wire;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Instant;
 
-use common::*;
+use crate::common::*;
+use crate::wire::{Identity, now, random32};
 use serde_json::{Value, json};
 use tungstenite::Message;
-use wire::{Identity, now, random32};
 
 /// One secret the relay saw, and every printed form it could take.
 struct Secret {

@@ -2,12 +2,9 @@
 //! against the relay binary: routing by exact path, health JSON, HEAD, the 400, 404,
 //! 405, 426 and 431 replies, the headers every plain reply carries, and the 101.
 
-mod common;
-mod wire;
-
-use common::*;
+use crate::common::*;
+use crate::wire::*;
 use serde_json::Value;
-use wire::*;
 
 const ROOT: &str = r#"{"error":"This is a WebSocket relay endpoint"}"#;
 

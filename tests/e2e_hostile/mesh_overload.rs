@@ -11,17 +11,14 @@
 //! Needs ptrace of a child process (any user under Yama scope 0 or 1, or
 //! CAP_SYS_PTRACE); fails loudly without it.
 
-mod common;
-mod wire;
-
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
+use crate::wire::*;
 use serde_json::Value;
 use vauchi_relay::protocol::{Id64, shard_of};
-use wire::*;
 
 const SHARDS: usize = 2;
 /// Sessions on shard 0 that pipeline stores for the frozen shard, and how many each

@@ -2,12 +2,10 @@
 //! 127.0.0.1: cross-shard delivery, durability across restarts, pipelining,
 //! ordering of a large backlog, live push, and the rate and size limits.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// Sends `count` blobs from A to B, returning their blob ids in send order.
