@@ -226,6 +226,9 @@ pub fn start(
         .then(dial::client_config);
     shared.federation_running.store(true, Ordering::Relaxed);
     let running = Arc::clone(&shared);
+    // The peer gauges hold the configured peers (as disconnected) before the relay
+    // says it is listening, not from whenever the executor gets to run.
+    let (published, first_publish) = std::sync::mpsc::channel::<()>();
     let executor = LocalExecutorBuilder::new(Placement::Unbound)
         .name("federation")
         .io_memory(limits::EXECUTOR_IO_MEMORY_BYTES)
@@ -245,11 +248,15 @@ pub fn start(
                 closing: Cell::new(0),
                 tls,
             });
+            node.publish_peers();
+            let _ = published.send(());
             run(node, inbox).await;
             running.federation_running.store(false, Ordering::Relaxed);
             let _ = finished.send(None);
         })
         .map_err(|error| format!("could not start the federation executor: {error}"))?;
+    // An executor that fails before publishing drops the sender: no wait for ever.
+    let _ = first_publish.recv();
     Ok(Federation {
         commands,
         _executor: executor,
@@ -257,7 +264,6 @@ pub fn start(
 }
 
 async fn run(node: Rc<Node>, inbox: flume::Receiver<Command>) {
-    node.publish_peers();
     while let Ok(command) = inbox.recv_async().await {
         match command {
             Command::Inbound {
