@@ -4,6 +4,14 @@
 
 use std::time::Duration;
 
+// --- Main listener: admission (§2.2) ---
+
+/// §2.2: refusals in progress beyond which over-limit connections are closed
+/// without a response.
+pub const REFUSALS_IN_PROGRESS_MAX: u64 = 1024;
+
+// --- Client sessions: reading, writing, back-pressure (§2.6, §2.7, §4.8, §4.9) ---
+
 /// §4.9: a session's outbound queue holds at most this many messages...
 pub const OUTBOUND_QUEUE_MESSAGES_MAX: usize = 1024;
 /// ...or this many times (`RELAY_MAX_MESSAGE_SIZE` + 4) bytes, whichever comes first.
@@ -39,36 +47,25 @@ pub const CLOSE_WAIT_READ_BYTES: usize = 1024;
 /// fires at most this late. Far below every timeout it serves (≥ 1 s).
 pub const DEADLINE_TICK: Duration = Duration::from_millis(50);
 
-/// §2.2: refusals in progress beyond which over-limit connections are closed
-/// without a response.
-pub const REFUSALS_IN_PROGRESS_MAX: u64 = 1024;
+// --- Authenticated handshake (§4.3) ---
+
+/// §4.3: the nonce replay cache holds at most this many pairs relay-wide, split
+/// evenly over the shards; while full, authenticated handshakes get 1013.
+pub const NONCE_CACHE_ENTRIES_MAX: usize = 1_000_000;
+
+// --- Delivery (§7.3) ---
+
+/// §7.3: the sender map holds at most this many entries relay-wide, split evenly.
+pub const SENDER_MAP_ENTRIES_MAX: usize = 1_000_000;
+
+// --- Shards: executors and the mesh (§10.2) ---
 
 /// Depth of each shard's mesh inbox. Deep enough for 100 connections x 32
 /// pipelined requests per shard pair without `overloaded`; bounded so a stalled
 /// shard cannot make its peers grow without limit.
 pub const MESH_QUEUE_DEPTH: usize = 16 * 1024;
-/// Frames waiting to be written on one federation link (offers, acks, reports).
-pub const FEDERATION_LINK_QUEUE_DEPTH: usize = 64;
-/// A `wss://` link gathers the TLS records rustls hands over at once into one
-/// send of up to this many bytes (`federation::dial::GatherWrites`).
-pub const FEDERATION_TLS_GATHER_BYTES: usize = 64 * 1024;
-
-/// At most this many refusable jobs outstanding at a shard's writer thread (gathered,
-/// queued or being committed); more are answered `overloaded`.
-pub const WRITER_QUEUE_DEPTH: usize = 16 * 1024;
-/// A shard gathers the jobs for its writer thread for this long after the first one
-/// before handing them over together. Waking the thread (which shares the shard's
-/// CPU) for every few jobs cost more than the commits: with 100 µs the sqlite store
-/// benchmark went from about 145,000 to about 188,000 Stored acks/s. A write waits
-/// this much longer for its commit; the 10 ms bound of group commit is far off.
-pub const WRITER_GATHER_WINDOW: Duration = Duration::from_micros(100);
-
-/// §7.3: the sender map holds at most this many entries relay-wide, split evenly.
-pub const SENDER_MAP_ENTRIES_MAX: usize = 1_000_000;
-
-/// §4.3: the nonce replay cache holds at most this many pairs relay-wide, split
-/// evenly over the shards; while full, authenticated handshakes get 1013.
-pub const NONCE_CACHE_ENTRIES_MAX: usize = 1_000_000;
+/// Mesh messages handled before the inbox task yields to the other tasks.
+pub const MESH_BATCH_MAX: usize = 256;
 
 /// glommio registers this much io memory per executor. Sockets never use it
 /// (GLOMMIO-NOTES), so it is kept small: 16 shards fit an 8 MiB memlock limit.
@@ -83,8 +80,25 @@ pub const PREEMPT_INTERVAL: Duration = Duration::from_micros(500);
 /// While shutting down, how often a shard checks whether connections remain.
 pub const SHUTDOWN_POLL: Duration = Duration::from_millis(10);
 
-/// Mesh messages handled before the inbox task yields to the other tasks.
-pub const MESH_BATCH_MAX: usize = 256;
+// --- Storage: the writer threads and group commit (§10.3) ---
+
+/// At most this many refusable jobs outstanding at a shard's writer thread (gathered,
+/// queued or being committed); more are answered `overloaded`.
+pub const WRITER_QUEUE_DEPTH: usize = 16 * 1024;
+/// A shard gathers the jobs for its writer thread for this long after the first one
+/// before handing them over together. Waking the thread (which shares the shard's
+/// CPU) for every few jobs cost more than the commits: with 100 µs the sqlite store
+/// benchmark went from about 145,000 to about 188,000 Stored acks/s. A write waits
+/// this much longer for its commit; the 10 ms bound of group commit is far off.
+pub const WRITER_GATHER_WINDOW: Duration = Duration::from_micros(100);
+
+// --- Federation (§11) ---
+
+/// Frames waiting to be written on one federation link (offers, acks, reports).
+pub const FEDERATION_LINK_QUEUE_DEPTH: usize = 64;
+/// A `wss://` link gathers the TLS records rustls hands over at once into one
+/// send of up to this many bytes (`federation::dial::GatherWrites`).
+pub const FEDERATION_TLS_GATHER_BYTES: usize = 64 * 1024;
 
 const _: () = assert!(OUTBOUND_QUEUE_MESSAGES_MAX >= 1);
 const _: () = assert!(
