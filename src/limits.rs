@@ -9,6 +9,24 @@ use std::time::Duration;
 /// §2.2: refusals in progress beyond which over-limit connections are closed
 /// without a response.
 pub const REFUSALS_IN_PROGRESS_MAX: u64 = 1024;
+/// After a failed accept (out of descriptors, say), the accept loop waits this long
+/// before it tries again, instead of spinning on the error.
+pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(10);
+
+// --- Main listener: HTTP request heads (§2.3) and the first message (§4.2) ---
+
+/// §2.3: largest request head (request line plus headers, blank line included);
+/// past it the reply is `431`.
+pub const HEAD_BYTES_MAX: usize = 8192;
+/// §2.3: most header fields in a request head; past it the reply is `431`.
+pub const HEAD_FIELDS_MAX: usize = 64;
+/// Bytes read per call while a request head arrives (a stack buffer). The head
+/// buffer holds at most `HEAD_BYTES_MAX` plus one such read before the `431`.
+pub const HEAD_READ_CHUNK_BYTES: usize = 2048;
+/// Bytes read per call on the accepting shard while the first message (the
+/// Handshake) arrives (a stack buffer); the frame reader bounds what it buffers by
+/// the message size limit.
+pub const HANDSHAKE_READ_CHUNK_BYTES: usize = 4096;
 
 // --- Client sessions: reading, writing, back-pressure (§2.6, §2.7, §4.8, §4.9) ---
 

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::{Global, ShardMetrics, render};
-use crate::http::{HEAD_BYTES_MAX, HEAD_FIELDS_MAX};
+use crate::limits::{HEAD_BYTES_MAX, HEAD_FIELDS_MAX};
 
 /// A connection to the metrics listener is served for at most this long, so one
 /// client cannot keep the single serving thread to itself.

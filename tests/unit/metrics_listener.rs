@@ -301,7 +301,7 @@ fn a_bad_or_oversized_head_is_refused_and_closed() {
     let mut client = Client::connect(addr);
     let big = format!(
         "GET / HTTP/1.1\r\nX-Pad: {}\r\n\r\n",
-        "a".repeat(vauchi_relay::http::HEAD_BYTES_MAX)
+        "a".repeat(vauchi_relay::limits::HEAD_BYTES_MAX)
     );
     // The listener may close while we are still writing; the reply is what matters.
     let _ = client.stream.write_all(big.as_bytes());
