@@ -118,6 +118,26 @@ pub const FEDERATION_LINK_QUEUE_DEPTH: usize = 64;
 /// send of up to this many bytes (`federation::dial::GatherWrites`).
 pub const FEDERATION_TLS_GATHER_BYTES: usize = 64 * 1024;
 
+// --- Metrics listener (§12.1) ---
+
+/// A connection to the metrics listener is served for at most this long, so one
+/// client cannot keep the single serving thread to itself.
+pub const METRICS_CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for any one read or write; an idle keep-alive connection is closed
+/// after this, which lets the next scraper in quickly.
+pub const METRICS_IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// Requests served on one keep-alive connection before it is closed.
+pub const METRICS_REQUESTS_PER_CONNECTION_MAX: usize = 100;
+/// Bytes read per call from a metrics connection (a stack buffer); a request head
+/// is still bounded by `HEAD_BYTES_MAX`.
+pub const METRICS_READ_CHUNK_BYTES: usize = 4096;
+/// Bytes read and discarded after an error reply before closing, so the reply is
+/// not lost to a reset caused by unread input.
+pub const METRICS_LINGER_BYTES_MAX: usize = 64 * 1024;
+/// After a failed accept (out of descriptors, say), the metrics thread waits this
+/// long before it tries again, instead of spinning on the error.
+pub const METRICS_ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
 const _: () = assert!(OUTBOUND_QUEUE_MESSAGES_MAX >= 1);
 const _: () = assert!(
     PIPELINED_REQUESTS_MAX >= 32,

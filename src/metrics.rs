@@ -11,10 +11,7 @@ use crate::protocol::codes::ErrorCode;
 
 mod listener;
 
-pub use listener::{
-    METRICS_CONNECTION_TIMEOUT, METRICS_IO_TIMEOUT, METRICS_REQUESTS_PER_CONNECTION_MAX,
-    spawn_listener,
-};
+pub use listener::spawn_listener;
 
 /// A monotonic counter.
 #[derive(Debug, Default)]

@@ -7,9 +7,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use vauchi_relay::metrics::{
-    Global, METRICS_REQUESTS_PER_CONNECTION_MAX, ShardMetrics, spawn_listener,
-};
+use vauchi_relay::limits::METRICS_REQUESTS_PER_CONNECTION_MAX;
+use vauchi_relay::metrics::{Global, ShardMetrics, spawn_listener};
 
 /// How long a test waits for a reply that should come at once before it declares
 /// the listener stuck (a hang guard, not a performance assertion).
