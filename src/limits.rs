@@ -65,11 +65,33 @@ pub const CLOSE_WAIT_READ_BYTES: usize = 1024;
 /// fires at most this late. Far below every timeout it serves (≥ 1 s).
 pub const DEADLINE_TICK: Duration = Duration::from_millis(50);
 
+/// §4.6: blobs read per storage round trip during connect-time delivery, so a
+/// large mailbox is read and sent in pieces rather than held whole.
+pub const BACKLOG_CHUNK_BLOBS: usize = 512;
+
 // --- Authenticated handshake (§4.3) ---
 
+/// §4.3 step 2: the signing time is within 60 s of now.
+pub const AUTH_WINDOW_SECS: u64 = 60;
+/// §4.3 step 4: how long a (public key, nonce) pair stays used up.
+pub const NONCE_RETENTION_SECS: u64 = 120;
 /// §4.3: the nonce replay cache holds at most this many pairs relay-wide, split
 /// evenly over the shards; while full, authenticated handshakes get 1013.
 pub const NONCE_CACHE_ENTRIES_MAX: usize = 1_000_000;
+
+// --- Message fields (§5) ---
+
+/// §5.6: `sender_device_id` of DeviceSyncMessage, at most this many bytes.
+pub const SENDER_DEVICE_ID_BYTES_MAX: usize = 256;
+/// §5.8: a recovery proof lives 90 days, fixed (not configurable).
+pub const RECOVERY_PROOF_LIFETIME_SECS: u64 = 7_776_000;
+/// §5.9: `key_hashes` of RecoveryProofQuery, at most this many entries, so that one
+/// query cannot force an arbitrarily large response.
+pub const RECOVERY_QUERY_KEY_HASHES_MAX: usize = 100;
+/// §5.12: `sender_id` of AccountRevoked, at most this many bytes.
+pub const SENDER_ID_BYTES_MAX: usize = 256;
+/// §5.12: `signature` of AccountRevoked, at most this many bytes.
+pub const REVOCATION_SIGNATURE_BYTES_MAX: usize = 1024;
 
 // --- Delivery (§7.3) ---
 
@@ -97,6 +119,10 @@ pub const PREEMPT_INTERVAL: Duration = Duration::from_micros(500);
 
 /// While shutting down, how often a shard checks whether connections remain.
 pub const SHUTDOWN_POLL: Duration = Duration::from_millis(10);
+
+/// Bytes of kernel randomness each thread fetches at once for `random_uuid`: the
+/// pool is refilled once per 256 ids (16 bytes each), not once per id.
+pub const RANDOM_POOL_BYTES: usize = 4096;
 
 // --- Storage: the writer threads and group commit (§10.3) ---
 
