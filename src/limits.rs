@@ -136,6 +136,30 @@ pub const WRITER_QUEUE_DEPTH: usize = 16 * 1024;
 /// this much longer for its commit; the 10 ms bound of group commit is far off.
 pub const WRITER_GATHER_WINDOW: Duration = Duration::from_micros(100);
 
+/// At most this many ops in one group transaction (a single larger job still commits
+/// whole, alone). Past ~1000 rows per transaction SQLite's per-row cost stops falling
+/// (GLOMMIO-NOTES), while every job in a group waits for the whole group's commit:
+/// 4096 keeps full throughput and bounds that wait to a few milliseconds.
+pub const GROUP_OPS_MAX: usize = 4096;
+/// At most this many bytes of blob data in one group transaction (a single larger job
+/// still commits whole, alone). Bounds the memory a group holds and the WAL growth of
+/// one commit when blobs are large, where the op limit alone would allow gigabytes.
+pub const GROUP_DATA_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+// --- Storage: changing the shard count (§10.5) ---
+
+/// Rows read from a source per batch: large enough that per-batch commits (one per
+/// target, each an fsync) are a small share of the copy, small enough to stay cheap
+/// in memory.
+pub const RESHARD_BATCH_ROWS_MAX: usize = 4096;
+/// Bytes of row content per batch; a batch always holds at least one row, so the
+/// peak is this plus one row (at most `RELAY_MAX_MESSAGE_SIZE`).
+pub const RESHARD_BATCH_BYTES_MAX: usize = 16 << 20;
+/// Shard-like file names considered in the data directory: more means a directory
+/// the relay did not write (RELAY_SHARDS is at most 1024; each shard has a staging
+/// file and their journals).
+pub const RESHARD_SHARD_FILES_MAX: usize = 16 * 1024;
+
 // --- Federation (§11) ---
 
 /// Frames waiting to be written on one federation link (offers, acks, reports).
