@@ -160,13 +160,54 @@ pub const RESHARD_BATCH_BYTES_MAX: usize = 16 << 20;
 /// file and their journals).
 pub const RESHARD_SHARD_FILES_MAX: usize = 16 * 1024;
 
-// --- Federation (§11) ---
+// --- Federation: links (§11.1, §11.5) ---
 
+/// §11.1: a federation message or frame may be this much larger than a client's
+/// (`RELAY_MAX_MESSAGE_SIZE` + 4 bytes), room for an `OffloadBlob`'s envelope and
+/// fields around the largest blob; larger closes the link with 1009.
+pub const FEDERATION_MESSAGE_EXTRA_BYTES: usize = 65_536;
 /// Frames waiting to be written on one federation link (offers, acks, reports).
 pub const FEDERATION_LINK_QUEUE_DEPTH: usize = 64;
 /// A `wss://` link gathers the TLS records rustls hands over at once into one
 /// send of up to this many bytes (`federation::dial::GatherWrites`).
 pub const FEDERATION_TLS_GATHER_BYTES: usize = 64 * 1024;
+/// The read buffer of each link's WebSocket (tungstenite's default is 128 KiB);
+/// a larger message is read in several reads, within the federation size limit.
+pub const FEDERATION_READ_BUFFER_BYTES: usize = 16 * 1024;
+/// A link's WebSocket write buffer holds at most this many federation size limits
+/// of bytes (tungstenite's `max_write_buffer_size`; it fills only while writes to
+/// the socket fail); past it a send fails instead of buffering more.
+pub const FEDERATION_WRITE_BUFFER_FACTOR: usize = 4;
+/// A write to a peer that makes no progress for this long ends the link, so a
+/// peer that stops reading cannot hold the offload manager or the drain.
+pub const FEDERATION_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// §11.5: the reconnect backoff starts at 1 s (and is reset to it by a successful
+/// handshake)...
+pub const FEDERATION_BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// ...and doubles after each failed attempt up to 60 s; a link to this relay's
+/// own `relay_id` waits this maximum (§11.3).
+pub const FEDERATION_BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// §11.5: each backoff wait is randomised by up to this fraction either way (±20 %).
+pub const FEDERATION_BACKOFF_JITTER: f64 = 0.2;
+
+// --- Federation: the executor, the registry and offloading (§11.3, §11.4, §11.7) ---
+
+/// Inbound links waiting to be adopted by the federation executor.
+pub const FEDERATION_COMMAND_QUEUE_DEPTH: usize = 256;
+/// How often federation waits that must notice shutdown look again.
+pub const FEDERATION_STOP_POLL: Duration = Duration::from_millis(50);
+/// Peers remembered at most from inbound links (configured peers come on top).
+pub const FEDERATION_PEERS_MAX: usize = 1024;
+/// §11.7: blobs remembered per peer as refused for a reason other than capacity.
+pub const FEDERATION_REFUSED_BLOBS_MAX: usize = 4096;
+/// §11.4 item 4: offers from peers remembered to answer a repeated offer without
+/// storing twice.
+pub const FEDERATION_RECEIVED_OFFERS_MAX: usize = 65_536;
+/// §11.7 step 2: blobs offered per batch.
+pub const OFFLOAD_BATCH_BLOBS_MAX: usize = 10;
+/// Blobs remembered as too large for the federation size limit, so they are not
+/// picked as candidates again.
+pub const OFFLOAD_TOO_LARGE_BLOBS_MAX: usize = 4096;
 
 // --- Metrics listener (§12.1) ---
 
