@@ -120,6 +120,16 @@ pub const PREEMPT_INTERVAL: Duration = Duration::from_micros(500);
 /// While shutting down, how often a shard checks whether connections remain.
 pub const SHUTDOWN_POLL: Duration = Duration::from_millis(10);
 
+// --- Process: what it needs from the kernel (§2.1) ---
+
+/// glommio cannot create an executor below this soft memlock limit; startup
+/// refuses to go on below it.
+pub const MEMLOCK_MIN_BYTES: u64 = 512 * 1024;
+/// Descriptors the relay needs besides client connections: listeners, database
+/// files, eventfds and rings of every shard. Startup warns when the open-file limit
+/// is below `RELAY_MAX_CONNECTIONS` plus this.
+pub const FILES_RESERVED: u64 = 64;
+
 /// Bytes of kernel randomness each thread fetches at once for `random_uuid`: the
 /// pool is refilled once per 256 ids (16 bytes each), not once per id.
 pub const RANDOM_POOL_BYTES: usize = 4096;
