@@ -1,6 +1,12 @@
 //! Every fixed bound and timeout of the relay, with the reason for its value.
 //! Configurable limits live in `config`; these are the ones PROTOCOL.md fixes or
 //! leaves to the implementation.
+//!
+//! Not here, since they bound nothing the relay could choose otherwise: facts of a
+//! wire format (RFC 6455 header and control-frame sizes in `wsframe`, the Noise
+//! opening in `protocol::decode`), the integer range both storage backends hold
+//! (`storage::STORED_INTEGER_MAX`), and estimates that only presize a buffer (the
+//! `*_JSON_BYTES` of `protocol::encode` and `federation::messages`).
 
 use std::time::Duration;
 
@@ -239,8 +245,28 @@ pub const METRICS_LINGER_BYTES_MAX: usize = 64 * 1024;
 /// long before it tries again, instead of spinning on the error.
 pub const METRICS_ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
+// --- How the bounds relate ---
+
 const _: () = assert!(OUTBOUND_QUEUE_MESSAGES_MAX >= 1);
 const _: () = assert!(
     PIPELINED_REQUESTS_MAX >= 32,
     "load tests pipeline 32 requests"
+);
+const _: () = assert!(
+    MESH_QUEUE_DEPTH >= 100 * 32,
+    "100 connections x 32 pipelined requests per shard pair"
+);
+const _: () = assert!(
+    DEADLINE_TICK.as_millis() < 1000,
+    "the shortest timeout a deadline serves is 1 s"
+);
+const _: () = assert!(RANDOM_POOL_BYTES >= 16, "the pool holds at least one UUID");
+const _: () = assert!(FEDERATION_BACKOFF_MIN.as_millis() <= FEDERATION_BACKOFF_MAX.as_millis());
+const _: () = assert!(
+    FEDERATION_RECEIVED_OFFERS_MAX >= OFFLOAD_BATCH_BLOBS_MAX,
+    "a whole batch of offers is remembered"
+);
+const _: () = assert!(
+    METRICS_IO_TIMEOUT.as_millis() < METRICS_CONNECTION_TIMEOUT.as_millis(),
+    "one read or write leaves time for the rest of the connection"
 );
