@@ -5,8 +5,10 @@
 //! Not here, since they bound nothing the relay could choose otherwise: facts of a
 //! wire format (RFC 6455 header and control-frame sizes in `wsframe`, the Noise
 //! opening in `protocol::decode`), the integer range both storage backends hold
-//! (`storage::STORED_INTEGER_MAX`), and estimates that only presize a buffer (the
-//! `*_JSON_BYTES` of `protocol::encode` and `federation::messages`).
+//! (`storage::STORED_INTEGER_MAX`), estimates that only presize a buffer (the
+//! `*_JSON_BYTES` of `protocol::encode` and `federation::messages`), and settings
+//! that limit no resource (where `protocol::unique` switches to a hash set, how
+//! often resharding logs its progress).
 
 use std::time::Duration;
 
