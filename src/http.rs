@@ -5,10 +5,7 @@
 
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 
-/// Largest request head (request line plus headers, blank line included), §2.3.
-pub const HEAD_BYTES_MAX: usize = 8192;
-/// Most header fields in a request head, §2.3.
-pub const HEAD_FIELDS_MAX: usize = 64;
+use crate::limits::{HEAD_BYTES_MAX, HEAD_FIELDS_MAX};
 
 /// What the caller does next with the bytes read so far.
 #[derive(Debug, PartialEq, Eq)]

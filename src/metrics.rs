@@ -11,10 +11,7 @@ use crate::protocol::codes::ErrorCode;
 
 mod listener;
 
-pub use listener::{
-    METRICS_CONNECTION_TIMEOUT, METRICS_IO_TIMEOUT, METRICS_REQUESTS_PER_CONNECTION_MAX,
-    spawn_listener,
-};
+pub use listener::spawn_listener;
 
 /// A monotonic counter.
 #[derive(Debug, Default)]
@@ -61,62 +58,45 @@ impl Gauge {
     }
 }
 
-/// The `code` label of `relay_messages_rejected_total`: each §6.1 Error code, and
-/// `failed` for a `Failed` ack.
+/// The `code` label of `relay_messages_rejected_total`: each §6.1 Error code (the
+/// list is `ErrorCode::ALL`, in its order), then `failed` for a `Failed` ack.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum RejectCode {
-    MalformedFrame,
-    UnsupportedFrame,
-    UnsupportedVersion,
-    UnknownType,
-    UnexpectedMessage,
-    InvalidField,
-    NotPermitted,
-    RateLimited,
-    QuotaExceeded,
-    StorageUnavailable,
-    Overloaded,
+    /// An Error message sent with this code.
+    Error(ErrorCode),
+    /// A `Failed` ack.
     Failed,
 }
 
 impl RejectCode {
-    /// Every code, in label order; `ALL[c as usize] == c`.
-    pub const ALL: [RejectCode; 12] = [
-        RejectCode::MalformedFrame,
-        RejectCode::UnsupportedFrame,
-        RejectCode::UnsupportedVersion,
-        RejectCode::UnknownType,
-        RejectCode::UnexpectedMessage,
-        RejectCode::InvalidField,
-        RejectCode::NotPermitted,
-        RejectCode::RateLimited,
-        RejectCode::QuotaExceeded,
-        RejectCode::StorageUnavailable,
-        RejectCode::Overloaded,
-        RejectCode::Failed,
-    ];
+    /// Every code, in label order; `ALL[c.index()] == c`.
+    pub const ALL: [RejectCode; ErrorCode::ALL.len() + 1] = {
+        let mut all = [RejectCode::Failed; ErrorCode::ALL.len() + 1];
+        let mut index = 0;
+        while index < ErrorCode::ALL.len() {
+            all[index] = RejectCode::Error(ErrorCode::ALL[index]);
+            index += 1;
+        }
+        all
+    };
 
-    /// The label value: the wire code (as `ErrorCode::as_str`), or `failed`.
+    /// Its position in label order: an Error code's own, then `failed` last.
+    pub const fn index(self) -> usize {
+        match self {
+            RejectCode::Error(code) => code as usize,
+            RejectCode::Failed => ErrorCode::ALL.len(),
+        }
+    }
+
+    /// The label value: the wire code (`ErrorCode::as_str`), or `failed`.
     pub fn as_str(self) -> &'static str {
-        REJECT_LABELS[self as usize]
+        REJECT_LABELS[self.index()]
     }
 }
 
 impl From<ErrorCode> for RejectCode {
     fn from(code: ErrorCode) -> RejectCode {
-        match code {
-            ErrorCode::MalformedFrame => RejectCode::MalformedFrame,
-            ErrorCode::UnsupportedFrame => RejectCode::UnsupportedFrame,
-            ErrorCode::UnsupportedVersion => RejectCode::UnsupportedVersion,
-            ErrorCode::UnknownType => RejectCode::UnknownType,
-            ErrorCode::UnexpectedMessage => RejectCode::UnexpectedMessage,
-            ErrorCode::InvalidField => RejectCode::InvalidField,
-            ErrorCode::NotPermitted => RejectCode::NotPermitted,
-            ErrorCode::RateLimited => RejectCode::RateLimited,
-            ErrorCode::QuotaExceeded => RejectCode::QuotaExceeded,
-            ErrorCode::StorageUnavailable => RejectCode::StorageUnavailable,
-            ErrorCode::Overloaded => RejectCode::Overloaded,
-        }
+        RejectCode::Error(code)
     }
 }
 
@@ -150,21 +130,17 @@ pub enum PeerState {
     Disconnected,
 }
 
-// Label values, indexed by their enum's discriminant.
-const REJECT_LABELS: [&str; RejectCode::ALL.len()] = [
-    "malformed_frame",
-    "unsupported_frame",
-    "unsupported_version",
-    "unknown_type",
-    "unexpected_message",
-    "invalid_field",
-    "not_permitted",
-    "rate_limited",
-    "quota_exceeded",
-    "storage_unavailable",
-    "overloaded",
-    "failed",
-];
+// Label values, indexed by their enum's discriminant (`RejectCode::index` for the
+// rejections: the wire codes from `ErrorCode`, then `failed`).
+const REJECT_LABELS: [&str; RejectCode::ALL.len()] = {
+    let mut labels = ["failed"; RejectCode::ALL.len()];
+    let mut index = 0;
+    while index < ErrorCode::ALL.len() {
+        labels[index] = ErrorCode::ALL[index].as_str();
+        index += 1;
+    }
+    labels
+};
 const LIMITERS: [&str; 2] = ["general", "recovery"];
 const OFFLOAD_SENT: [&str; 3] = ["accepted", "refused", "timeout"];
 const OFFLOAD_RECEIVED: [&str; 2] = ["accepted", "refused"];
@@ -239,7 +215,7 @@ impl ShardMetrics {
 
     /// One Error sent (its code) or one `Failed` ack ([`RejectCode::Failed`]).
     pub fn inc_rejected(&self, code: RejectCode) {
-        self.messages_rejected_total[code as usize].inc();
+        self.messages_rejected_total[code.index()].inc();
     }
 
     /// One request handled: from full receipt to its reply being queued.

@@ -3,12 +3,7 @@
 //! must be allowed, the memlock limit must let glommio create its executors, and
 //! the open-file limit should cover `RELAY_MAX_CONNECTIONS`.
 
-/// glommio cannot create an executor below this soft memlock limit.
-pub const MEMLOCK_MIN_BYTES: u64 = 512 * 1024;
-
-/// Descriptors the relay needs besides client connections: listeners, database
-/// files, eventfds and rings of every shard.
-pub const FILES_RESERVED: u64 = 64;
+use crate::limits::{FILES_RESERVED, MEMLOCK_MIN_BYTES};
 
 /// Probes io_uring with a one-entry ring. `Err` says why it is unavailable.
 pub fn check_io_uring() -> Result<(), String> {

@@ -23,7 +23,8 @@ use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence, Rn
 use serde_json::{Map, Value, json};
 use vauchi_relay::config::Config;
 use vauchi_relay::federation::messages::{self as fed, FedMessage, Ignored};
-use vauchi_relay::http::{self, HEAD_BYTES_MAX, HeadParse, Route, RouteContext};
+use vauchi_relay::http::{self, HeadParse, Route, RouteContext};
+use vauchi_relay::limits::HEAD_BYTES_MAX;
 use vauchi_relay::protocol::decode::{
     Request, ShapeError, ValidRequest, decode_envelope, decode_handshake, decode_request, validate,
 };

@@ -19,6 +19,11 @@ use async_tungstenite::tungstenite::{Error as WsError, Message};
 use futures_lite::{AsyncRead, AsyncWrite, StreamExt};
 use glommio::net::TcpStream;
 
+use crate::limits::{
+    FEDERATION_BACKOFF_JITTER, FEDERATION_BACKOFF_MAX, FEDERATION_BACKOFF_MIN,
+    FEDERATION_READ_BUFFER_BYTES, FEDERATION_SEND_TIMEOUT, FEDERATION_STOP_POLL,
+    FEDERATION_WRITE_BUFFER_FACTOR,
+};
 use crate::protocol::Id64;
 use crate::shard::accept::ConnectionSlot;
 use crate::shard::mesh::MeshMessage;
@@ -27,15 +32,8 @@ use crate::shard::unix_now;
 use super::checked::{self, Checked};
 use super::dial::{self, DialError, PeerAddr};
 use super::messages::{self, FedMessage};
-use super::node::{Node, STOP_POLL, within};
+use super::node::{Node, within};
 use super::registry::{Capacity, LinkId, Refusal};
-
-/// Reconnect backoff bounds (§11.5).
-const BACKOFF_MIN: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(60);
-/// A write to a peer that makes no progress for this long ends the link, so a
-/// peer that stops reading cannot hold the offload manager or the drain.
-const SEND_WAIT: Duration = Duration::from_secs(30);
 
 /// What a link task is asked to send.
 #[derive(Debug)]
@@ -63,9 +61,9 @@ fn socket_config(node: &Node) -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(limit))
         .max_frame_size(Some(limit))
-        .read_buffer_size(16 * 1024)
+        .read_buffer_size(FEDERATION_READ_BUFFER_BYTES)
         .write_buffer_size(0)
-        .max_write_buffer_size(limit.saturating_mul(4))
+        .max_write_buffer_size(limit.saturating_mul(FEDERATION_WRITE_BUFFER_FACTOR))
 }
 
 /// Sleeps `total`, returning early (false) once shutdown has begun.
@@ -75,14 +73,14 @@ async fn sleep_unless_stopping(node: &Node, total: Duration) -> bool {
         if node.stopping.get() {
             return false;
         }
-        glommio::timer::sleep(STOP_POLL.min(end - Instant::now())).await;
+        glommio::timer::sleep(FEDERATION_STOP_POLL.min(end - Instant::now())).await;
     }
     !node.stopping.get()
 }
 
 /// ±20 % jitter (§11.5).
 fn jittered(base: Duration) -> Duration {
-    let spread = base.as_secs_f64() * 0.2;
+    let spread = base.as_secs_f64() * FEDERATION_BACKOFF_JITTER;
     let offset = (fastrand_unit() * 2.0 - 1.0) * spread;
     Duration::from_secs_f64((base.as_secs_f64() + offset).max(0.0))
 }
@@ -102,7 +100,7 @@ async fn close<S: AsyncRead + AsyncWrite + Unpin>(
         code: code.into(),
         reason: reason.into(),
     };
-    let _ = within(SEND_WAIT, ws.close(Some(frame))).await;
+    let _ = within(FEDERATION_SEND_TIMEOUT, ws.close(Some(frame))).await;
     // Wait briefly for the peer's Close (§2.7).
     read_to_end(ws).await;
 }
@@ -119,7 +117,7 @@ async fn close_broken<S: AsyncRead + AsyncWrite + Unpin>(
         code: code.into(),
         reason: reason.into(),
     };
-    let _ = within(SEND_WAIT, ws.close(Some(frame))).await;
+    let _ = within(FEDERATION_SEND_TIMEOUT, ws.close(Some(frame))).await;
     let _ = within(crate::limits::CLOSE_WAIT, ws.get_mut().wait_for_close()).await;
 }
 
@@ -144,7 +142,10 @@ async fn send_message<S: AsyncRead + AsyncWrite + Unpin>(
     ws: &mut WebSocketStream<S>,
     message: Message,
 ) -> bool {
-    matches!(within(SEND_WAIT, ws.send(message)).await, Some(Ok(())))
+    matches!(
+        within(FEDERATION_SEND_TIMEOUT, ws.send(message)).await,
+        Some(Ok(()))
+    )
 }
 
 /// The next data message, skipping control frames. `None` at the end or on error.
@@ -184,19 +185,19 @@ enum Attempt {
 /// One link task per configured peer (§11.5): connect, handshake, run, reconnect
 /// with jittered exponential backoff, until shutdown.
 pub async fn initiate(node: Rc<Node>, url: String) {
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = FEDERATION_BACKOFF_MIN;
     while !node.stopping.get() {
         let wait = match attempt(&node, &url).await {
             Attempt::Linked => {
-                backoff = BACKOFF_MIN;
-                BACKOFF_MIN
+                backoff = FEDERATION_BACKOFF_MIN;
+                FEDERATION_BACKOFF_MIN
             }
             Attempt::Failed => {
                 let wait = backoff;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                backoff = (backoff * 2).min(FEDERATION_BACKOFF_MAX);
                 wait
             }
-            Attempt::SelfLink => BACKOFF_MAX,
+            Attempt::SelfLink => FEDERATION_BACKOFF_MAX,
         };
         if !sleep_unless_stopping(&node, jittered(wait)).await {
             return;

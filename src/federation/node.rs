@@ -32,14 +32,6 @@ use super::messages::{self, FedMessage};
 use super::offload;
 use super::registry::{BoundedSet, LinkId, Registry};
 
-/// Offers from peers remembered to answer a repeated offer without storing twice
-/// (§11.4 item 4).
-const RECEIVED_OFFERS_MAX: usize = 65_536;
-/// Inbound links waiting to be adopted by the federation executor.
-const COMMAND_QUEUE_DEPTH: usize = 256;
-/// How often waits that must notice shutdown look again.
-pub(crate) const STOP_POLL: Duration = Duration::from_millis(50);
-
 /// `fut`, or `None` after `limit`.
 pub(crate) async fn within<T>(
     limit: Duration,
@@ -130,7 +122,7 @@ impl Node {
 
     /// The largest federation message (§11.1).
     pub fn message_size_limit(&self) -> usize {
-        self.config.max_message_size + 65_536 + 4
+        self.config.max_message_size + limits::FEDERATION_MESSAGE_EXTRA_BYTES + 4
     }
 
     pub fn peer_timeout(&self) -> Duration {
@@ -217,7 +209,7 @@ pub fn start(
     shards: Vec<flume::Sender<MeshMessage>>,
     finished: std::sync::mpsc::Sender<Option<std::thread::JoinHandle<()>>>,
 ) -> Result<Federation, String> {
-    let (commands, inbox) = flume::bounded(COMMAND_QUEUE_DEPTH);
+    let (commands, inbox) = flume::bounded(limits::FEDERATION_COMMAND_QUEUE_DEPTH);
     // The trust store is read here, on the main thread, not on the executor.
     let tls = config
         .federation_peers
@@ -242,7 +234,7 @@ pub fn start(
                 links: RefCell::new(HashMap::new()),
                 next_link: Cell::new(0),
                 pending_acks: RefCell::new(HashMap::new()),
-                received: RefCell::new(BoundedSet::new(RECEIVED_OFFERS_MAX)),
+                received: RefCell::new(BoundedSet::new(limits::FEDERATION_RECEIVED_OFFERS_MAX)),
                 stopping: Cell::new(false),
                 committing: Cell::new(0),
                 closing: Cell::new(0),
@@ -326,7 +318,7 @@ async fn drain(node: &Rc<Node>) {
         if acked && node.pending_acks.borrow().is_empty() && node.committing.get() == 0 {
             break;
         }
-        glommio::timer::sleep(STOP_POLL).await;
+        glommio::timer::sleep(limits::FEDERATION_STOP_POLL).await;
     }
     // The 1001 goes on every link, retried while a link's queue is full, and the
     // closes are waited for: our Close written, the peer's received.
@@ -345,6 +337,6 @@ async fn drain(node: &Rc<Node>) {
         if closed || std::time::Instant::now() >= deadline {
             break;
         }
-        glommio::timer::sleep(STOP_POLL).await;
+        glommio::timer::sleep(limits::FEDERATION_STOP_POLL).await;
     }
 }

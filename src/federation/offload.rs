@@ -7,6 +7,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::limits::{OFFLOAD_BATCH_BLOBS_MAX, OFFLOAD_TOO_LARGE_BLOBS_MAX};
 use crate::metrics::OffloadSentResult;
 use crate::shard::mesh::MeshMessage;
 use crate::shard::offload::Candidate;
@@ -18,14 +19,9 @@ use super::messages::{self, FedMessage};
 use super::node::{Node, within};
 use super::registry::{BoundedSet, LinkId};
 
-/// Blobs offered per batch (§11.7 step 2).
-const BATCH_MAX: usize = 10;
-/// Blobs remembered as too large for the federation size limit.
-const TOO_LARGE_MAX: usize = 4096;
-
 pub async fn manage(node: Rc<Node>) {
     let interval = Duration::from_secs(node.config.federation_capacity_interval_secs);
-    let mut too_large = BoundedSet::new(TOO_LARGE_MAX);
+    let mut too_large = BoundedSet::new(OFFLOAD_TOO_LARGE_BLOBS_MAX);
     loop {
         glommio::timer::sleep(interval).await;
         if node.stopping.get() {
@@ -152,7 +148,7 @@ async fn gather(node: &Node, exclude: Arc<ahash::HashSet<BlobId>>) -> Vec<Candid
     for shard in &node.shards {
         let (reply, answer) = flume::bounded(1);
         let message = MeshMessage::OffloadCandidates {
-            limit: BATCH_MAX,
+            limit: OFFLOAD_BATCH_BLOBS_MAX,
             exclude: Arc::clone(&exclude),
             reply,
         };
@@ -167,7 +163,7 @@ async fn gather(node: &Node, exclude: Arc<ahash::HashSet<BlobId>>) -> Vec<Candid
         }
     }
     all.sort_by_key(|c| (c.created_at_secs, c.seq, c.shard, c.key));
-    all.truncate(BATCH_MAX);
+    all.truncate(OFFLOAD_BATCH_BLOBS_MAX);
     all
 }
 

@@ -4,18 +4,14 @@
 //! about the peer. Pure bookkeeping: the link tasks and the offload manager drive it.
 //!
 //! Bounds: a peer enters only through a successful handshake; inbound handshakes
-//! from unknown relays are refused once `PEERS_MAX` are known (configured peers,
-//! bounded by the configuration, always enter); each peer's set of refused blobs
-//! holds at most `REFUSED_BLOBS_MAX` ids.
+//! from unknown relays are refused once `FEDERATION_PEERS_MAX` are known
+//! (configured peers, bounded by the configuration, always enter); each peer's set
+//! of refused blobs holds at most `FEDERATION_REFUSED_BLOBS_MAX` ids.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 
+use crate::limits::{FEDERATION_PEERS_MAX, FEDERATION_REFUSED_BLOBS_MAX};
 use crate::storage::BlobId;
-
-/// Peers remembered at most from inbound links (configured peers come on top).
-pub const PEERS_MAX: usize = 1024;
-/// Blobs remembered per peer as refused for a reason other than capacity (§11.7).
-pub const REFUSED_BLOBS_MAX: usize = 4096;
 
 /// One open link, as the registry knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +102,7 @@ impl Peer {
             capacity: None,
             draining: false,
             paused: false,
-            refused: BoundedSet::new(REFUSED_BLOBS_MAX),
+            refused: BoundedSet::new(FEDERATION_REFUSED_BLOBS_MAX),
         }
     }
 }
@@ -143,9 +139,9 @@ impl Registry {
     /// links can never crowd out the peers this relay offloads to.
     fn entry(&mut self, relay_id: &str, outbound: bool) -> Result<&mut Peer, Refusal> {
         if !self.peers.contains_key(relay_id) {
-            if !outbound && self.peers.len() >= PEERS_MAX {
+            if !outbound && self.peers.len() >= FEDERATION_PEERS_MAX {
                 self.forget_one_disconnected();
-                if self.peers.len() >= PEERS_MAX {
+                if self.peers.len() >= FEDERATION_PEERS_MAX {
                     return Err(Refusal::TooManyPeers);
                 }
             }

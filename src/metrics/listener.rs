@@ -9,19 +9,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::{Global, ShardMetrics, render};
-use crate::http::{HEAD_BYTES_MAX, HEAD_FIELDS_MAX};
-
-/// A connection to the metrics listener is served for at most this long, so one
-/// client cannot keep the single serving thread to itself.
-pub const METRICS_CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest wait for any one read or write; an idle keep-alive connection is closed
-/// after this, which lets the next scraper in quickly.
-pub const METRICS_IO_TIMEOUT: Duration = Duration::from_secs(2);
-/// Requests served on one keep-alive connection before it is closed.
-pub const METRICS_REQUESTS_PER_CONNECTION_MAX: usize = 100;
-/// Bytes read and discarded after an error reply before closing, so the reply is
-/// not lost to a reset caused by unread input.
-const LINGER_BYTES_MAX: usize = 64 * 1024;
+use crate::limits::{
+    HEAD_BYTES_MAX, HEAD_FIELDS_MAX, METRICS_ACCEPT_ERROR_BACKOFF, METRICS_CONNECTION_TIMEOUT,
+    METRICS_IO_TIMEOUT, METRICS_LINGER_BYTES_MAX, METRICS_READ_CHUNK_BYTES,
+    METRICS_REQUESTS_PER_CONNECTION_MAX,
+};
 
 /// Binds the metrics listener (§12.1) and serves it on a new thread, one connection
 /// at a time. `GET /` is the index, `GET /metrics` the scrape (behind the bearer
@@ -76,7 +68,7 @@ impl Listener {
                     let _ = self.serve(stream);
                 }
                 // Out of file descriptors or similar: back off instead of spinning.
-                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                Err(_) => std::thread::sleep(METRICS_ACCEPT_ERROR_BACKOFF),
             }
         }
     }
@@ -242,7 +234,7 @@ fn io_timeout(deadline: Instant) -> io::Result<Duration> {
 /// Returns false when the peer closed.
 fn read_some(stream: &mut TcpStream, buf: &mut Vec<u8>, deadline: Instant) -> io::Result<bool> {
     stream.set_read_timeout(Some(io_timeout(deadline)?))?;
-    let mut chunk = [0u8; 4096];
+    let mut chunk = [0u8; METRICS_READ_CHUNK_BYTES];
     let room = (HEAD_BYTES_MAX + 1)
         .saturating_sub(buf.len())
         .clamp(1, chunk.len());
@@ -269,9 +261,9 @@ fn write_before(stream: &mut TcpStream, mut bytes: &[u8], deadline: Instant) -> 
 /// read the reply.
 fn linger(mut stream: TcpStream, deadline: Instant) -> io::Result<()> {
     stream.shutdown(Shutdown::Write)?;
-    let mut chunk = [0u8; 4096];
+    let mut chunk = [0u8; METRICS_READ_CHUNK_BYTES];
     let mut discarded = 0;
-    while discarded < LINGER_BYTES_MAX {
+    while discarded < METRICS_LINGER_BYTES_MAX {
         stream.set_read_timeout(Some(io_timeout(deadline)?))?;
         match stream.read(&mut chunk)? {
             0 => break,

@@ -18,8 +18,23 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in §6.1 order (the order of the enum): `ALL[c as usize] == c`.
+    pub const ALL: [ErrorCode; 11] = [
+        ErrorCode::MalformedFrame,
+        ErrorCode::UnsupportedFrame,
+        ErrorCode::UnsupportedVersion,
+        ErrorCode::UnknownType,
+        ErrorCode::UnexpectedMessage,
+        ErrorCode::InvalidField,
+        ErrorCode::NotPermitted,
+        ErrorCode::RateLimited,
+        ErrorCode::QuotaExceeded,
+        ErrorCode::StorageUnavailable,
+        ErrorCode::Overloaded,
+    ];
+
     /// The snake_case wire code.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             ErrorCode::MalformedFrame => "malformed_frame",
             ErrorCode::UnsupportedFrame => "unsupported_frame",
@@ -52,6 +67,15 @@ impl ErrorCode {
         }
     }
 }
+
+// `ALL` holds each code once, at the index of its discriminant.
+const _: () = {
+    let mut index = 0;
+    while index < ErrorCode::ALL.len() {
+        assert!(ErrorCode::ALL[index] as usize == index);
+        index += 1;
+    }
+};
 
 /// Why the relay closes a client session: each maps to the code and reason text of §2.7.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

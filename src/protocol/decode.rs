@@ -10,15 +10,10 @@ use super::raw;
 use super::unique;
 use serde_json::value::RawValue;
 
-/// `sender_device_id` of DeviceSyncMessage, at most this many bytes (§5.6).
-const SENDER_DEVICE_ID_BYTES_MAX: usize = 256;
-/// `sender_id` of AccountRevoked, at most this many bytes (§5.12).
-const SENDER_ID_BYTES_MAX: usize = 256;
-/// `signature` of AccountRevoked, at most this many bytes (§5.12).
-const REVOCATION_SIGNATURE_BYTES_MAX: usize = 1024;
-/// `key_hashes` of RecoveryProofQuery, at most this many entries (§5.9), so that one
-/// query cannot force an arbitrarily large response.
-const RECOVERY_QUERY_KEY_HASHES_MAX: usize = 100;
+use crate::limits::{
+    RECOVERY_QUERY_KEY_HASHES_MAX, REVOCATION_SIGNATURE_BYTES_MAX, SENDER_DEVICE_ID_BYTES_MAX,
+    SENDER_ID_BYTES_MAX,
+};
 /// A Noise (v2) opening is at least this long and starts with `NOISE_PREFIX` (§4.2).
 const NOISE_OPENING_BYTES_MIN: usize = 51;
 const NOISE_PREFIX: [u8; 3] = [0x00, 0x56, 0x32];

@@ -6,6 +6,8 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
+use crate::limits::RANDOM_POOL_BYTES;
+
 const HEX_DIGITS_LOWER: &[u8; 16] = b"0123456789abcdef";
 
 /// A 64-hex identifier (client_id, device_id, routing_token, recipient id, key_hash),
@@ -83,9 +85,6 @@ pub fn shard_of(key: &Id64, shards: usize) -> usize {
     // The remainder is below `shards`, which is a usize, so it fits in one.
     (value % shards as u64) as usize
 }
-
-/// Bytes of kernel randomness each thread fetches at once for `random_uuid`.
-const RANDOM_POOL_BYTES: usize = 4096;
 
 /// Kernel randomness (getrandom(2)) not yet handed out, per thread.
 struct RandomPool {

@@ -4,11 +4,9 @@
 
 use ed25519_dalek::{Signature, VerifyingKey};
 
+use crate::limits::AUTH_WINDOW_SECS;
 use crate::protocol::Id64;
 use crate::protocol::decode::HandshakeAuth;
-
-/// §4.3 step 2: the signing time is within 60 s of now.
-pub const AUTH_WINDOW_SECS: u64 = 60;
 
 /// Steps 2 and 3: true when the timestamp is in the window and the key is the
 /// client's identity.

@@ -5,10 +5,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use crate::limits::NONCE_RETENTION_SECS;
 use crate::protocol::Id64;
-
-/// How long a nonce stays used up (§4.3).
-pub const NONCE_RETENTION_SECS: u64 = 120;
 
 /// The verdict on one (key, nonce) pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

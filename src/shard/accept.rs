@@ -48,7 +48,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             Ok(stream) => stream,
             Err(error) => {
                 tracing::warn!(shard = shard.index, %error, "accept failed");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+                glommio::timer::sleep(limits::ACCEPT_ERROR_BACKOFF).await;
                 continue;
             }
         };
@@ -227,7 +227,7 @@ async fn wait_for_close(stream: &mut TcpStream, reader: &mut MessageReader) {
 /// Reads a request head, bounded by §2.3. Returns the parse result and the buffer.
 async fn read_head(stream: &mut TcpStream) -> Option<(HeadParse, Vec<u8>)> {
     let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 2048];
+    let mut chunk = [0u8; limits::HEAD_READ_CHUNK_BYTES];
     loop {
         let n = stream.read(&mut chunk).await.ok()?;
         if n == 0 {
@@ -235,7 +235,7 @@ async fn read_head(stream: &mut TcpStream) -> Option<(HeadParse, Vec<u8>)> {
         }
         buf.extend_from_slice(&chunk[..n]);
         match http::parse_head(&buf) {
-            HeadParse::Partial if buf.len() <= http::HEAD_BYTES_MAX => continue,
+            HeadParse::Partial if buf.len() <= limits::HEAD_BYTES_MAX => continue,
             HeadParse::Partial => return Some((HeadParse::TooLarge, buf)),
             parsed => return Some((parsed, buf)),
         }
@@ -318,7 +318,7 @@ async fn first_message(
     stream: &mut TcpStream,
     reader: &mut MessageReader,
 ) -> Outcome {
-    let mut chunk = [0u8; 4096];
+    let mut chunk = [0u8; limits::HANDSHAKE_READ_CHUNK_BYTES];
     loop {
         match reader.poll() {
             Step::NeedMore => match stream.read(&mut chunk).await {

@@ -4,6 +4,7 @@
 
 use std::rc::Rc;
 
+use crate::limits::RECOVERY_PROOF_LIFETIME_SECS;
 use crate::protocol::{ErrorCode, Id64, encode};
 use crate::session::mailbox::Quota;
 use crate::storage::{DeviceSyncRecord, RecoveryProofRecord, WriteOp};
@@ -12,9 +13,6 @@ use super::dispatch;
 use super::mesh::{GatherTo, MeshMessage, Part, ReplyTo, SessionRef};
 use super::owner::{self, Pending};
 use super::{Shard, unix_now};
-
-/// A recovery proof lives 90 days, fixed (§5.8).
-pub const PROOF_LIFETIME_SECS: u64 = 7_776_000;
 
 fn quota(shard: &Shard) -> Quota {
     Quota {
@@ -205,7 +203,7 @@ pub fn store_proof(
         key_hash,
         proof_data,
         created_at_secs: now,
-        expires_at_secs: now + PROOF_LIFETIME_SECS,
+        expires_at_secs: now + RECOVERY_PROOF_LIFETIME_SECS,
     };
     let pending = Pending::Proof {
         reply,

@@ -8,6 +8,7 @@
 use std::collections::VecDeque;
 use std::rc::Rc;
 
+use crate::limits::BACKLOG_CHUNK_BLOBS;
 use crate::protocol::decode::AckStatus;
 use crate::protocol::encode::{self, Notification};
 use crate::protocol::{CloseReason, ErrorCode, Id64};
@@ -19,9 +20,6 @@ use super::mesh::{GatherTo, MeshMessage, Part, ReplyTo};
 use super::outbound::{Backlog, OutFrame, SessionHandle};
 use super::{Shard, unix_now};
 use super::{dispatch, features, offload};
-
-/// Blobs read per storage round trip during connect-time delivery.
-const BACKLOG_CHUNK_BLOBS: usize = 512;
 
 /// Work queued in the writer thread, by token.
 pub enum Pending {

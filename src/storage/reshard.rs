@@ -33,19 +33,9 @@ use rusqlite::{Connection, OptionalExtension, params_from_iter};
 
 use super::sqlite::{SqliteStore, shard_file_name};
 use crate::config::SqliteSynchronous;
+use crate::limits::{RESHARD_BATCH_BYTES_MAX, RESHARD_BATCH_ROWS_MAX, RESHARD_SHARD_FILES_MAX};
 use crate::protocol::{Id64, shard_of};
 
-/// Rows read from a source per batch: large enough that per-batch commits (one per
-/// target, each an fsync) are a small share of the copy, small enough to stay cheap
-/// in memory.
-pub const BATCH_ROWS_MAX: usize = 4096;
-/// Bytes of row content per batch; a batch always holds at least one row, so the
-/// peak is this plus one row (at most `RELAY_MAX_MESSAGE_SIZE`).
-pub const BATCH_BYTES_MAX: usize = 16 << 20;
-/// Shard-like file names considered in the data directory: more means a directory
-/// the relay did not write (RELAY_SHARDS is at most 1024; each shard has a staging
-/// file and their journals).
-pub const SHARD_FILES_MAX: usize = 16 * 1024;
 /// A progress line is logged every this many batches.
 const LOG_EVERY_BATCHES: u64 = 64;
 
@@ -153,7 +143,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Options {
         Options {
-            batch_rows_max: BATCH_ROWS_MAX,
+            batch_rows_max: RESHARD_BATCH_ROWS_MAX,
             stop_after_steps: None,
         }
     }
@@ -283,9 +273,9 @@ fn scan(dir: &Path) -> Result<Files, ReshardError> {
         } else if let Some(index) = rest.strip_suffix(".db").and_then(decimal) {
             files.sources.push(index);
         }
-        if files.sources.len() + files.staging.len() > SHARD_FILES_MAX {
+        if files.sources.len() + files.staging.len() > RESHARD_SHARD_FILES_MAX {
             return Err(ReshardError::Failed(format!(
-                "{} holds more than {SHARD_FILES_MAX} shard files",
+                "{} holds more than {RESHARD_SHARD_FILES_MAX} shard files",
                 dir.display()
             )));
         }
@@ -705,7 +695,7 @@ fn read_batch(
         last_rowid: None,
     };
     let mut bytes = 0usize;
-    while batch.rows.len() < options.batch_rows_max.max(1) && bytes < BATCH_BYTES_MAX {
+    while batch.rows.len() < options.batch_rows_max.max(1) && bytes < RESHARD_BATCH_BYTES_MAX {
         let Some(row) = rows.next().map_err(|e| failed_sql(path, e))? else {
             break;
         };

@@ -10,17 +10,7 @@
 use std::collections::VecDeque;
 
 use super::{StorageError, Store, WriteOp};
-
-/// At most this many ops in one group transaction (a single larger job still commits
-/// whole, alone). Past ~1000 rows per transaction SQLite's per-row cost stops falling
-/// (GLOMMIO-NOTES), while every job in a group waits for the whole group's commit:
-/// 4096 keeps full throughput and bounds that wait to a few milliseconds.
-pub const GROUP_OPS_MAX: usize = 4096;
-
-/// At most this many bytes of blob data in one group transaction (a single larger job
-/// still commits whole, alone). Bounds the memory a group holds and the WAL growth of
-/// one commit when blobs are large, where the op limit alone would allow gigabytes.
-pub const GROUP_DATA_BYTES_MAX: usize = 8 * 1024 * 1024;
+use crate::limits::{GROUP_DATA_BYTES_MAX, GROUP_OPS_MAX};
 
 /// Work for the writer thread. `token` is the shard's, echoed in the completion.
 #[derive(Debug)]

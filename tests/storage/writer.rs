@@ -8,11 +8,10 @@
 
 use std::sync::{Arc, Mutex};
 
+use vauchi_relay::limits::{GROUP_DATA_BYTES_MAX, GROUP_OPS_MAX};
 use vauchi_relay::protocol::Id64;
 use vauchi_relay::storage::memory::MemoryStore;
-use vauchi_relay::storage::writer::{
-    Completion, GROUP_DATA_BYTES_MAX, GROUP_OPS_MAX, Job, spawn_writer,
-};
+use vauchi_relay::storage::writer::{Completion, Job, spawn_writer};
 use vauchi_relay::storage::{
     BlobMeta, BlobRecord, DeviceSyncRecord, HintRecord, RecoveryProofRecord, StorageError, Store,
     WriteOp,

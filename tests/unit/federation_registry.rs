@@ -164,9 +164,9 @@ fn offload_candidates_are_the_oldest_unexpired_hop_zero_blobs_not_excluded() {
 
 #[test]
 fn inbound_relays_are_capped_but_configured_peers_always_enter() {
-    use vauchi_relay::federation::registry::PEERS_MAX;
+    use vauchi_relay::limits::FEDERATION_PEERS_MAX;
     let mut registry = Registry::default();
-    for i in 0..PEERS_MAX {
+    for i in 0..FEDERATION_PEERS_MAX {
         registry
             .attach_inbound(&format!("in-{i}"), LinkId(i as u64))
             .unwrap();

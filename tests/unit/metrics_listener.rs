@@ -7,9 +7,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use vauchi_relay::metrics::{
-    Global, METRICS_REQUESTS_PER_CONNECTION_MAX, ShardMetrics, spawn_listener,
-};
+use vauchi_relay::limits::METRICS_REQUESTS_PER_CONNECTION_MAX;
+use vauchi_relay::metrics::{Global, ShardMetrics, spawn_listener};
 
 /// How long a test waits for a reply that should come at once before it declares
 /// the listener stuck (a hang guard, not a performance assertion).
@@ -301,7 +300,7 @@ fn a_bad_or_oversized_head_is_refused_and_closed() {
     let mut client = Client::connect(addr);
     let big = format!(
         "GET / HTTP/1.1\r\nX-Pad: {}\r\n\r\n",
-        "a".repeat(vauchi_relay::http::HEAD_BYTES_MAX)
+        "a".repeat(vauchi_relay::limits::HEAD_BYTES_MAX)
     );
     // The listener may close while we are still writing; the reply is what matters.
     let _ = client.stream.write_all(big.as_bytes());

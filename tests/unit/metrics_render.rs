@@ -528,7 +528,7 @@ fn rejections_are_counted_by_code_and_failed_acks_as_failed() {
     metrics[0].inc_rejected(RejectCode::from(ErrorCode::RateLimited));
     metrics[1].inc_rejected(ErrorCode::RateLimited.into());
     metrics[1].inc_rejected(RejectCode::Failed);
-    metrics[0].inc_rejected(RejectCode::Overloaded);
+    metrics[0].inc_rejected(RejectCode::Error(ErrorCode::Overloaded));
     let e = validate(&render(&metrics, &Global::new(2))).unwrap();
     let rejected = |code| e.value("relay_messages_rejected_total", &[("code", code)]);
     assert_eq!(rejected("rate_limited"), 2.0);
@@ -553,7 +553,7 @@ fn rejections_are_counted_by_code_and_failed_acks_as_failed() {
         assert_eq!(RejectCode::from(code).as_str(), code.as_str());
     }
     for (index, code) in RejectCode::ALL.into_iter().enumerate() {
-        assert_eq!(code as usize, index);
+        assert_eq!(code.index(), index);
         assert!(CODES.contains(&code.as_str()), "{}", code.as_str());
     }
     assert_eq!(RejectCode::ALL.len(), CODES.len());
