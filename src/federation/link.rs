@@ -91,7 +91,8 @@ fn fastrand_unit() -> f64 {
     bits as f64 / (1u64 << 53) as f64
 }
 
-async fn close<S: AsyncRead + AsyncWrite + Unpin>(
+/// Sends our Close, bounded like any write to the peer.
+async fn send_close<S: AsyncRead + AsyncWrite + Unpin>(
     ws: &mut WebSocketStream<S>,
     code: u16,
     reason: &'static str,
@@ -101,6 +102,14 @@ async fn close<S: AsyncRead + AsyncWrite + Unpin>(
         reason: reason.into(),
     };
     let _ = within(FEDERATION_SEND_TIMEOUT, ws.close(Some(frame))).await;
+}
+
+async fn close<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+    code: u16,
+    reason: &'static str,
+) {
+    send_close(ws, code, reason).await;
     // Wait briefly for the peer's Close (§2.7).
     read_to_end(ws).await;
 }
@@ -113,11 +122,7 @@ async fn close_broken<S: AsyncRead + AsyncWrite + Unpin>(
     code: u16,
     reason: &'static str,
 ) {
-    let frame = CloseFrame {
-        code: code.into(),
-        reason: reason.into(),
-    };
-    let _ = within(FEDERATION_SEND_TIMEOUT, ws.close(Some(frame))).await;
+    send_close(ws, code, reason).await;
     let _ = within(crate::limits::CLOSE_WAIT, ws.get_mut().wait_for_close()).await;
 }
 
