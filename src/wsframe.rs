@@ -434,9 +434,14 @@ struct WalkedHeader {
 }
 
 impl HeaderWalk {
-    /// Walks `bytes` until `stop` says so for a header: `Some(at)`, where `at` is the
-    /// offset in `bytes` of that header's first byte (0 if it began in earlier bytes).
-    fn walk(&mut self, bytes: &[u8], mut stop: impl FnMut(&WalkedHeader) -> bool) -> Option<usize> {
+    /// Walks `bytes` until `stop` says so for a header: `Some((at, end))`, where `at`
+    /// is the offset in `bytes` of that header's first byte (0 if it began in earlier
+    /// bytes) and `end` the offset just past it; the walk goes on from `end`.
+    fn walk(
+        &mut self,
+        bytes: &[u8],
+        mut stop: impl FnMut(&WalkedHeader) -> bool,
+    ) -> Option<(usize, usize)> {
         let mut pos = 0;
         let mut header_start = 0;
         while pos < bytes.len() {
@@ -475,7 +480,7 @@ impl HeaderWalk {
             self.header_len = 0;
             self.payload_left = declared_len;
             if stop(&walked) {
-                return Some(header_start);
+                return Some((header_start, pos));
             }
         }
         None
@@ -506,6 +511,16 @@ pub struct LengthCheck {
     failed: bool,
 }
 
+/// A non-minimal length found by [`LengthCheck::feed`] in the bytes it was given.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// The bytes before the offending header (its part in these bytes): whole
+    /// frames or their parts, safe to pass on.
+    pub pass: usize,
+    /// The bytes up to the end of that header: the walk goes on after them.
+    pub walked: usize,
+}
+
 impl LengthCheck {
     pub fn new() -> LengthCheck {
         LengthCheck::default()
@@ -516,23 +531,32 @@ impl LengthCheck {
         self.failed
     }
 
-    /// Walks `bytes`, the next ones of the stream. `Err(at)` when a frame header
-    /// with a non-minimal length ends in them: the `at` bytes before that header
-    /// (the part of it in `bytes`) are whole frames or their parts, safe to pass on.
-    /// Once failed, every call fails with `Err(0)`.
-    pub fn feed(&mut self, bytes: &[u8]) -> Result<(), usize> {
+    /// Walks `bytes`, the next ones of the stream; `Err` when a frame header with a
+    /// non-minimal length ends in them. Once failed, every call fails with nothing
+    /// to pass or walk.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<(), Violation> {
         if self.failed {
-            return Err(0);
+            return Err(Violation { pass: 0, walked: 0 });
         }
         let found = self
             .walk
             .walk(bytes, |h| !minimal_length(h.length_bytes, h.declared_len));
         match found {
-            Some(at) => {
+            Some((pass, walked)) => {
                 self.failed = true;
-                Err(at)
+                Err(Violation { pass, walked })
             }
             None => Ok(()),
+        }
+    }
+
+    /// A scan for the peer's Close that goes on from where this walk is: every
+    /// byte given to `feed` (up to a violation's header) has been walked, so it
+    /// stays in step with the frames wherever a reader gave up.
+    pub fn into_close_scan(self) -> CloseScan {
+        CloseScan {
+            walk: self.walk,
+            ..CloseScan::default()
         }
     }
 }
@@ -544,6 +568,8 @@ impl LengthCheck {
 #[derive(Debug, Default)]
 pub struct CloseScan {
     walk: HeaderWalk,
+    /// A Close header has been walked; its payload is passing.
+    in_close: bool,
     seen: bool,
 }
 
@@ -553,14 +579,25 @@ impl CloseScan {
         CloseScan::default()
     }
 
-    /// Walks the next bytes of the stream; true once a Close frame's header is in.
+    /// Walks the next bytes of the stream; true once a whole Close frame is in
+    /// (its payload too, so that nothing of it is left unread).
     pub fn feed(&mut self, bytes: &[u8]) -> bool {
-        if !self.seen {
-            self.seen = self
-                .walk
-                .walk(bytes, |h| h.opcode == OPCODE_CLOSE)
-                .is_some();
+        if self.seen {
+            return true;
         }
+        let mut rest = bytes;
+        if !self.in_close {
+            match self.walk.walk(bytes, |h| h.opcode == OPCODE_CLOSE) {
+                Some((_, end)) => {
+                    self.in_close = true;
+                    rest = &bytes[end..];
+                }
+                None => return false,
+            }
+        }
+        let pass = self.walk.payload_left.min(rest.len() as u64);
+        self.walk.payload_left -= pass;
+        self.seen = self.walk.payload_left == 0;
         self.seen
     }
 }

@@ -15,7 +15,7 @@ use async_tungstenite::tungstenite::Error as WsError;
 use futures_lite::{AsyncRead, AsyncWrite};
 
 use crate::limits::CLOSE_WAIT_READ_BYTES;
-use crate::wsframe::{CloseScan, LengthCheck};
+use crate::wsframe::{LengthCheck, Violation};
 
 const HEAD_END: &[u8; 4] = b"\r\n\r\n";
 
@@ -46,8 +46,8 @@ pub struct Checked<S> {
     /// Bytes of `\r\n\r\n` matched so far while the HTTP response head is still
     /// passing; `None` once frames have begun.
     head_matched: Option<usize>,
-    /// The bytes of the read that held the offending header, from that header on
-    /// (at most one read buffer): where the frames go on after the violation.
+    /// The bytes of the read that held the offending header, after that header (at
+    /// most one read buffer): where the walk goes on after the violation.
     held: Vec<u8>,
 }
 
@@ -77,15 +77,15 @@ impl<S> Checked<S> {
     pub fn check_early(&mut self, bytes: &[u8]) -> bool {
         match self.check.feed(bytes) {
             Ok(()) => true,
-            Err(at) => {
-                self.held = bytes[at..].to_vec();
+            Err(violation) => {
+                self.held = bytes[violation.walked..].to_vec();
                 false
             }
         }
     }
 
-    /// Walks bytes just read; `Err(pass)`: only the first `pass` may go on.
-    fn walk(&mut self, bytes: &[u8]) -> Result<(), usize> {
+    /// Walks bytes just read; on a violation, its offsets in `bytes`.
+    fn walk(&mut self, bytes: &[u8]) -> Result<(), Violation> {
         let mut start = 0;
         if let Some(matched) = self.head_matched.as_mut() {
             for (i, &byte) in bytes.iter().enumerate() {
@@ -104,7 +104,12 @@ impl<S> Checked<S> {
             }
             self.head_matched = None;
         }
-        self.check.feed(&bytes[start..]).map_err(|at| start + at)
+        self.check
+            .feed(&bytes[start..])
+            .map_err(|violation| Violation {
+                pass: start + violation.pass,
+                walked: start + violation.walked,
+            })
     }
 }
 
@@ -121,8 +126,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for Checked<S> {
         let n = ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
         match this.walk(&buf[..n]) {
             Ok(()) => Poll::Ready(Ok(n)),
-            Err(pass) => {
-                this.held = buf[pass..n].to_vec();
+            Err(Violation { pass, walked }) => {
+                this.held = buf[walked..n].to_vec();
                 // The frames before the offending header go on; the next read fails.
                 if pass > 0 {
                     Poll::Ready(Ok(pass))
@@ -138,12 +143,13 @@ impl<S: AsyncRead + Unpin> Checked<S> {
     /// After the library has given up on the link (it ends its stream at the first
     /// read error) and our Close is out: reads the peer's frames on, without the
     /// library, until its Close or EOF, so that TCP closes as §2.7 says and not
-    /// with the peer's bytes unread (a reset that can lose our Close). After a
-    /// length violation the walk starts at the offending header; after an error
-    /// the library found, at the next bytes, where a Close may be mistaken or
-    /// missed: the caller bounds the wait.
+    /// with the peer's bytes unread (a reset that can lose our Close). The scan
+    /// goes on from the length walk, which has seen every byte read so far: in
+    /// step with the frames after a length violation (past the offending header)
+    /// and after an error the library found (a frame over the limit, refused from
+    /// its header, is passed over). The caller bounds the wait.
     pub async fn wait_for_close(&mut self) {
-        let mut scan = CloseScan::new();
+        let mut scan = std::mem::take(&mut self.check).into_close_scan();
         if scan.feed(&std::mem::take(&mut self.held)) {
             return;
         }

@@ -14,6 +14,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use async_tungstenite::WebSocketStream;
+use async_tungstenite::tungstenite::error::ProtocolError;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use futures_lite::{AsyncRead, AsyncWrite, StreamExt};
@@ -171,6 +172,8 @@ async fn next_data<S: AsyncRead + AsyncWrite + Unpin>(
 fn violation_close(error: &WsError) -> Option<(u16, &'static str)> {
     match error {
         WsError::Capacity(_) => Some((1009, "message too big")),
+        // The peer closed TCP without a Close: the link is gone, nothing to send.
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
         // Invalid UTF-8 in a text frame breaks RFC 6455 too; §11.1 has no 1007.
         WsError::Protocol(_) | WsError::Utf8(_) => Some((1002, "protocol error")),
         error if checked::is_length_violation(error) => Some((1002, "protocol error")),

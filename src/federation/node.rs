@@ -218,6 +218,7 @@ pub fn start(
         .then(dial::client_config);
     shared.federation_running.store(true, Ordering::Relaxed);
     let running = Arc::clone(&shared);
+    let shared_running = Arc::clone(&shared);
     // The peer gauges hold the configured peers (as disconnected) before the relay
     // says it is listening, not from whenever the executor gets to run.
     let (published, first_publish) = std::sync::mpsc::channel::<()>();
@@ -247,8 +248,14 @@ pub fn start(
             let _ = finished.send(None);
         })
         .map_err(|error| format!("could not start the federation executor: {error}"))?;
-    // An executor that fails before publishing drops the sender: no wait for ever.
-    let _ = first_publish.recv();
+    // An executor that fails before publishing drops the sender: no wait for ever,
+    // and the start fails.
+    if first_publish.recv().is_err() {
+        shared_running
+            .federation_running
+            .store(false, Ordering::Relaxed);
+        return Err("the federation executor stopped while starting".to_owned());
+    }
     Ok(Federation {
         commands,
         _executor: executor,

@@ -197,7 +197,22 @@ async fn close_and_wait(
 /// failed frame's header, which still tells its length.
 async fn wait_for_close(stream: &mut TcpStream, reader: &mut MessageReader) {
     let mut chunk = [0u8; limits::CLOSE_WAIT_READ_BYTES];
-    if reader.failed() {
+    'reading: loop {
+        if !reader.failed() {
+            loop {
+                match reader.poll() {
+                    Step::NeedMore => break,
+                    Step::Write(_) | Step::Message { .. } => {}
+                    Step::PeerClose { .. } => return,
+                    Step::Fail { .. } => continue 'reading,
+                }
+            }
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => reader.feed(&chunk[..n]),
+            }
+            continue;
+        }
         let mut scan = CloseScan::new();
         if scan.feed(&reader.take_remainder()) {
             return;
@@ -208,19 +223,6 @@ async fn wait_for_close(stream: &mut TcpStream, reader: &mut MessageReader) {
             }
         }
         return;
-    }
-    loop {
-        loop {
-            match reader.poll() {
-                Step::NeedMore => break,
-                Step::Write(_) | Step::Message { .. } => {}
-                Step::PeerClose { .. } | Step::Fail { .. } => return,
-            }
-        }
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => reader.feed(&chunk[..n]),
-        }
     }
 }
 

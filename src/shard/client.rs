@@ -18,7 +18,7 @@ use crate::protocol::decode::{self, Handshake, Request, ShapeError, ValidRequest
 use crate::protocol::encode;
 use crate::protocol::{CloseReason, ErrorCode, Id64};
 use crate::storage::BlobId;
-use crate::wsframe::{self, MessageReader, Step};
+use crate::wsframe::{self, CloseScan, MessageReader, Step};
 
 use super::deadline::Deadline;
 use super::gather::{self, GatherKind};
@@ -43,6 +43,9 @@ enum Phase {
 struct Connection {
     stream: TcpStream,
     reader: MessageReader,
+    /// Once the reader has failed after our Close (1002, 1009): the peer's frames,
+    /// walked from the failed one's header to its Close (§2.7).
+    close_scan: Option<CloseScan>,
     out: Vec<u8>,
     out_pos: usize,
     /// Blobs in `out` whose write may trigger `Delivered` once it completes.
@@ -73,6 +76,7 @@ pub async fn run(
     let mut connection = Connection {
         stream,
         reader,
+        close_scan: None,
         out: Vec::new(),
         out_pos: 0,
         out_blobs: Vec::new(),
@@ -366,7 +370,14 @@ fn read_some(conn: &mut Connection, cx: &mut Context<'_>) -> Poll<Option<()>> {
     match Pin::new(&mut conn.stream).poll_read(cx, &mut buf) {
         Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(None),
         Poll::Ready(Ok(n)) => {
-            conn.reader.feed(&buf[..n]);
+            match conn.close_scan.as_mut() {
+                Some(scan) => {
+                    if scan.feed(&buf[..n]) {
+                        conn.phase = Phase::Done;
+                    }
+                }
+                None => conn.reader.feed(&buf[..n]),
+            }
             Poll::Ready(Some(()))
         }
         Poll::Pending => Poll::Pending,
@@ -375,6 +386,10 @@ fn read_some(conn: &mut Connection, cx: &mut Context<'_>) -> Poll<Option<()>> {
 
 /// Processes every complete frame the reader holds.
 fn handle_input(shard: &Rc<Shard>, handle: &Rc<SessionHandle>, conn: &mut Connection) {
+    if conn.close_scan.is_some() {
+        // The reader has failed; the scan reads the peer's frames now.
+        return;
+    }
     let consumed = conn.reader.consumed();
     loop {
         let step = conn.reader.poll();
@@ -413,6 +428,16 @@ fn handle_input(shard: &Rc<Shard>, handle: &Rc<SessionHandle>, conn: &mut Connec
             Step::Fail { code, reason } => {
                 if conn.phase == Phase::Open {
                     start_close(conn, code, reason);
+                }
+                if conn.phase == Phase::Closing {
+                    // The frames go on from the failed one's header, whose length
+                    // is known: wait for the peer's Close behind it, not for its
+                    // next bytes, which may still be the refused frame's payload.
+                    let mut scan = CloseScan::new();
+                    if scan.feed(&conn.reader.take_remainder()) {
+                        conn.phase = Phase::Done;
+                    }
+                    conn.close_scan = Some(scan);
                 } else {
                     conn.phase = Phase::Done;
                 }

@@ -1082,3 +1082,50 @@ fn refusals_before_the_handshake_end_tcp_as_soon_as_the_close_is_echoed() {
         assert_still_open(&sentinel, label);
     }
 }
+
+/// On an open session a refused frame (1002, 1009) used to end the close wait at
+/// the client's next bytes, which may be the rest of that frame: TCP then closed
+/// with them unread (a reset that can lose the Close). Now the frames are walked
+/// from the refused one's header and TCP closes once the client's Close is in: a
+/// sentinel the handshake timer (2 s) ends is closed while the session still waits
+/// behind the payload, and the echo then ends the session.
+#[test]
+fn an_open_session_waits_for_the_close_behind_a_refused_frame() {
+    let dir = TempDir::new("err-open-close");
+    let relay = Relay::start(
+        dir.path(),
+        &[
+            ("RELAY_HANDSHAKE_TIMEOUT", "2"),
+            ("RELAY_MAX_MESSAGE_SIZE", "1024"),
+        ],
+    );
+    let rows: Vec<(&str, Vec<u8>, u16)> = vec![
+        (
+            "over the size limit",
+            encode_frame(0x82, &[0; 2000], true),
+            1009,
+        ),
+        ("unmasked", encode_frame(0x82, &[0; 300], false), 1002),
+    ];
+    for (label, bytes, code) in rows {
+        let mut ws = open(&relay);
+        // The header first: the relay refuses from it, then the payload follows.
+        ws.write(&bytes[..4]);
+        match ws.next_event() {
+            Event::Close(got, _) => assert_eq!(got, code, "{label}"),
+            other => panic!("{label}: expected a Close, got {other:?}"),
+        }
+        ws.write(&bytes[4..]);
+        let mut sentinel = std::net::TcpStream::connect(relay.addr).unwrap();
+        sentinel.set_read_timeout(Some(STUCK)).unwrap();
+        let mut rest = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut sentinel, &mut rest);
+        assert_still_open(&ws.stream, label);
+        ws.send_frame(0x88, &code.to_be_bytes(), true);
+        assert_eq!(
+            ws.next_event(),
+            Event::Eof,
+            "{label}: TCP ends after the echo"
+        );
+    }
+}

@@ -3,7 +3,7 @@
 //! pipelined bytes, and every failure with its close code.
 
 use vauchi_relay::wsframe::{
-    CloseScan, FirstMessageReader, LengthCheck, Step, close_frame, server_binary_frame,
+    CloseScan, FirstMessageReader, LengthCheck, Step, Violation, close_frame, server_binary_frame,
 };
 
 const MAX: usize = 1024;
@@ -594,19 +594,39 @@ fn length_check_finds_the_header_of_the_first_non_minimal_frame() {
     stream.extend(frame(true, BINARY, b"after"));
     // Whole: the bytes before the bad header may pass.
     let mut check = LengthCheck::new();
-    assert_eq!(check.feed(&stream), Err(good.len()));
+    let bad_end = good.len() + bad.len() - 148; // past the bad frame's header
+    assert_eq!(
+        check.feed(&stream),
+        Err(Violation {
+            pass: good.len(),
+            walked: bad_end
+        })
+    );
     assert!(check.failed());
-    assert_eq!(check.feed(b"more"), Err(0), "failure is sticky");
+    assert_eq!(
+        check.feed(b"more"),
+        Err(Violation { pass: 0, walked: 0 }),
+        "failure is sticky"
+    );
     // The bad header split over two chunks: the part before it in the second.
     let split = good.len() + 3;
     let mut check = LengthCheck::new();
     assert_eq!(check.feed(&stream[..split]), Ok(()));
-    assert_eq!(check.feed(&stream[split..]), Err(0));
+    assert_eq!(
+        check.feed(&stream[split..]),
+        Err(Violation {
+            pass: 0,
+            walked: bad_end - split
+        })
+    );
     // Unmasked (server) frames are walked the same way.
     let mut server = server_frame(BINARY, &[0; 200]);
     let at = server.len();
     server.extend([0x82, 126, 0, 5, 1, 2, 3, 4, 5]);
-    assert_eq!(LengthCheck::new().feed(&server), Err(at));
+    assert_eq!(
+        LengthCheck::new().feed(&server).map_err(|v| v.pass),
+        Err(at)
+    );
 }
 
 /// After a reader failed on a frame whose header tells its length, the peer's
@@ -637,4 +657,29 @@ fn close_scan_finds_the_close_behind_failed_frames() {
     }
     let mut scan = CloseScan::new();
     assert!(!scan.feed(&stream[..close_at]));
+}
+
+/// The scan ends only once the Close frame's payload is in too, so that nothing
+/// of it is left unread when TCP closes; and it goes on from a length walk that
+/// stopped at a violation, past the offending frame's payload.
+#[test]
+fn close_scan_waits_for_the_close_payload_and_resumes_a_length_walk() {
+    let close = frame(true, CLOSE, b"\x03\xe8bye");
+    let mut scan = CloseScan::new();
+    assert!(!scan.feed(&close[..close.len() - 1]));
+    assert!(scan.feed(&close[close.len() - 1..]));
+
+    let bad = frame_with_length_form(&[0x88; 140], 8);
+    let mut stream = bad.clone();
+    stream.extend(&close);
+    let mut check = LengthCheck::new();
+    let violation = check.feed(&stream).unwrap_err();
+    assert_eq!(violation.walked, 14, "64-bit length and mask");
+    let mut scan = check.into_close_scan();
+    let rest = &stream[violation.walked..];
+    assert!(
+        !scan.feed(&rest[..140]),
+        "the bad frame's payload is passed over"
+    );
+    assert!(scan.feed(&rest[140..]));
 }
