@@ -172,6 +172,14 @@ impl FirstMessageReader {
         matches!(self.end, Some(End::Fail(..)))
     }
 
+    /// After a failure on a frame whose header tells its length: a scan for the
+    /// peer's Close from that header on, fed what the reader held.
+    pub fn take_close_scan(&mut self) -> CloseScan {
+        let mut scan = CloseScan::new();
+        scan.feed(&self.take_remainder());
+        scan
+    }
+
     /// Parses whole frames until one needs an answer or the bytes run out.
     fn advance(&mut self) -> Step {
         loop {
@@ -275,16 +283,8 @@ impl FirstMessageReader {
         {
             return Err(PROTOCOL_ERROR);
         }
-        let (length_bytes, declared_len) = match length_code {
-            126 if bytes.len() < 4 => return Ok(None),
-            126 => (2, u64::from(u16::from_be_bytes([bytes[2], bytes[3]]))),
-            127 if bytes.len() < 10 => return Ok(None),
-            127 => {
-                let mut be = [0u8; 8];
-                be.copy_from_slice(&bytes[2..10]);
-                (8, u64::from_be_bytes(be))
-            }
-            short => (0, u64::from(short)),
+        let Some((length_bytes, declared_len)) = declared_length(bytes) else {
+            return Ok(None);
         };
         // RFC 6455 §5.2: the most significant bit of a 64-bit length is 0, and a
         // length is written in the shortest form that holds it (§2.6: 1002).
@@ -313,6 +313,22 @@ impl FirstMessageReader {
             payload_len: declared_len as usize,
             mask,
         }))
+    }
+}
+
+/// The payload length a frame header declares, and how many extended-length bytes
+/// (0, 2 or 8) hold it, from the header's first bytes; `None` until they are in.
+fn declared_length(header: &[u8]) -> Option<(usize, u64)> {
+    match *header.get(1)? & 0x7F {
+        126 => {
+            let be: [u8; 2] = header.get(2..4)?.try_into().ok()?;
+            Some((2, u64::from(u16::from_be_bytes(be))))
+        }
+        127 => {
+            let be: [u8; 8] = header.get(2..10)?.try_into().ok()?;
+            Some((8, u64::from_be_bytes(be)))
+        }
+        short => Some((0, u64::from(short))),
     }
 }
 
@@ -457,21 +473,14 @@ impl HeaderWalk {
             self.header[self.header_len] = bytes[pos];
             self.header_len += 1;
             pos += 1;
-            let Some((length_bytes, total)) = self.header_shape() else {
+            let header = &self.header[..self.header_len];
+            let Some((length_bytes, declared_len)) = declared_length(header) else {
                 continue;
             };
-            if self.header_len < total {
+            let mask_bytes = if header[1] & 0x80 != 0 { 4 } else { 0 };
+            if header.len() < 2 + length_bytes + mask_bytes {
                 continue;
             }
-            let declared_len = match length_bytes {
-                2 => u64::from(u16::from_be_bytes([self.header[2], self.header[3]])),
-                8 => {
-                    let mut be = [0u8; 8];
-                    be.copy_from_slice(&self.header[2..10]);
-                    u64::from_be_bytes(be)
-                }
-                _ => u64::from(self.header[1] & 0x7F),
-            };
             let walked = WalkedHeader {
                 opcode: self.header[0] & 0x0F,
                 length_bytes,
@@ -484,21 +493,6 @@ impl HeaderWalk {
             }
         }
         None
-    }
-
-    /// The extended-length bytes and whole header length, once the first two
-    /// header bytes are known.
-    fn header_shape(&self) -> Option<(usize, usize)> {
-        if self.header_len < 2 {
-            return None;
-        }
-        let length_bytes = match self.header[1] & 0x7F {
-            126 => 2,
-            127 => 8,
-            _ => 0,
-        };
-        let mask_bytes = if self.header[1] & 0x80 != 0 { 4 } else { 0 };
-        Some((length_bytes, 2 + length_bytes + mask_bytes))
     }
 }
 
@@ -579,8 +573,13 @@ impl CloseScan {
         CloseScan::default()
     }
 
-    /// Walks the next bytes of the stream; true once a whole Close frame is in
-    /// (its payload too, so that nothing of it is left unread).
+    /// Whether a whole Close frame is in (its payload too, so that nothing of it is
+    /// left unread).
+    pub fn seen(&self) -> bool {
+        self.seen
+    }
+
+    /// Walks the next bytes of the stream; then [`CloseScan::seen`].
     pub fn feed(&mut self, bytes: &[u8]) -> bool {
         if self.seen {
             return true;

@@ -327,18 +327,14 @@ async fn drain(node: &Rc<Node>) {
         }
         glommio::timer::sleep(limits::FEDERATION_STOP_POLL).await;
     }
-    // The 1001 goes on every link, retried while a link's queue is full, and the
-    // closes are waited for: our Close written, the peer's received.
-    let mut told: ahash::HashSet<u64> = ahash::HashSet::default();
+    // The 1001 goes on every link still registered, again at each look (a full
+    // queue refuses it; a link stops reading at the first), and the closes are
+    // waited for: our Close written, the peer's received.
     let deadline = std::time::Instant::now() + limits::CLOSE_WAIT;
     loop {
         let links: Vec<u64> = node.links.borrow().keys().copied().collect();
         for id in links {
-            if !told.contains(&id)
-                && node.send_soon(LinkId(id), LinkOut::Close(1001, "server shutting down"))
-            {
-                told.insert(id);
-            }
+            node.send_soon(LinkId(id), LinkOut::Close(1001, "server shutting down"));
         }
         let closed = node.links.borrow().is_empty() && node.closing.get() == 0;
         if closed || std::time::Instant::now() >= deadline {

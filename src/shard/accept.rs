@@ -17,7 +17,7 @@ use crate::http::{self, HeadParse, HealthFacts, Route, RouteContext};
 use crate::limits;
 use crate::protocol::CloseReason;
 use crate::protocol::decode::{self, Handshake};
-use crate::wsframe::{self, CloseScan, MessageReader, Step};
+use crate::wsframe::{self, MessageReader, Step};
 
 use super::deadline::Deadline;
 use super::mesh::MeshMessage;
@@ -193,36 +193,32 @@ async fn close_and_wait(
 
 /// Reads the peer's frames on from where `reader` stopped until its Close (or EOF):
 /// data messages are dropped and Pings go unanswered, since nothing follows our
-/// Close. Where the reader failed, the frames are walked without it from the
-/// failed frame's header, which still tells its length.
+/// Close. Once the reader has failed, before or during the wait, the frames are
+/// walked without it from the failed frame's header, which still tells its length.
 async fn wait_for_close(stream: &mut TcpStream, reader: &mut MessageReader) {
     let mut chunk = [0u8; limits::CLOSE_WAIT_READ_BYTES];
-    'reading: loop {
-        if !reader.failed() {
-            loop {
-                match reader.poll() {
-                    Step::NeedMore => break,
-                    Step::Write(_) | Step::Message { .. } => {}
-                    Step::PeerClose { .. } => return,
-                    Step::Fail { .. } => continue 'reading,
-                }
-            }
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => reader.feed(&chunk[..n]),
-            }
-            continue;
-        }
-        let mut scan = CloseScan::new();
-        if scan.feed(&reader.take_remainder()) {
-            return;
-        }
-        while let Ok(n @ 1..) = stream.read(&mut chunk).await {
-            if scan.feed(&chunk[..n]) {
-                return;
+    while !reader.failed() {
+        loop {
+            match reader.poll() {
+                Step::NeedMore | Step::Fail { .. } => break,
+                Step::Write(_) | Step::Message { .. } => {}
+                Step::PeerClose { .. } => return,
             }
         }
-        return;
+        if reader.failed() {
+            break;
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => reader.feed(&chunk[..n]),
+        }
+    }
+    let mut scan = reader.take_close_scan();
+    while !scan.seen() {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => scan.feed(&chunk[..n]),
+        };
     }
 }
 

@@ -433,8 +433,8 @@ fn handle_input(shard: &Rc<Shard>, handle: &Rc<SessionHandle>, conn: &mut Connec
                     // The frames go on from the failed one's header, whose length
                     // is known: wait for the peer's Close behind it, not for its
                     // next bytes, which may still be the refused frame's payload.
-                    let mut scan = CloseScan::new();
-                    if scan.feed(&conn.reader.take_remainder()) {
+                    let scan = conn.reader.take_close_scan();
+                    if scan.seen() {
                         conn.phase = Phase::Done;
                     }
                     conn.close_scan = Some(scan);
