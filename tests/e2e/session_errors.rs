@@ -1116,10 +1116,7 @@ fn an_open_session_waits_for_the_close_behind_a_refused_frame() {
             other => panic!("{label}: expected a Close, got {other:?}"),
         }
         ws.write(&bytes[4..]);
-        let mut sentinel = std::net::TcpStream::connect(relay.addr).unwrap();
-        sentinel.set_read_timeout(Some(STUCK)).unwrap();
-        let mut rest = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut sentinel, &mut rest);
+        wait_out_the_handshake_timer(relay.addr);
         assert_still_open(&ws.stream, label);
         ws.send_frame(0x88, &code.to_be_bytes(), true);
         assert_eq!(

@@ -26,19 +26,6 @@ const X: &str = "relay-x";
 /// The test-side acceptor's relay_id.
 const PEER: &str = "peer-q";
 
-/// A listener for the test-side acceptor and a relay that dials it, with
-/// `RELAY_MAX_STORAGE_BYTES` 1000 and this offload threshold.
-fn relay_with_peer(label: &str, threshold: &str) -> (TcpListener, String, TempDir, Relay) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("ws://{}", listener.local_addr().unwrap());
-    let dir = TempDir::new(label);
-    let relay = FedRelay::new(X)
-        .peer(&url)
-        .tiny(1000, threshold)
-        .start(dir.path());
-    (listener, url, dir, relay)
-}
-
 /// Stores `count` 200-byte blobs for a fresh recipient; the recipient and the ids.
 fn store_for_fresh(relay: &Relay, tag: u8, count: usize) -> (String, Vec<String>) {
     let r = fresh_id();
@@ -74,7 +61,7 @@ fn blob_id_of(offer: &serde_json::Value) -> String {
 #[test]
 fn a_peer_that_vanishes_mid_offer_costs_no_blob() {
     // 600 of 1000 bytes over a 0.5 threshold: one blob per tick is enough (step 7).
-    let (listener, _url, _dir, relay) = relay_with_peer("fault-vanish", "0.5");
+    let (listener, _url, _dir, relay) = relay_with_peer(X, "fault-vanish", "0.5");
     let mut link = RawLink::join(&listener, PEER);
     let (r, ids) = store_for_fresh(&relay, 20, 3);
 
@@ -109,7 +96,7 @@ fn a_peer_that_vanishes_mid_offer_costs_no_blob() {
 /// peer timeout (§11.6).
 #[test]
 fn a_peer_that_stalls_costs_no_blob_and_its_link_times_out() {
-    let (listener, _url, _dir, relay) = relay_with_peer("fault-stall", "0.5");
+    let (listener, _url, _dir, relay) = relay_with_peer(X, "fault-stall", "0.5");
     let mut link = RawLink::join(&listener, PEER);
     let (r, ids) = store_for_fresh(&relay, 30, 3);
 
@@ -156,7 +143,7 @@ fn a_peer_that_stalls_costs_no_blob_and_its_link_times_out() {
 fn a_peer_that_answers_garbage_costs_no_blob() {
     // 800 of 1000 bytes over a 0.5 threshold: two blobs per tick (step 7), so the
     // two oldest are in flight and the other two are not.
-    let (listener, url, _dir, relay) = relay_with_peer("fault-garbage", "0.5");
+    let (listener, url, _dir, relay) = relay_with_peer(X, "fault-garbage", "0.5");
     let peer = FedPeer::accept(&listener);
     let (raw, handshake) = peer.recv_message();
     assert_eq!(payload_type(&handshake), "PeerHandshake", "{raw}");
@@ -274,7 +261,7 @@ fn a_peer_that_answers_garbage_costs_no_blob() {
 /// stays, and the relay dials again.
 #[test]
 fn a_peer_that_breaks_websocket_framing_costs_no_blob() {
-    let (listener, _url, _dir, relay) = relay_with_peer("fault-framing", "0.5");
+    let (listener, _url, _dir, relay) = relay_with_peer(X, "fault-framing", "0.5");
     let mut link = RawLink::join(&listener, PEER);
     let (r, ids) = store_for_fresh(&relay, 50, 3);
 
@@ -282,17 +269,7 @@ fn a_peer_that_breaks_websocket_framing_costs_no_blob() {
     assert!(ids.contains(&blob_id_of(&offer)), "{raw}");
     // FIN + opcode 0x3 (reserved, RFC 6455 §5.2).
     link.send_frame(0x83, b"garbage");
-    // The relay ends the link with 1002 (§11.1).
-    match link.read_to_close() {
-        RawEvent::Close(code, _) => assert_eq!(code, 1002),
-        other => panic!("expected close 1002, got {other:?}"),
-    }
-    link.vanish();
-    wait_metrics("the broken link fails the offer", &[&relay], |m| {
-        m[0].offload_sent("timeout") == 1.0
-    });
-    assert_kept(&relay, &r, &ids);
-    honest_round_trip(&relay, 51);
+    expect_1002_and_nothing_lost(link, &relay, &r, &ids, 51);
     // The relay dials again.
     let link = RawLink::join(&listener, PEER);
     drop(link);
@@ -312,7 +289,7 @@ fn a_peer_that_breaks_websocket_framing_costs_no_blob() {
 /// link that never came up, and loses nothing.
 #[test]
 fn a_peer_that_fails_its_handshake_is_retried_and_costs_no_blob() {
-    let (listener, _url, _dir, relay) = relay_with_peer("fault-handshake", "0.5");
+    let (listener, _url, _dir, relay) = relay_with_peer(X, "fault-handshake", "0.5");
     let (r, ids) = store_for_fresh(&relay, 60, 3);
     let answers = [
         // Random bytes.
@@ -440,14 +417,27 @@ fn a_configured_peer_never_reached_is_counted_disconnected() {
 /// blob stays.
 #[test]
 fn a_peer_that_writes_non_minimal_lengths_is_closed_with_1002() {
-    let (listener, _url, _dir, relay) = relay_with_peer("fault-lengths", "0.5");
+    let (listener, _url, _dir, relay) = relay_with_peer(X, "fault-lengths", "0.5");
     let mut link = RawLink::join(&listener, PEER);
     let (r, ids) = store_for_fresh(&relay, 52, 3);
     let (raw, offer) = link.next_offer();
     assert!(ids.contains(&blob_id_of(&offer)), "{raw}");
     let ack = fed_frame(offload_ack(&blob_id_of(&offer), false, Some("no")));
     link.write_raw(&crate::wire::frame_with_length_form(0x82, &ack, 8, false));
-    // Bounded: without the check the link stays up and keeps sending reports.
+    expect_1002_and_nothing_lost(link, &relay, &r, &ids, 53);
+    assert_eq!(Metrics::of(&relay).offload_sent("refused"), 0.0);
+}
+
+/// After the peer broke the framing mid-offer: the relay ends the link with 1002
+/// (§11.1; bounded, since a link that stays up keeps sending reports), the offer
+/// counts as `timeout`, every blob stays and an honest client is served.
+fn expect_1002_and_nothing_lost(
+    mut link: RawLink,
+    relay: &Relay,
+    r: &str,
+    ids: &[String],
+    tag: u8,
+) {
     let close = (0..50).map(|_| link.next_event()).find(|event| {
         matches!(
             event,
@@ -459,10 +449,9 @@ fn a_peer_that_writes_non_minimal_lengths_is_closed_with_1002() {
         other => panic!("expected close 1002, got {other:?}"),
     }
     link.vanish();
-    wait_metrics("the broken link fails the offer", &[&relay], |m| {
+    wait_metrics("the broken link fails the offer", &[relay], |m| {
         m[0].offload_sent("timeout") == 1.0
     });
-    assert_eq!(Metrics::of(&relay).offload_sent("refused"), 0.0);
-    assert_kept(&relay, &r, &ids);
-    honest_round_trip(&relay, 53);
+    assert_kept(relay, r, ids);
+    honest_round_trip(relay, tag);
 }

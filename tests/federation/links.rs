@@ -791,13 +791,7 @@ fn an_oversized_federation_message_closes_the_link_with_1009() {
 /// threshold), 400 bytes remain, and no later tick offers the third.
 #[test]
 fn offloading_goes_on_at_exactly_the_threshold_and_stops_below_it() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("ws://{}", listener.local_addr().unwrap());
-    let dir = TempDir::new("fed-threshold");
-    let relay = FedRelay::new(X)
-        .peer(&url)
-        .tiny(1000, "0.80")
-        .start(dir.path());
+    let (listener, _url, _dir, relay) = relay_with_peer(X, "fed-threshold", "0.80");
     let peer = FedPeer::accept(&listener);
     let _handshake = peer.recv_message();
     peer.send(peer_handshake_ack("peer-p", true, 0, 1_000_000));
@@ -908,10 +902,7 @@ fn acceptor_waits_for_the_close_of_a_peer_that_broke_the_framing() {
         ws.next_event(),
         crate::wire::Event::Close(1002, "protocol error".to_owned())
     );
-    let mut sentinel = std::net::TcpStream::connect(relay.addr).unwrap();
-    sentinel.set_read_timeout(Some(STUCK)).unwrap();
-    let mut rest = Vec::new();
-    let _ = std::io::Read::read_to_end(&mut sentinel, &mut rest);
+    crate::wire::wait_out_the_handshake_timer(relay.addr);
     crate::wire::assert_still_open(&ws.stream, "the link waits for the peer's Close");
     ws.send_frame(0x88, &1002u16.to_be_bytes(), true);
     assert_eq!(

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use tungstenite::handshake::server::{Request, Response};
 use tungstenite::{HandshakeError, Message, WebSocket};
 
-use crate::common::{Client, Relay, STUCK, envelope, frame, scrape_metrics, update_json};
+use crate::common::{Client, Relay, STUCK, TempDir, envelope, frame, scrape_metrics, update_json};
 use crate::wire::now;
 
 /// How often a raw link's pump thread looks for something to send while it
@@ -85,6 +85,24 @@ impl FedRelay {
             .collect();
         Relay::start(dir, &vars)
     }
+}
+
+/// A listener for a test-side acceptor and a relay `relay_id` that dials it, with
+/// `RELAY_MAX_STORAGE_BYTES` 1000 and this offload threshold; the listener, its
+/// URL, the relay's data directory and the relay.
+pub fn relay_with_peer(
+    relay_id: &str,
+    label: &str,
+    threshold: &str,
+) -> (TcpListener, String, TempDir, Relay) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let dir = TempDir::new(label);
+    let relay = FedRelay::new(relay_id)
+        .peer(&url)
+        .tiny(1000, threshold)
+        .start(dir.path());
+    (listener, url, dir, relay)
 }
 
 /// The base URL a peer configures for this relay (§13.2: hints carry it as is).

@@ -301,6 +301,16 @@ pub fn frame_with_length_form(
     out
 }
 
+/// Opens a bare connection and returns once the relay has ended it, which its
+/// handshake timer does (`RELAY_HANDSHAKE_TIMEOUT`): a clock kept by the relay, to
+/// order another connection's end against without timing anything here.
+pub fn wait_out_the_handshake_timer(addr: SocketAddr) {
+    let mut sentinel = TcpStream::connect(addr).unwrap();
+    sentinel.set_read_timeout(Some(STUCK)).unwrap();
+    let mut rest = Vec::new();
+    let _ = sentinel.read_to_end(&mut rest);
+}
+
 /// Panics unless `stream` is still open with nothing to read: the relay neither
 /// closed it nor sent anything.
 pub fn assert_still_open(stream: &TcpStream, label: &str) {
