@@ -25,11 +25,13 @@
 pub mod config;
 pub mod federation;
 pub mod http;
+pub mod keyed;
 pub mod limits;
+pub mod mesh;
 pub mod metrics;
+pub mod process;
 pub mod protocol;
 pub mod relay;
-pub mod session;
 pub mod shard;
 pub mod signals;
 pub mod storage;

@@ -1,6 +1,7 @@
 //! Startup in the order of §13.4: configuration (already parsed by `main`), the
-//! data directory and its lock, relay_id, the shards' stores and indexes, then the
-//! executors and the main listener.
+//! data directory and its lock, relay_id, the shards' stores and indexes, the
+//! federation executor, the shards and the main listener, then federation's
+//! peers; and shutdown (§14.1), which tells both and waits for their reports.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -9,8 +10,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::{Config, MetricsAddr, SqliteSynchronous, StorageBackend};
+use crate::federation::node::Federation;
+use crate::mesh::{self, MeshMessage};
 use crate::metrics;
-use crate::shard::runtime::{self, Running, ShardInit};
+use crate::process::Shared;
+use crate::shard::runtime::{self, ShardIndex, ShardInit, ShardsStart, WriterThread};
 use crate::storage::Store;
 use crate::storage::memory::MemoryStore;
 use crate::storage::reshard;
@@ -84,7 +88,7 @@ fn open_stores(config: &Config, shards: usize) -> Result<Vec<ShardInit>, String>
                 config.sqlite_synchronous,
             )?),
         };
-        let index_metas = store
+        let blobs = store
             .load_blob_index()
             .map_err(|e| format!("cannot read shard {index}: {e}"))?;
         let device_sync = store
@@ -96,13 +100,13 @@ fn open_stores(config: &Config, shards: usize) -> Result<Vec<ShardInit>, String>
         let hints = store
             .load_hints()
             .map_err(|e| format!("cannot read shard {index}: {e}"))?;
-        inits.push(ShardInit {
-            store,
-            index: index_metas,
+        let indices = ShardIndex {
+            blobs,
             device_sync,
             proofs,
             hints,
-        });
+        };
+        inits.push(ShardInit { store, indices });
     }
     Ok(inits)
 }
@@ -150,7 +154,7 @@ pub fn start(config: Config) -> Result<(Running, DataDirLock), String> {
     let inits = open_stores(&config, shards)?;
     let metrics_addr = config.metrics_addr.clone();
     let metrics_token = config.metrics_token.clone();
-    let running = runtime::start(Arc::new(config), relay_id.clone(), inits)?;
+    let running = start_executors(Arc::new(config), relay_id.clone(), inits)?;
     let shared = &running.shared;
     let (metrics, global) = (
         Arc::clone(&shared.metrics),
@@ -167,4 +171,108 @@ pub fn start(config: Config) -> Result<(Running, DataDirLock), String> {
     tracing::info!(relay_id = %relay_id, shards, "relay started");
     tracing::info!("metrics on {metrics_local}");
     Ok((running, lock))
+}
+
+/// Starts the executors: the federation executor first, so that every shard can
+/// hand it links (it waits for work, and reaches the shards only through their
+/// queues), then the shards, then federation's dialing (§13.4 step 5).
+fn start_executors(
+    config: Arc<Config>,
+    relay_id: String,
+    inits: Vec<ShardInit>,
+) -> Result<Running, String> {
+    let shards = inits.len();
+    let shared = Arc::new(Shared::new(shards));
+    let (senders, inboxes) = mesh::channels(shards);
+    let (finished_tx, reports) = std::sync::mpsc::channel();
+    let federation = if config.federation_enabled {
+        Some(crate::federation::node::start(
+            Arc::clone(&config),
+            Arc::clone(&shared),
+            relay_id,
+            senders.clone(),
+            finished_tx.clone(),
+        )?)
+    } else {
+        None
+    };
+    let start = ShardsStart {
+        config,
+        shared: Arc::clone(&shared),
+        senders: senders.clone(),
+        inboxes,
+        federation: federation.as_ref().map(|f| f.commands.clone()),
+        finished: finished_tx,
+    };
+    let started = runtime::start(start, inits)?;
+    if let Some(federation) = &federation {
+        federation.begin();
+    }
+    let reporters = shards + usize::from(federation.is_some());
+    Ok(Running {
+        local_addr: started.local_addr,
+        shared,
+        control: senders,
+        federation,
+        _executors: started.executors,
+        finished: Some(Finished { reports, reporters }),
+    })
+}
+
+/// The running relay: executor threads and the bound address.
+pub struct Running {
+    pub local_addr: std::net::SocketAddr,
+    pub shared: Arc<Shared>,
+    control: Vec<flume::Sender<MeshMessage>>,
+    federation: Option<Federation>,
+    /// Held, not joined: the process ends when the executors report `Finished`.
+    _executors: Vec<glommio::ExecutorJoinHandle<()>>,
+    finished: Option<Finished>,
+}
+
+impl Running {
+    /// Starts graceful shutdown (§14.1): draining at once, then every shard stops
+    /// accepting, drains its sessions and ends when no connection is left.
+    pub fn shutdown(&self) {
+        self.shared
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(federation) = &self.federation {
+            federation.shutdown();
+        }
+        for shard in &self.control {
+            // Blocking is fine here: this is the main thread, not a shard.
+            let _ = shard.send(MeshMessage::Shutdown);
+        }
+    }
+
+    /// The executors' end reports, to wait on from another thread.
+    pub fn take_finished(&mut self) -> Option<Finished> {
+        self.finished.take()
+    }
+}
+
+/// Reports from the executors as they end (§14.1).
+pub struct Finished {
+    reports: std::sync::mpsc::Receiver<Option<WriterThread>>,
+    /// Shards, plus one for the federation executor when it runs.
+    reporters: usize,
+}
+
+impl Finished {
+    /// Waits until every shard (and the federation executor) has drained and every
+    /// store has committed all it was given. Returns false if one ended without
+    /// reporting (it failed).
+    pub fn wait(self) -> bool {
+        for _ in 0..self.reporters {
+            match self.reports.recv() {
+                Ok(Some(writer)) => {
+                    let _ = writer.join();
+                }
+                Ok(None) => {}
+                Err(_) => return false,
+            }
+        }
+        true
+    }
 }

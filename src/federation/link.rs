@@ -9,7 +9,7 @@
 //! Links never carry `Error` messages: anything malformed is ignored and counted.
 //! Logs name relay ids and peer URLs, never routing ids or data (§11.8).
 
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::FromRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -25,10 +25,9 @@ use crate::limits::{
     FEDERATION_READ_BUFFER_BYTES, FEDERATION_SEND_TIMEOUT, FEDERATION_STOP_POLL,
     FEDERATION_WRITE_BUFFER_FACTOR,
 };
+use crate::mesh::{AcceptOffload, InboundLink, MeshMessage};
+use crate::process::unix_now;
 use crate::protocol::Id64;
-use crate::shard::accept::ConnectionSlot;
-use crate::shard::mesh::MeshMessage;
-use crate::shard::unix_now;
 
 use super::checked::{self, Checked};
 use super::dial::{self, DialError, PeerAddr};
@@ -341,7 +340,12 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// The acceptor (§11.4 items 1-3) for a connection a shard upgraded.
-pub async fn accept(node: Rc<Node>, fd: RawFd, remainder: Vec<u8>, slot: ConnectionSlot) {
+pub async fn accept(node: Rc<Node>, inbound: InboundLink) {
+    let InboundLink {
+        fd,
+        remainder,
+        slot,
+    } = inbound;
     // SAFETY: the accepting shard duplicated this fd and gave up all use of it when
     // it sent it here; this task now owns it.
     let mut stream = Checked::frames(unsafe { TcpStream::from_raw_fd(fd) });
@@ -704,13 +708,13 @@ async fn receive_offer(node: &Node, offer: Offer<'_>) -> Option<&'static str> {
     }
     let (reply, answer) = flume::bounded(1);
     let owner = crate::protocol::shard_of(&recipient, node.shards.len());
-    let message = MeshMessage::AcceptOffload {
+    let message = MeshMessage::AcceptOffload(AcceptOffload {
         recipient,
         data: offer.data,
         created_at_secs: offer.created_at_secs,
         hop_count: offer.hop_count + 1,
         reply,
-    };
+    });
     if node.shards[owner].send_async(message).await.is_err() {
         return Some("storage unavailable");
     }

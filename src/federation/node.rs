@@ -10,7 +10,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -21,10 +20,9 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
 use crate::limits;
+use crate::mesh::{MeshMessage, ToFederation};
 use crate::metrics::{PeerState, ShardMetrics};
-use crate::shard::Shared;
-use crate::shard::accept::ConnectionSlot;
-use crate::shard::mesh::MeshMessage;
+use crate::process::{Shared, unix_now};
 
 use super::dial;
 use super::link::{self, LinkOut};
@@ -42,23 +40,6 @@ pub(crate) async fn within<T>(
         None
     })
     .await
-}
-
-/// Work for the federation executor.
-#[derive(Debug)]
-pub enum Command {
-    /// An upgraded `/federation` connection (§11.4). `fd` is owned by the receiver;
-    /// `remainder` holds bytes read past the upgrade request.
-    Inbound {
-        fd: RawFd,
-        remainder: Vec<u8>,
-        slot: ConnectionSlot,
-    },
-    /// Every listener is bound: dial the peers, start reports and offloading
-    /// (§13.4 step 5).
-    Start,
-    /// Graceful shutdown (§14.1 steps 2 and 4).
-    Shutdown,
 }
 
 /// One open link as the executor knows it.
@@ -116,7 +97,7 @@ impl Node {
                 max_bytes: self.config.max_storage_bytes,
                 blob_count: self.shared.blob_count(),
             },
-            crate::shard::unix_now(),
+            unix_now(),
         )
     }
 
@@ -185,19 +166,19 @@ impl Node {
 
 /// The running federation executor, as the main thread holds it.
 pub struct Federation {
-    pub commands: flume::Sender<Command>,
+    pub commands: flume::Sender<ToFederation>,
     _executor: glommio::ExecutorJoinHandle<()>,
 }
 
 impl Federation {
     /// Called once every shard has bound the main port.
     pub fn begin(&self) {
-        let _ = self.commands.send(Command::Start);
+        let _ = self.commands.send(ToFederation::Start);
     }
 
     pub fn shutdown(&self) {
         // Blocking is fine: this is the main thread.
-        let _ = self.commands.send(Command::Shutdown);
+        let _ = self.commands.send(ToFederation::Shutdown);
     }
 }
 
@@ -262,24 +243,20 @@ pub fn start(
     })
 }
 
-async fn run(node: Rc<Node>, inbox: flume::Receiver<Command>) {
+async fn run(node: Rc<Node>, inbox: flume::Receiver<ToFederation>) {
     while let Ok(command) = inbox.recv_async().await {
         match command {
-            Command::Inbound {
-                fd,
-                remainder,
-                slot,
-            } => {
-                glommio::spawn_local(link::accept(Rc::clone(&node), fd, remainder, slot)).detach();
+            ToFederation::Inbound(inbound) => {
+                glommio::spawn_local(link::accept(Rc::clone(&node), inbound)).detach();
             }
-            Command::Start => {
+            ToFederation::Start => {
                 for url in node.config.federation_peers.clone() {
                     glommio::spawn_local(link::initiate(Rc::clone(&node), url)).detach();
                 }
                 glommio::spawn_local(capacity_reports(Rc::clone(&node))).detach();
                 glommio::spawn_local(offload::manage(Rc::clone(&node))).detach();
             }
-            Command::Shutdown => break,
+            ToFederation::Shutdown => break,
         }
     }
     drain(&node).await;
@@ -310,7 +287,7 @@ async fn drain(node: &Rc<Node>) {
         &FedMessage::DrainNotice {
             drain_timeout_secs: node.config.federation_drain_timeout_secs,
         },
-        crate::shard::unix_now(),
+        unix_now(),
     );
     let links: Vec<u64> = node.links.borrow().keys().copied().collect();
     for id in &links {

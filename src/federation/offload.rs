@@ -8,10 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::limits::{OFFLOAD_BATCH_BLOBS_MAX, OFFLOAD_TOO_LARGE_BLOBS_MAX};
+use crate::mesh::{Candidate, MeshMessage, OffloadCandidates, OffloadCommit};
 use crate::metrics::OffloadSentResult;
-use crate::shard::mesh::MeshMessage;
-use crate::shard::offload::Candidate;
-use crate::shard::unix_now;
+use crate::process::unix_now;
 use crate::storage::BlobId;
 
 use super::link::{AckOutcome, LinkOut};
@@ -147,11 +146,11 @@ async fn gather(node: &Node, exclude: Arc<ahash::HashSet<BlobId>>) -> Vec<Candid
     let mut answers = Vec::new();
     for shard in &node.shards {
         let (reply, answer) = flume::bounded(1);
-        let message = MeshMessage::OffloadCandidates {
+        let message = MeshMessage::OffloadCandidates(OffloadCandidates {
             limit: OFFLOAD_BATCH_BLOBS_MAX,
             exclude: Arc::clone(&exclude),
             reply,
-        };
+        });
         if shard.send_async(message).await.is_ok() {
             answers.push(answer);
         }
@@ -170,13 +169,13 @@ async fn gather(node: &Node, exclude: Arc<ahash::HashSet<BlobId>>) -> Vec<Candid
 /// Step 4 on the owner shard; waits for its commit so the next tick sees it.
 async fn commit(node: &Node, candidate: &Candidate, url: &str) {
     let (reply, answer) = flume::bounded(1);
-    let message = MeshMessage::OffloadCommit {
+    let message = MeshMessage::OffloadCommit(OffloadCommit {
         recipient: candidate.recipient,
         key: candidate.key,
         id: candidate.id,
         relay_url: url.to_owned(),
         reply,
-    };
+    });
     if node.shards[candidate.shard]
         .send_async(message)
         .await

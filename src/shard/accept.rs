@@ -6,7 +6,6 @@
 use std::cell::Cell;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd};
 use std::rc::Rc;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -19,26 +18,14 @@ use crate::protocol::CloseReason;
 use crate::protocol::decode::{self, Handshake};
 use crate::wsframe::{self, MessageReader, Step};
 
+use crate::keyed::auth;
+use crate::keyed::nonce::NonceVerdict;
+use crate::mesh::{HandedSession, InboundLink, MeshMessage, NonceCheck, ToFederation};
+use crate::process::ConnectionSlot;
+
+use super::Shard;
 use super::deadline::Deadline;
-use super::mesh::MeshMessage;
-use super::{Shard, Shared, client, unix_now};
-use crate::session::auth;
-use crate::session::nonce::NonceVerdict;
-
-/// Holds one slot of `RELAY_MAX_CONNECTIONS` (§2.2) until dropped.
-pub struct ConnectionSlot(Arc<Shared>);
-
-impl std::fmt::Debug for ConnectionSlot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ConnectionSlot")
-    }
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::Relaxed);
-    }
-}
+use super::session::socket;
 
 /// Accepts connections for the life of the shard.
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
@@ -53,14 +40,9 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let shared = &shard.shared;
-        let admitted =
-            shared.connections.fetch_add(1, Ordering::Relaxed) < shard.config.max_connections;
-        if admitted {
-            let slot = ConnectionSlot(Arc::clone(shared));
+        if let Some(slot) = shard.shared.admit(shard.config.max_connections) {
             glommio::spawn_local(serve(Rc::clone(&shard), stream, slot)).detach();
         } else {
-            shared.connections.fetch_sub(1, Ordering::Relaxed);
             if refusals.get() < limits::REFUSALS_IN_PROGRESS_MAX {
                 refusals.set(refusals.get() + 1);
                 shard.metrics().connection_errors_total.inc();
@@ -362,7 +344,7 @@ async fn authenticate(shard: &Shard, handshake: &Handshake) -> Result<(), CloseR
     let Some(auth) = &handshake.auth else {
         return Ok(());
     };
-    let now = unix_now();
+    let now = shard.now();
     if !auth::precheck(auth, &handshake.client_id, now) {
         return Err(CloseReason::AuthenticationFailed);
     }
@@ -372,12 +354,12 @@ async fn authenticate(shard: &Shard, handshake: &Handshake) -> Result<(), CloseR
         shard.state.borrow_mut().nonces.check(key, auth.nonce, now)
     } else {
         let (verdict, answer) = flume::bounded(1);
-        let message = MeshMessage::NonceCheck {
+        let message = MeshMessage::NonceCheck(NonceCheck {
             key,
             nonce: auth.nonce,
             now,
             verdict,
-        };
+        });
         if shard.mesh.try_send(owner, message).is_err() {
             return Err(CloseReason::Overloaded);
         }
@@ -408,19 +390,21 @@ async fn hand_off(
 ) {
     let owner = shard.owner_of(&handshake.routing_id());
     if owner == shard.index {
-        client::run(shard, stream, remainder, handshake, slot).await;
+        socket::run(shard, stream, remainder, handshake, slot).await;
         return;
     }
     let Some(fd) = release_fd(stream) else {
         return;
     };
-    let message = MeshMessage::Session {
+    let message = MeshMessage::Session(HandedSession {
         fd,
         remainder,
         handshake,
         slot,
-    };
-    if let Err(MeshMessage::Session { fd, remainder, .. }) = shard.mesh.try_send(owner, message) {
+    });
+    if let Err(MeshMessage::Session(HandedSession { fd, remainder, .. })) =
+        shard.mesh.try_send(owner, message)
+    {
         // The owner's queue is full: the session cannot be admitted (§2.2 item 4).
         // SAFETY: `fd` came from `into_raw_fd` above and nothing else owns it.
         let mut stream = unsafe { TcpStream::from_raw_fd(fd) };
@@ -451,14 +435,14 @@ fn hand_to_federation(shard: &Shard, stream: TcpStream, slot: ConnectionSlot, re
     let Some(fd) = release_fd(stream) else {
         return;
     };
-    let command = crate::federation::node::Command::Inbound {
+    let command = ToFederation::Inbound(InboundLink {
         fd,
         remainder,
         slot,
-    };
+    });
     if let Err(error) = federation.try_send(command) {
         // Too many links waiting to be adopted: drop this one (the peer retries).
-        if let crate::federation::node::Command::Inbound { fd, .. } = error.into_inner() {
+        if let ToFederation::Inbound(InboundLink { fd, .. }) = error.into_inner() {
             // SAFETY: `fd` came from `into_raw_fd` above and nothing else owns it.
             drop(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
         }
@@ -466,22 +450,10 @@ fn hand_to_federation(shard: &Shard, stream: TcpStream, slot: ConnectionSlot, re
 }
 
 /// Starts a session handed over by another shard.
-pub fn adopt(
-    shard: &Rc<Shard>,
-    fd: i32,
-    remainder: Vec<u8>,
-    handshake: Box<Handshake>,
-    slot: ConnectionSlot,
-) {
+pub fn adopt(shard: &Rc<Shard>, m: HandedSession) {
     // SAFETY: the fd was duplicated by the accepting shard, which gave up all use
     // of it when it sent it through the mesh; this shard now owns it.
-    let stream = unsafe { TcpStream::from_raw_fd(fd) };
-    glommio::spawn_local(client::run(
-        Rc::clone(shard),
-        stream,
-        remainder,
-        handshake,
-        slot,
-    ))
-    .detach();
+    let stream = unsafe { TcpStream::from_raw_fd(m.fd) };
+    let session = socket::run(Rc::clone(shard), stream, m.remainder, m.handshake, m.slot);
+    glommio::spawn_local(session).detach();
 }

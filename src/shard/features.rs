@@ -1,18 +1,23 @@
-//! Device sync (§5.6, §5.7), recovery proofs (§5.8-§5.10) and purge (§5.11) on the
-//! shards that own their keys: device-sync messages by identity, proofs by
-//! key_hash, blobs by routing_id (§10.2). Replies are sent only after commit.
+//! Device sync (§5.6, §5.7), recovery proofs (§5.8-§5.10) and the purge steps
+//! (§5.11) on the shards that own their keys: device-sync messages by identity,
+//! proofs by key_hash, blobs by routing_id (§10.2). Replies are sent only after
+//! commit.
 
 use std::rc::Rc;
 
+use crate::keyed::mailbox::Quota;
 use crate::limits::RECOVERY_PROOF_LIFETIME_SECS;
+use crate::mesh::{
+    AckDeviceSync, GatherPart, GatherTo, MeshMessage, Part, PurgeDeviceSync, PurgeProof,
+    PushOrdered, QueryProofs, RegisterDevice, ReplyFrames, ReplyTo, StoreDeviceSync, StoreProof,
+    UnregisterDevice,
+};
 use crate::protocol::{ErrorCode, Id64, encode};
-use crate::session::mailbox::Quota;
-use crate::storage::{DeviceSyncRecord, RecoveryProofRecord, WriteOp};
+use crate::storage::{DeviceSyncRecord, RecoveryProofRecord, StorageError, WriteOp};
 
-use super::dispatch;
-use super::mesh::{GatherTo, MeshMessage, Part, ReplyTo, SessionRef};
-use super::owner::{self, Pending};
-use super::{Shard, unix_now};
+use super::Shard;
+use super::owner::storage_failed;
+use super::pending::{DeviceSyncCommit, Pending, ProofCommit, PurgeStep};
 
 fn quota(shard: &Shard) -> Quota {
     Quota {
@@ -22,78 +27,71 @@ fn quota(shard: &Shard) -> Quota {
 }
 
 /// Stores a DeviceSyncMessage under the device-sync quota (§5.6, §9).
-#[allow(clippy::too_many_arguments)] // The message's own fields.
-pub fn store_device_sync(
-    shard: &Rc<Shard>,
-    reply: ReplyTo,
-    request_message_id: String,
-    identity: Id64,
-    target: Id64,
-    sender_device_id: String,
-    payload: Vec<u8>,
-    version: u64,
-) {
-    let now = unix_now();
+pub fn store_device_sync(shard: &Rc<Shard>, m: StoreDeviceSync) {
+    let now = shard.now();
     let ttl = shard.config.blob_ttl_secs;
-    if !shard.state.borrow().device_sync.fits_quota(
+    let identity = m.identity;
+    let fits = shard.state.borrow().device_sync.fits_quota(
         &identity,
-        payload.len(),
+        m.payload.len(),
         quota(shard),
         now,
         ttl,
-    ) {
-        let frame = shard.error_frame(ErrorCode::QuotaExceeded, Some(&request_message_id), None);
-        owner::send_reply(shard, reply, frame);
+    );
+    if !fits {
+        let frame = shard.error_frame(ErrorCode::QuotaExceeded, Some(&m.request_message_id), None);
+        shard.send_reply(m.reply, frame);
         return;
     }
-    let key = owner::next_key(shard);
+    let key = shard.state.borrow_mut().next_key();
     let record = DeviceSyncRecord {
         key,
         id: crate::protocol::ids::random_uuid(),
         identity,
-        target,
-        sender_device_id,
-        payload,
-        version,
+        target: m.target,
+        sender_device_id: m.sender_device_id,
+        payload: m.payload,
+        version: m.version,
         created_at_secs: now,
     };
     shard.state.borrow_mut().device_sync.reserve(record.clone());
-    let pending = Pending::DeviceSync {
-        reply,
-        request_message_id,
+    let work = DeviceSyncCommit {
+        reply: m.reply,
+        request_message_id: m.request_message_id,
         identity,
         key,
     };
-    if let Err(Pending::DeviceSync {
-        request_message_id, ..
-    }) = owner::submit_refusable(shard, vec![WriteOp::InsertDeviceSync(record)], pending)
-    {
-        shard
-            .state
-            .borrow_mut()
-            .device_sync
-            .remove_key(&identity, key);
-        owner::refuse_overloaded(shard, reply, &request_message_id);
+    let ops = vec![WriteOp::InsertDeviceSync(record)];
+    if let Err(Pending::DeviceSync(work)) = shard.submit_refusable(ops, Pending::DeviceSync(work)) {
+        let mut state = shard.state.borrow_mut();
+        state.device_sync.remove_key(&identity, key);
+        drop(state);
+        shard.refuse_overloaded(work.reply, &work.request_message_id);
     }
 }
 
-/// The commit of a device-sync insert: reply, then push live (§4.7).
+/// The commit of a device-sync insert: reply, then push live (§4.7); or, if it
+/// failed, `storage_unavailable` and the reservation undone.
 pub fn device_sync_committed(
     shard: &Rc<Shard>,
-    reply: ReplyTo,
-    request_message_id: &str,
-    identity: Id64,
-    key: u64,
+    work: DeviceSyncCommit,
+    result: Result<(), StorageError>,
 ) {
-    let now = unix_now();
-    owner::send_reply(
-        shard,
-        reply,
-        encode::stored_ack(now, request_message_id, None),
-    );
+    let identity = work.identity;
+    if let Err(error) = result {
+        let mut state = shard.state.borrow_mut();
+        state.device_sync.remove_key(&identity, work.key);
+        drop(state);
+        let what = "device-sync store";
+        storage_failed(shard, work.reply, &work.request_message_id, what, &error);
+        return;
+    }
+    let now = shard.now();
+    let ack = encode::stored_ack(now, &work.request_message_id, None);
+    shard.send_reply(work.reply, ack);
     let (frame, sessions) = {
         let mut state = shard.state.borrow_mut();
-        let Some(record) = state.device_sync.commit(&identity, key) else {
+        let Some(record) = state.device_sync.commit(&identity, work.key) else {
             return;
         };
         let frame = device_sync_frame(record, now);
@@ -106,11 +104,11 @@ pub fn device_sync_committed(
         (frame, sessions)
     };
     for session in sessions {
-        let message = MeshMessage::PushOrdered {
+        let message = PushOrdered {
             session: session.session,
             frame: frame.clone(),
         };
-        dispatch::route_post(shard, session.shard, message);
+        shard.post(session.shard, MeshMessage::PushOrdered(message));
     }
 }
 
@@ -127,104 +125,86 @@ fn device_sync_frame(record: &DeviceSyncRecord, now: u64) -> Vec<u8> {
 }
 
 /// DeviceSyncAck (§5.7): deletes the matching message; no reply.
-pub fn ack_device_sync(shard: &Rc<Shard>, identity: Id64, target: Id64, id: uuid::Uuid) {
+pub fn ack_device_sync(shard: &Shard, m: AckDeviceSync) {
     let key = shard
         .state
         .borrow_mut()
         .device_sync
-        .remove_acked(&identity, &target, &id);
+        .remove_acked(&m.identity, &m.target, &m.id);
     if let Some(key) = key {
-        owner::submit_unrefusable(
-            shard,
-            vec![WriteOp::DeleteDeviceSync { key }],
-            Pending::Delete,
-        );
+        let ops = vec![WriteOp::DeleteDeviceSync { key }];
+        shard.submit_unrefusable(ops, Pending::Delete);
     }
 }
 
 /// Registers a session for live device-sync pushes and answers with its pending
 /// messages, atomically, so nothing is missed or sent twice (§4.6).
-pub fn register_device(
-    shard: &Rc<Shard>,
-    identity: Id64,
-    device: Id64,
-    session: SessionRef,
-    slot: u64,
-) {
-    let now = unix_now();
+pub fn register_device(shard: &Rc<Shard>, m: RegisterDevice) {
+    let now = shard.now();
     let frames = {
         let mut state = shard.state.borrow_mut();
         state
             .device_sessions
-            .entry((identity, device))
+            .entry((m.identity, m.device))
             .or_default()
-            .push(session);
-        let pending =
-            state
-                .device_sync
-                .pending_for(&identity, &device, now, shard.config.blob_ttl_secs);
+            .push(m.session);
+        let ttl = shard.config.blob_ttl_secs;
+        let pending = state
+            .device_sync
+            .pending_for(&m.identity, &m.device, now, ttl);
         pending
             .iter()
             .map(|record| device_sync_frame(record, now))
             .collect()
     };
     let reply = ReplyTo {
-        shard: session.shard,
-        session: session.session,
-        slot,
+        shard: m.session.shard,
+        session: m.session.session,
+        slot: m.slot,
     };
-    dispatch::route_post(
-        shard,
-        session.shard,
-        MeshMessage::ReplyFrames { reply, frames },
-    );
+    let message = MeshMessage::ReplyFrames(ReplyFrames { reply, frames });
+    shard.post(m.session.shard, message);
 }
 
-pub fn unregister_device(shard: &Rc<Shard>, identity: Id64, device: Id64, session: SessionRef) {
+pub fn unregister_device(shard: &Shard, m: UnregisterDevice) {
     let mut state = shard.state.borrow_mut();
-    if let Some(sessions) = state.device_sessions.get_mut(&(identity, device)) {
-        sessions.retain(|s| *s != session);
+    let key = (m.identity, m.device);
+    if let Some(sessions) = state.device_sessions.get_mut(&key) {
+        sessions.retain(|s| *s != m.session);
         if sessions.is_empty() {
-            state.device_sessions.remove(&(identity, device));
+            state.device_sessions.remove(&key);
         }
     }
 }
 
 /// RecoveryProofStore (§5.8): inserts or replaces, 90 days.
-pub fn store_proof(
-    shard: &Rc<Shard>,
-    reply: ReplyTo,
-    request_message_id: String,
-    key_hash: Id64,
-    proof_data: Vec<u8>,
-) {
-    let now = unix_now();
+pub fn store_proof(shard: &Rc<Shard>, m: StoreProof) {
+    let now = shard.now();
     let record = RecoveryProofRecord {
-        key_hash,
-        proof_data,
+        key_hash: m.key_hash,
+        proof_data: m.proof_data,
         created_at_secs: now,
         expires_at_secs: now + RECOVERY_PROOF_LIFETIME_SECS,
     };
-    let pending = Pending::Proof {
-        reply,
-        request_message_id,
+    let work = ProofCommit {
+        reply: m.reply,
+        request_message_id: m.request_message_id,
         record: record.clone(),
     };
-    if let Err(Pending::Proof {
-        request_message_id, ..
-    }) = owner::submit_refusable(shard, vec![WriteOp::UpsertProof(record)], pending)
-    {
-        owner::refuse_overloaded(shard, reply, &request_message_id);
+    let ops = vec![WriteOp::UpsertProof(record)];
+    if let Err(Pending::Proof(work)) = shard.submit_refusable(ops, Pending::Proof(work)) {
+        shard.refuse_overloaded(work.reply, &work.request_message_id);
     }
 }
 
-/// The commit of a proof: visible to queries from now on.
-pub fn proof_committed(
-    shard: &Rc<Shard>,
-    reply: ReplyTo,
-    request_message_id: &str,
-    record: RecoveryProofRecord,
-) {
+/// The commit of a proof: visible to queries from now on, then the ack.
+pub fn proof_committed(shard: &Rc<Shard>, work: ProofCommit, result: Result<(), StorageError>) {
+    if let Err(error) = result {
+        let what = "recovery proof store";
+        storage_failed(shard, work.reply, &work.request_message_id, what, &error);
+        return;
+    }
+    let record = work.record;
     shard
         .state
         .borrow_mut()
@@ -232,11 +212,8 @@ pub fn proof_committed(
         .insert(record.key_hash, record);
     shard.metrics().recovery_vouchers_total.inc();
     publish_proof_count(shard);
-    owner::send_reply(
-        shard,
-        reply,
-        encode::stored_ack(unix_now(), request_message_id, None),
-    );
+    let ack = encode::stored_ack(shard.now(), &work.request_message_id, None);
+    shard.send_reply(work.reply, ack);
 }
 
 fn publish_proof_count(shard: &Shard) {
@@ -245,30 +222,23 @@ fn publish_proof_count(shard: &Shard) {
 }
 
 /// This shard's part of a RecoveryProofQuery: its unexpired proofs.
-pub fn query_proofs(shard: &Rc<Shard>, gather: GatherTo, key_hashes: Vec<Id64>) {
-    let now = unix_now();
+pub fn query_proofs(shard: &Rc<Shard>, m: QueryProofs) {
+    let now = shard.now();
     let found = {
         let state = shard.state.borrow();
-        key_hashes
+        m.key_hashes
             .iter()
             .filter_map(|hash| state.proofs.get(hash))
             .filter(|proof| proof.expires_at_secs > now)
             .map(|proof| (proof.key_hash, proof.proof_data.clone()))
             .collect()
     };
-    dispatch::route_post(
-        shard,
-        gather.shard,
-        MeshMessage::GatherPart {
-            gather,
-            part: Part::Proofs(found),
-        },
-    );
+    report_part(shard, m.gather, Part::Proofs(found));
 }
 
 /// Purge step 1 (§5.11) on the session's own shard: every blob of `routing_id`.
 pub fn purge_blobs(shard: &Rc<Shard>, gather: GatherTo, routing_id: Id64) {
-    let now = unix_now();
+    let now = shard.now();
     let ttl = shard.config.blob_ttl_secs;
     let entries = shard.state.borrow_mut().mailboxes.remove_all(&routing_id);
     {
@@ -290,55 +260,70 @@ pub fn purge_blobs(shard: &Rc<Shard>, gather: GatherTo, routing_id: Id64) {
         .map(|e| WriteOp::DeleteBlob { key: e.key })
         .chain(hint_keys.into_iter().map(|key| WriteOp::DeleteHint { key }))
         .collect();
-    finish_part(shard, gather, ops, Part::BlobsDeleted(counted));
+    finish_step(shard, gather, ops, Part::BlobsDeleted(counted));
 }
 
 /// Purge step 3: every device-sync message of the identity, for all devices.
-pub fn purge_device_sync(shard: &Rc<Shard>, gather: GatherTo, identity: Id64) {
-    let now = unix_now();
+pub fn purge_device_sync(shard: &Rc<Shard>, m: PurgeDeviceSync) {
+    let now = shard.now();
     let ttl = shard.config.blob_ttl_secs;
     let (keys, counted) = {
         let mut state = shard.state.borrow_mut();
-        let live = state.device_sync.count_deliverable(&identity, now, ttl);
-        (state.device_sync.remove_identity(&identity), live)
+        let live = state.device_sync.count_deliverable(&m.identity, now, ttl);
+        (state.device_sync.remove_identity(&m.identity), live)
     };
     let ops = keys
         .into_iter()
         .map(|key| WriteOp::DeleteDeviceSync { key })
         .collect();
-    finish_part(shard, gather, ops, Part::DeviceSyncDeleted(counted));
+    finish_step(shard, m.gather, ops, Part::DeviceSyncDeleted(counted));
 }
 
 /// Purge step 4: the proof for one hash (0 or 1).
-pub fn purge_proof(shard: &Rc<Shard>, gather: GatherTo, key_hash: Id64) {
-    let now = unix_now();
-    let removed = shard.state.borrow_mut().proofs.remove(&key_hash);
+pub fn purge_proof(shard: &Rc<Shard>, m: PurgeProof) {
+    let now = shard.now();
+    let removed = shard.state.borrow_mut().proofs.remove(&m.key_hash);
     publish_proof_count(shard);
     let counted = removed.as_ref().is_some_and(|p| p.expires_at_secs > now) as u64;
     let ops = if removed.is_some() {
-        vec![WriteOp::DeleteProof { key_hash }]
+        vec![WriteOp::DeleteProof {
+            key_hash: m.key_hash,
+        }]
     } else {
         Vec::new()
     };
-    finish_part(shard, gather, ops, Part::ProofsDeleted(counted));
+    finish_step(shard, m.gather, ops, Part::ProofsDeleted(counted));
 }
 
 /// Commits a purge step's deletions, then reports its part (at once if none).
-fn finish_part(shard: &Rc<Shard>, gather: GatherTo, ops: Vec<WriteOp>, part: Part) {
+fn finish_step(shard: &Rc<Shard>, gather: GatherTo, ops: Vec<WriteOp>, part: Part) {
     if ops.is_empty() {
-        dispatch::route_post(
-            shard,
-            gather.shard,
-            MeshMessage::GatherPart { gather, part },
-        );
+        report_part(shard, gather, part);
     } else {
-        owner::submit_unrefusable(shard, ops, Pending::PurgePart { gather, part });
+        shard.submit_unrefusable(ops, Pending::PurgeStep(PurgeStep { gather, part }));
     }
 }
 
-/// Expiry of device-sync messages and recovery proofs (§10.6).
+/// A purge step's deletions finished: its part, or `Failed`, goes to the gather.
+pub fn purge_step_committed(shard: &Rc<Shard>, work: PurgeStep, result: Result<(), StorageError>) {
+    let part = match result {
+        Ok(()) => work.part,
+        Err(error) => {
+            tracing::warn!(shard = shard.index, %error, "purge step failed");
+            Part::Failed
+        }
+    };
+    report_part(shard, work.gather, part);
+}
+
+fn report_part(shard: &Rc<Shard>, gather: GatherTo, part: Part) {
+    let message = MeshMessage::GatherPart(GatherPart { gather, part });
+    shard.post(gather.shard, message);
+}
+
+/// Expiry of device-sync messages, hints and recovery proofs (§10.6).
 pub fn expire(shard: &Shard) {
-    let now = unix_now();
+    let now = shard.now();
     let mut ops: Vec<WriteOp> = {
         let mut state = shard.state.borrow_mut();
         state
@@ -368,6 +353,6 @@ pub fn expire(shard: &Shard) {
     });
     publish_proof_count(shard);
     if !ops.is_empty() {
-        owner::submit_unrefusable(shard, ops, Pending::Delete);
+        shard.submit_unrefusable(ops, Pending::Delete);
     }
 }

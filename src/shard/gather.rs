@@ -1,16 +1,12 @@
-//! Requests answered from several shards: a RecoveryProofQuery (hashes owned by
-//! many shards, §5.9) and a PurgeRequest (blobs, device sync and a proof, each on
-//! its owner, §5.11). The session's shard keeps one `Gather` per request; each
-//! owner answers with a `Part`; the reply goes into the request's slot when the
-//! last part arrives, so request order is kept (§4.8).
+//! A request answered from several shards, as its session's shard keeps it while
+//! the parts come in: a RecoveryProofQuery (hashes owned by many shards, §5.9) or
+//! a PurgeRequest (blobs, device sync and a proof, each on its owner, §5.11). No
+//! runtime here: `fanout.rs` opens gathers, sends the parts' requests and answers.
 
 use std::collections::HashMap;
-use std::rc::Rc;
 
-use crate::protocol::{ErrorCode, Id64, encode};
-
-use super::mesh::{GatherTo, Part, ReplyTo};
-use super::{Shard, owner, unix_now};
+use crate::mesh::{Part, ReplyTo};
+use crate::protocol::{Id64, encode};
 
 /// What is being gathered.
 pub enum GatherKind {
@@ -34,42 +30,11 @@ pub struct Gather {
     pub kind: GatherKind,
 }
 
-/// Registers a gather expecting `parts` answers and returns its address.
-pub fn open(
-    shard: &Shard,
-    reply: ReplyTo,
-    request_message_id: String,
-    parts: usize,
-    kind: GatherKind,
-) -> GatherTo {
-    let mut state = shard.state.borrow_mut();
-    state.next_gather += 1;
-    let id = state.next_gather;
-    state.gathers.insert(
-        id,
-        Gather {
-            reply,
-            request_message_id,
-            remaining: parts,
-            failed: false,
-            kind,
-        },
-    );
-    GatherTo {
-        shard: shard.index,
-        id,
-    }
-}
-
-/// One part arrived; answers the request once every part has.
-pub fn receive(shard: &Rc<Shard>, id: u64, part: Part) {
-    let finished = {
-        let mut state = shard.state.borrow_mut();
-        let Some(gather) = state.gathers.get_mut(&id) else {
-            return;
-        };
-        match (&mut gather.kind, part) {
-            (_, Part::Failed) => gather.failed = true,
+impl Gather {
+    /// Takes one part; true once every part has arrived.
+    pub fn add(&mut self, part: Part) -> bool {
+        match (&mut self.kind, part) {
+            (_, Part::Failed) => self.failed = true,
             (GatherKind::Query { found, .. }, Part::Proofs(proofs)) => found.extend(proofs),
             (GatherKind::Purge { blobs, .. }, Part::BlobsDeleted(n)) => *blobs += n,
             (GatherKind::Purge { device_sync, .. }, Part::DeviceSyncDeleted(n)) => {
@@ -78,24 +43,18 @@ pub fn receive(shard: &Rc<Shard>, id: u64, part: Part) {
             (GatherKind::Purge { proofs, .. }, Part::ProofsDeleted(n)) => *proofs += n,
             _ => {}
         }
-        gather.remaining -= 1;
-        if gather.remaining > 0 {
-            return;
-        }
-        state.gathers.remove(&id)
-    };
-    if let Some(gather) = finished {
-        answer(shard, gather);
+        self.remaining -= 1;
+        self.remaining == 0
     }
-}
 
-fn answer(shard: &Rc<Shard>, gather: Gather) {
-    let now = unix_now();
-    let message_id = &gather.request_message_id;
-    let frame = if gather.failed {
-        shard.error_frame(ErrorCode::StorageUnavailable, Some(message_id), Some(1))
-    } else {
-        match gather.kind {
+    /// The response once every part succeeded (`None` when one failed: the reply
+    /// is `storage_unavailable`).
+    pub fn response(self, now: u64) -> Option<Vec<u8>> {
+        if self.failed {
+            return None;
+        }
+        let message_id = &self.request_message_id;
+        Some(match self.kind {
             GatherKind::Query { order, found } => {
                 // Each proof once, in the order its hash first appears (§5.10).
                 let mut seen = std::collections::HashSet::with_capacity(order.len());
@@ -111,7 +70,6 @@ fn answer(shard: &Rc<Shard>, gather: Gather) {
                 device_sync,
                 proofs,
             } => encode::purge_response(now, message_id, blobs, device_sync, proofs),
-        }
-    };
-    owner::send_reply(shard, gather.reply, frame);
+        })
+    }
 }

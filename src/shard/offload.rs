@@ -6,65 +6,47 @@
 //! and only after the peer accepted it; an accepted offer is answered only after
 //! its insert committed.
 
-use std::rc::Rc;
-
+use crate::mesh::{AcceptOffload, Candidate, OffloadCandidates, OffloadCommit};
 use crate::protocol::Id64;
 use crate::protocol::encode;
-use crate::session::mailbox::Entry;
-use crate::storage::writer::Job;
-use crate::storage::{BlobId, BlobRecord, HintRecord, WriteOp};
+use crate::storage::{BlobRecord, HintRecord, StorageError, WriteOp};
 
-use super::outbound::OutFrame;
-use super::owner::{self, Pending};
-use super::{Shard, unix_now};
-
-/// One offload candidate with its data (§11.7 step 2).
-#[derive(Debug, Clone)]
-pub struct Candidate {
-    pub shard: usize,
-    pub key: u64,
-    pub id: BlobId,
-    pub recipient: Id64,
-    pub created_at_secs: u64,
-    pub seq: u64,
-    pub data: Vec<u8>,
-}
+use super::Shard;
+use super::completions::ReadData;
+use super::owner::push_live;
+use super::pending::{CandidatesRead, HintSwap, OfferCommit, Pending};
+use super::session::outbound::OutFrame;
 
 /// Answers with this shard's oldest candidates, read from storage.
-pub fn candidates(
-    shard: &Rc<Shard>,
-    limit: usize,
-    exclude: &ahash::HashSet<BlobId>,
-    reply: flume::Sender<Vec<Candidate>>,
-) {
+pub fn candidates(shard: &Shard, m: OffloadCandidates) {
     let entries = shard.state.borrow().mailboxes.oldest_offloadable(
-        limit,
-        unix_now(),
+        m.limit,
+        shard.now(),
         shard.config.blob_ttl_secs,
-        |id| exclude.contains(id),
+        |id| m.exclude.contains(id),
     );
     if entries.is_empty() {
-        let _ = reply.try_send(Vec::new());
+        let _ = m.reply.try_send(Vec::new());
         return;
     }
     let keys = entries.iter().map(|(_, e)| e.key).collect();
-    let token = owner::next_token(shard);
-    shard
-        .state
-        .borrow_mut()
-        .pending
-        .insert(token, Pending::OffloadRead { reply, entries });
-    shard.storage.submit(Job::Read { token, keys });
+    let work = CandidatesRead {
+        reply: m.reply,
+        entries,
+    };
+    shard.submit_read(keys, Pending::CandidatesRead(work));
 }
 
-/// The candidates' data has been read: blobs deleted meanwhile are left out.
-pub fn candidates_read(
-    shard: &Shard,
-    reply: flume::Sender<Vec<Candidate>>,
-    entries: Vec<(Id64, Entry)>,
-    data: Vec<Option<Vec<u8>>>,
-) {
-    let found = entries
+/// The candidates' data has been read: blobs deleted meanwhile are left out; a
+/// failed read offers none.
+pub fn candidates_read(shard: &Shard, work: CandidatesRead, data: Option<ReadData>) {
+    let Some(data) = data else {
+        tracing::warn!(shard = shard.index, "offload candidates read failed");
+        let _ = work.reply.try_send(Vec::new());
+        return;
+    };
+    let found = work
+        .entries
         .into_iter()
         .zip(data)
         .filter_map(|((recipient, entry), data)| {
@@ -79,72 +61,57 @@ pub fn candidates_read(
             })
         })
         .collect();
-    let _ = reply.try_send(found);
+    let _ = work.reply.try_send(found);
 }
 
 /// The peer accepted a blob (§11.7 step 4): if it is still stored, delete it and
 /// write its hint in one transaction. If it was acked or purged meanwhile, nothing
 /// is written.
-pub fn commit(
-    shard: &Rc<Shard>,
-    recipient: Id64,
-    key: u64,
-    id: BlobId,
-    relay_url: String,
-    reply: flume::Sender<bool>,
-) {
-    let now = unix_now();
+pub fn commit(shard: &Shard, m: OffloadCommit) {
+    let now = shard.now();
     let ttl = shard.config.blob_ttl_secs;
     let entry = shard
         .state
         .borrow()
         .mailboxes
-        .deliverable(&recipient, key, now, ttl)
-        .filter(|e| e.id == id);
+        .deliverable(&m.recipient, m.key, now, ttl)
+        .filter(|e| e.id == m.id);
     let Some(entry) = entry else {
-        let _ = reply.try_send(false);
+        let _ = m.reply.try_send(false);
         return;
     };
     let hint = HintRecord {
-        key: owner::next_key(shard),
-        blob_id: id,
-        routing_id: recipient,
-        relay_url,
+        key: shard.state.borrow_mut().next_key(),
+        blob_id: m.id,
+        routing_id: m.recipient,
+        relay_url: m.relay_url,
         created_at_secs: entry.created_at_secs,
         expires_at_secs: entry.created_at_secs.saturating_add(ttl),
     };
     let ops = vec![
-        WriteOp::DeleteBlob { key },
+        WriteOp::DeleteBlob { key: m.key },
         WriteOp::InsertHint(hint.clone()),
     ];
-    owner::submit_unrefusable(
-        shard,
-        ops,
-        Pending::Offloaded {
-            recipient,
-            key,
-            hint,
-            reply,
-        },
-    );
+    let work = HintSwap {
+        recipient: m.recipient,
+        key: m.key,
+        hint,
+        reply: m.reply,
+    };
+    shard.submit_unrefusable(ops, Pending::HintSwap(work));
 }
 
 /// The offload transaction committed (or failed: then the blob stays, untouched).
-pub fn offloaded(
-    shard: &Shard,
-    recipient: Id64,
-    key: u64,
-    hint: HintRecord,
-    reply: flume::Sender<bool>,
-    committed: bool,
-) {
-    if !committed {
-        let _ = reply.try_send(false);
+pub fn hint_swapped(shard: &Shard, work: HintSwap, result: Result<(), StorageError>) {
+    if let Err(error) = result {
+        tracing::warn!(shard = shard.index, %error, "offload commit failed");
+        let _ = work.reply.try_send(false);
         return;
     }
+    let hint = work.hint;
     let removed = {
         let mut state = shard.state.borrow_mut();
-        let removed = state.mailboxes.remove_key(&recipient, key);
+        let removed = state.mailboxes.remove_key(&work.recipient, work.key);
         if removed.is_some() {
             state.sender_map.remove(&hint.blob_id);
         }
@@ -155,87 +122,71 @@ pub fn offloaded(
     } else {
         // Acked or purged while the transaction was queued: the hint must not
         // outlive the blob (§11.7 step 4, §5.11).
-        owner::submit_unrefusable(
-            shard,
-            vec![WriteOp::DeleteHint { key: hint.key }],
-            Pending::Delete,
-        );
+        let ops = vec![WriteOp::DeleteHint { key: hint.key }];
+        shard.submit_unrefusable(ops, Pending::Delete);
     }
     shard.publish_blob_count();
-    let _ = reply.try_send(true);
+    let _ = work.reply.try_send(true);
 }
 
 /// Stores a blob a peer offloaded (§11.4 item 4): a new id, the original
 /// `created_at_secs`, the given `hop_count`, the next `seq`; no per-user quota (§9).
-pub fn accept(
-    shard: &Rc<Shard>,
-    recipient: Id64,
-    data: Vec<u8>,
-    created_at_secs: u64,
-    hop_count: u8,
-    reply: flume::Sender<bool>,
-) {
+pub fn accept(shard: &Shard, m: AcceptOffload) {
     let id = crate::protocol::ids::random_uuid();
-    let key = owner::next_key(shard);
-    let seq = shard.state.borrow_mut().mailboxes.reserve(
-        recipient,
-        key,
-        id,
-        created_at_secs,
-        hop_count,
-        data.len() as u32,
-    );
+    let (key, seq) = {
+        let mut state = shard.state.borrow_mut();
+        let key = state.next_key();
+        let size = m.data.len() as u32;
+        let seq =
+            state
+                .mailboxes
+                .reserve(m.recipient, key, id, m.created_at_secs, m.hop_count, size);
+        (key, seq)
+    };
     let record = BlobRecord {
         key,
         id,
-        recipient,
-        data: data.clone(),
-        created_at_secs,
-        hop_count,
+        recipient: m.recipient,
+        data: m.data.clone(),
+        created_at_secs: m.created_at_secs,
+        hop_count: m.hop_count,
         seq,
     };
-    owner::submit_unrefusable(
-        shard,
-        vec![WriteOp::InsertBlob(record)],
-        Pending::Offer {
-            recipient,
-            key,
-            id,
-            data,
-            reply,
-        },
-    );
+    let work = OfferCommit {
+        recipient: m.recipient,
+        key,
+        id,
+        data: m.data,
+        reply: m.reply,
+    };
+    shard.submit_unrefusable(vec![WriteOp::InsertBlob(record)], Pending::Offer(work));
 }
 
-/// An accepted offer's insert finished.
-pub fn offer_stored(
-    shard: &Rc<Shard>,
-    recipient: Id64,
-    key: u64,
-    id: BlobId,
-    data: Vec<u8>,
-    reply: flume::Sender<bool>,
-    committed: bool,
-) {
-    if !committed {
-        shard
-            .state
-            .borrow_mut()
-            .mailboxes
-            .remove_key(&recipient, key);
-        let _ = reply.try_send(false);
+/// An accepted offer's insert finished: the answer, then the live push.
+pub fn offer_committed(shard: &Shard, work: OfferCommit, result: Result<(), StorageError>) {
+    let recipient = work.recipient;
+    if let Err(error) = result {
+        tracing::warn!(shard = shard.index, %error, "offloaded blob store failed");
+        let mut state = shard.state.borrow_mut();
+        state.mailboxes.remove_key(&recipient, work.key);
+        drop(state);
+        let _ = work.reply.try_send(false);
         return;
     }
-    let still_there = shard.state.borrow_mut().mailboxes.commit(&recipient, key);
+    let still_there = shard
+        .state
+        .borrow_mut()
+        .mailboxes
+        .commit(&recipient, work.key);
     shard.metrics().blobs_created_total.inc();
-    let _ = reply.try_send(true);
+    let _ = work.reply.try_send(true);
     if still_there {
-        let now = unix_now();
+        let id = work.id.to_string();
         let frame = OutFrame {
-            bytes: encode::encrypted_update(now, &id.to_string(), &recipient, &data).into(),
-            blob: Some(id),
+            bytes: encode::encrypted_update(shard.now(), &id, &recipient, &work.data).into(),
+            blob: Some(work.id),
         };
-        owner::push_live(shard, &recipient, frame);
+        push_live(shard, &recipient, frame);
     }
 }
 
@@ -245,7 +196,7 @@ pub fn hints_frame(shard: &Shard, routing_id: &Id64) -> Option<Vec<u8>> {
     if !shard.config.federation_enabled {
         return None;
     }
-    let now = unix_now();
+    let now = shard.now();
     let state = shard.state.borrow();
     let hints = state.hints.unexpired(routing_id, now);
     if hints.is_empty() {

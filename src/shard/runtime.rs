@@ -3,109 +3,54 @@
 //! mesh inbox, cleanup timer and its own listener on the shared main port.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::{Config, StorageBackend};
+use crate::keyed::device_sync::DeviceSyncIndex;
+use crate::keyed::hints::HintIndex;
+use crate::keyed::mailbox::Mailboxes;
 use crate::limits;
-use crate::session::device_sync::DeviceSyncIndex;
-use crate::session::hints::HintIndex;
-use crate::session::mailbox::Mailboxes;
-use crate::session::nonce::NonceCache;
-use crate::session::sender_map::SenderMap;
+use crate::mesh::{Mesh, MeshMessage, ToFederation};
+use crate::process::{Clock, Shared};
 use crate::storage::writer::{self, Completion, Job};
 use crate::storage::{BlobMeta, DeviceSyncRecord, HintRecord, RecoveryProofRecord, Store};
 
 use super::deadline::Deadlines;
-use super::mesh::{Mesh, MeshMessage};
 use super::storage_link::{StorageLink, WriterQueue};
-use super::{Shard, Shared, State, accept, dispatch, owner};
+use super::{Shard, State, accept, completions, dispatch, features, owner};
 
-/// What each shard starts from.
+/// What each shard starts from: its store and what was read from it.
 pub struct ShardInit {
     pub store: Box<dyn Store>,
-    pub index: Vec<BlobMeta>,
+    pub indices: ShardIndex,
+}
+
+/// A shard's indices as read from its store at startup.
+pub struct ShardIndex {
+    pub blobs: Vec<BlobMeta>,
     pub device_sync: Vec<DeviceSyncRecord>,
     pub proofs: Vec<RecoveryProofRecord>,
     /// Every stored forwarding hint, in key order, expired ones included.
     pub hints: Vec<HintRecord>,
 }
 
-impl ShardInit {
+impl ShardIndex {
     /// The largest storage key in use (blobs, device-sync messages and hints share
     /// one counter), 0 if none: the shard assigns new keys above it.
     pub fn highest_key(&self) -> u64 {
-        self.index
+        self.blobs
             .iter()
             .map(|m| m.key)
             .chain(self.device_sync.iter().map(|r| r.key))
             .chain(self.hints.iter().map(|r| r.key))
             .max()
             .unwrap_or(0)
-    }
-}
-
-/// The running relay: executor threads and the bound address.
-pub struct Running {
-    pub local_addr: SocketAddr,
-    pub shared: Arc<Shared>,
-    control: Vec<flume::Sender<MeshMessage>>,
-    federation: Option<crate::federation::node::Federation>,
-    /// Held, not joined: the process ends when the shards report `Finished`.
-    _executors: Vec<glommio::ExecutorJoinHandle<()>>,
-    finished: Option<Finished>,
-}
-
-/// Reports from the shards as they end (§14.1).
-pub struct Finished {
-    reports: std::sync::mpsc::Receiver<Option<WriterThread>>,
-    /// Shards, plus one for the federation executor when it runs.
-    reporters: usize,
-}
-
-impl Finished {
-    /// Waits until every shard (and the federation executor) has drained and every
-    /// store has committed all it was given. Returns false if one ended without
-    /// reporting (it failed).
-    pub fn wait(self) -> bool {
-        for _ in 0..self.reporters {
-            match self.reports.recv() {
-                Ok(Some(writer)) => {
-                    let _ = writer.join();
-                }
-                Ok(None) => {}
-                Err(_) => return false,
-            }
-        }
-        true
-    }
-}
-
-impl Running {
-    /// Starts graceful shutdown (§14.1): draining at once, then every shard stops
-    /// accepting, drains its sessions and ends when no connection is left.
-    pub fn shutdown(&self) {
-        self.shared
-            .draining
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(federation) = &self.federation {
-            federation.shutdown();
-        }
-        for shard in &self.control {
-            // Blocking is fine here: this is the main thread, not a shard.
-            let _ = shard.send(MeshMessage::Shutdown);
-        }
-    }
-
-    /// The shards' end reports, to wait on from another thread.
-    pub fn take_finished(&mut self) -> Option<Finished> {
-        self.finished.take()
     }
 }
 
@@ -132,41 +77,37 @@ pub fn allowed_cpus() -> Vec<usize> {
     cpus
 }
 
+/// What the shards are started with, besides their inits: the process-wide state,
+/// the mesh (a sender into every shard, and each shard's inbox), where federation
+/// links go, and where each shard reports its end (§14.1).
+pub struct ShardsStart {
+    pub config: Arc<Config>,
+    pub shared: Arc<Shared>,
+    pub senders: Vec<flume::Sender<MeshMessage>>,
+    pub inboxes: Vec<flume::Receiver<MeshMessage>>,
+    pub federation: Option<flume::Sender<ToFederation>>,
+    pub finished: std::sync::mpsc::Sender<Option<WriterThread>>,
+}
+
+/// The running shards: their executors and the bound main port.
+pub struct Shards {
+    pub local_addr: SocketAddr,
+    /// Held, not joined: the process ends when the shards report their end.
+    pub executors: Vec<glommio::ExecutorJoinHandle<()>>,
+}
+
 /// Starts every shard and binds the main port. Shard 0 binds first so that a port
 /// of 0 resolves to one real port, which the other shards then share.
-pub fn start(
-    config: Arc<Config>,
-    relay_id: String,
-    inits: Vec<ShardInit>,
-) -> Result<Running, String> {
-    let shards = inits.len();
-    let shared = Arc::new(Shared::new(shards));
-    let (senders, receivers): (Vec<_>, Vec<_>) = (0..shards)
-        .map(|_| flume::bounded(limits::MESH_QUEUE_DEPTH))
-        .unzip();
+pub fn start(start: ShardsStart, inits: Vec<ShardInit>) -> Result<Shards, String> {
+    let config = &start.config;
     let cpus = if config.cpu_pin {
         allowed_cpus()
     } else {
         Vec::new()
     };
     let mut address = config.listen_addr;
-    let mut handles = Vec::with_capacity(shards);
-    let (finished_tx, finished) = std::sync::mpsc::channel();
-    // The federation executor starts first so every shard can hand it links; it
-    // waits for work, and reaches the shards only through their queues.
-    let federation = if config.federation_enabled {
-        Some(crate::federation::node::start(
-            Arc::clone(&config),
-            Arc::clone(&shared),
-            relay_id,
-            senders.clone(),
-            finished_tx.clone(),
-        )?)
-    } else {
-        None
-    };
-    let federation_commands = federation.as_ref().map(|f| f.commands.clone());
-    for (index, (init, inbox)) in inits.into_iter().zip(receivers).enumerate() {
+    let mut executors = Vec::with_capacity(inits.len());
+    for (index, (init, inbox)) in inits.into_iter().zip(&start.inboxes).enumerate() {
         let pinned = if config.cpu_pin {
             cpus.get(index % cpus.len().max(1)).copied()
         } else {
@@ -179,14 +120,14 @@ pub fn start(
         let spawn = |placement: Placement| {
             let context = ShardContext {
                 index,
-                config: Arc::clone(&config),
-                shared: Arc::clone(&shared),
-                senders: senders.clone(),
+                config: Arc::clone(config),
+                shared: Arc::clone(&start.shared),
+                senders: start.senders.clone(),
                 inbox: inbox.clone(),
                 address,
                 bound: bound_tx.clone(),
-                finished: finished_tx.clone(),
-                federation: federation_commands.clone(),
+                finished: start.finished.clone(),
+                federation: start.federation.clone(),
             };
             let init = Arc::clone(&init);
             LocalExecutorBuilder::new(placement)
@@ -207,27 +148,16 @@ pub fn start(
             None => spawn(Placement::Unbound),
         };
         let handle = attempt.map_err(|error| format!("could not start shard {index}: {error}"))?;
-        handles.push(handle);
+        executors.push(handle);
         match bound_rx.recv() {
             Ok(Ok(bound)) => address = bound,
             Ok(Err(message)) => return Err(message),
             Err(_) => return Err(format!("shard {index} stopped while starting")),
         }
     }
-    if let Some(federation) = &federation {
-        federation.begin();
-    }
-    let reporters = shards + usize::from(federation.is_some());
-    Ok(Running {
+    Ok(Shards {
         local_addr: address,
-        shared,
-        control: senders,
-        federation,
-        _executors: handles,
-        finished: Some(Finished {
-            reports: finished,
-            reporters,
-        }),
+        executors,
     })
 }
 
@@ -240,12 +170,66 @@ struct ShardContext {
     address: SocketAddr,
     bound: flume::Sender<Result<SocketAddr, String>>,
     finished: std::sync::mpsc::Sender<Option<WriterThread>>,
-    federation: Option<flume::Sender<crate::federation::node::Command>>,
+    federation: Option<flume::Sender<ToFederation>>,
 }
 
 /// The writer thread of a shard: joined after the executor has ended, since the
 /// thread stops only once every task holding its queue has been dropped.
 pub type WriterThread = std::thread::JoinHandle<()>;
+
+/// A store driven inline (memory) and the channel its completions arrive on.
+pub fn inline_storage(store: Box<dyn Store>) -> (StorageLink, flume::Receiver<Completion>) {
+    // Completions never outnumber the jobs submitted and not yet answered, so the
+    // channel needs no bound of its own (see `run_shard`).
+    let (done, completions) = flume::unbounded();
+    let link = StorageLink::Inline {
+        store: RefCell::new(store),
+        done,
+    };
+    (link, completions)
+}
+
+/// The parts of one shard that do not depend on its executor.
+pub struct ShardParts {
+    pub index: usize,
+    pub config: Arc<Config>,
+    pub shared: Arc<Shared>,
+    pub senders: Vec<flume::Sender<MeshMessage>>,
+    pub storage: StorageLink,
+    pub clock: Clock,
+    pub federation: Option<flume::Sender<ToFederation>>,
+}
+
+/// Builds a shard from its parts and its store's indices, with the mesh handled
+/// by `dispatch::handle`. Nothing here needs a running executor, so a test can
+/// drive a shard's rules by hand.
+pub fn assemble(parts: ShardParts, init: ShardIndex) -> Rc<Shard> {
+    let shards = parts.senders.len();
+    let highest_key = init.highest_key();
+    let state = State::new(
+        Mailboxes::rebuild(init.blobs),
+        DeviceSyncIndex::rebuild(init.device_sync),
+        init.proofs,
+        HintIndex::rebuild(init.hints),
+        highest_key,
+        shards,
+    );
+    let shard = Rc::new(Shard {
+        index: parts.index,
+        config: parts.config,
+        shared: parts.shared,
+        mesh: Rc::new(Mesh::new(parts.senders)),
+        storage: parts.storage,
+        state: RefCell::new(state),
+        clock: parts.clock,
+        deadlines: Rc::new(Deadlines::default()),
+        shutdown: Default::default(),
+        federation: parts.federation,
+        dispatch: dispatch::handle,
+    });
+    shard.publish_blob_count();
+    shard
+}
 
 /// Runs one shard; when it ends, reports its writer thread (sqlite) to be joined.
 async fn run_shard(context: ShardContext, init: ShardInit) {
@@ -269,25 +253,23 @@ async fn run_shard(context: ShardContext, init: ShardInit) {
             return;
         }
     };
-    let next_key = init.highest_key();
+    let ShardInit { store, indices } = init;
     // Completions never outnumber the jobs outstanding at the writer (refusable ones
     // bounded by WRITER_QUEUE_DEPTH) plus the unrefusable ones, so this
     // channel needs no bound of its own; a bound could stall the writer thread.
-    let (done_tx, done_rx) = flume::unbounded::<Completion>();
-    let (storage, writer) = match config.storage_backend {
-        StorageBackend::Memory => (
-            StorageLink::Inline {
-                store: RefCell::new(init.store),
-                done: done_tx,
-            },
-            None,
-        ),
+    let (storage, done_rx, writer) = match config.storage_backend {
+        StorageBackend::Memory => {
+            let (link, done_rx) = inline_storage(store);
+            (link, done_rx, None)
+        }
         StorageBackend::Sqlite => {
+            let (done_tx, done_rx) = flume::unbounded::<Completion>();
             let (jobs_tx, jobs_rx) = flume::bounded::<Job>(limits::WRITER_QUEUE_DEPTH);
             let failed = done_tx.clone();
-            match writer::spawn_writer(format!("store-{index}"), init.store, jobs_rx, done_tx) {
+            match writer::spawn_writer(format!("store-{index}"), store, jobs_rx, done_tx) {
                 Ok(handle) => (
                     StorageLink::Thread(WriterQueue::new(jobs_tx, failed)),
+                    done_rx,
                     Some(handle),
                 ),
                 Err(error) => {
@@ -299,42 +281,20 @@ async fn run_shard(context: ShardContext, init: ShardInit) {
             }
         }
     };
-    let shards = senders.len();
-    let state = State {
-        mailboxes: Mailboxes::rebuild(init.index),
-        sender_map: SenderMap::new((limits::SENDER_MAP_ENTRIES_MAX / shards).max(1)),
-        device_sync: DeviceSyncIndex::rebuild(init.device_sync),
-        device_sessions: HashMap::default(),
-        proofs: init.proofs.into_iter().map(|p| (p.key_hash, p)).collect(),
-        hints: HintIndex::rebuild(init.hints),
-        gathers: HashMap::default(),
-        next_gather: 0,
-        nonces: NonceCache::new((limits::NONCE_CACHE_ENTRIES_MAX / shards).max(1)),
-        buckets: HashMap::default(),
-        sessions: HashMap::default(),
-        sessions_by_routing: HashMap::default(),
-        pending: HashMap::default(),
-        next_key,
-        next_token: 0,
-        next_session: 0,
-    };
-    let shard = Rc::new(Shard {
+    let parts = ShardParts {
         index,
         config,
         shared,
-        mesh: Rc::new(Mesh::new(senders)),
+        senders,
         storage,
-        state: RefCell::new(state),
-        clock_origin: Instant::now(),
-        deadlines: Rc::new(Deadlines::default()),
-        shutdown: Default::default(),
+        clock: Clock::system(),
         federation,
-    });
-    shard.publish_blob_count();
+    };
+    let shard = assemble(parts, indices);
     let local = listener.local_addr().unwrap_or(address);
     let _ = bound.send(Ok(local));
 
-    glommio::spawn_local(completions(Rc::clone(&shard), done_rx)).detach();
+    glommio::spawn_local(completion_loop(Rc::clone(&shard), done_rx)).detach();
     glommio::spawn_local(inbox_loop(Rc::clone(&shard), inbox)).detach();
     glommio::spawn_local(cleanup_loop(Rc::clone(&shard))).detach();
     glommio::spawn_local(Rc::clone(&shard.deadlines).run()).detach();
@@ -358,16 +318,19 @@ async fn run_shard(context: ShardContext, init: ShardInit) {
     let _ = finished.send(writer);
 }
 
-/// Applies writer completions, in batches.
-async fn completions(shard: Rc<Shard>, done: flume::Receiver<Completion>) {
-    let apply = |completion| {
-        shard.storage.completed();
-        owner::on_completion(&shard, completion);
-    };
+/// Applies one store completion: the writer's count of outstanding jobs, then its
+/// handler.
+pub fn complete(shard: &Rc<Shard>, completion: Completion) {
+    shard.storage.completed();
+    completions::handle(shard, completion);
+}
+
+/// Applies store completions, in batches.
+async fn completion_loop(shard: Rc<Shard>, done: flume::Receiver<Completion>) {
     while let Ok(completion) = done.recv_async().await {
-        apply(completion);
+        complete(&shard, completion);
         for completion in done.try_iter().take(limits::MESH_BATCH_MAX) {
-            apply(completion);
+            complete(&shard, completion);
         }
         glommio::yield_if_needed().await;
     }
@@ -384,11 +347,18 @@ async fn inbox_loop(shard: Rc<Shard>, inbox: flume::Receiver<MeshMessage>) {
     }
 }
 
+/// Expiry (§10.6) of everything this shard owns: device-sync messages, hints and
+/// proofs, then blobs.
+pub fn expire(shard: &Shard) {
+    features::expire(shard);
+    owner::expire(shard);
+}
+
 /// Expiry cleanup every `RELAY_CLEANUP_INTERVAL` (§10.6), first run at startup.
 async fn cleanup_loop(shard: Rc<Shard>) {
     let interval = Duration::from_secs(shard.config.cleanup_interval_secs);
     loop {
-        owner::expire(&shard);
+        expire(&shard);
         glommio::timer::sleep(interval).await;
     }
 }

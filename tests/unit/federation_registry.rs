@@ -2,8 +2,8 @@
 //! per-shard candidate search of the mailbox index.
 
 use vauchi_relay::federation::registry::{BoundedSet, Capacity, LinkId, Refusal, Registry};
+use vauchi_relay::keyed::mailbox::Mailboxes;
 use vauchi_relay::protocol::Id64;
-use vauchi_relay::session::mailbox::Mailboxes;
 use vauchi_relay::storage::BlobMeta;
 
 const OWN: &str = "own-relay";

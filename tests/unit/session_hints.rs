@@ -2,8 +2,8 @@
 //! unexpired hints of a routing_id in (`expires_at_secs`, `blob_id`) order, purge by
 //! routing_id, and expiry that hands back the keys to delete.
 
+use vauchi_relay::keyed::hints::HintIndex;
 use vauchi_relay::protocol::Id64;
-use vauchi_relay::session::hints::HintIndex;
 use vauchi_relay::storage::HintRecord;
 
 fn routing(byte: u8) -> Id64 {
@@ -135,8 +135,7 @@ fn rebuild_holds_every_stored_hint_expired_ones_included() {
 
 #[test]
 fn the_shard_key_counter_starts_above_every_stored_key_hints_included() {
-    use vauchi_relay::shard::runtime::ShardInit;
-    use vauchi_relay::storage::memory::MemoryStore;
+    use vauchi_relay::shard::runtime::ShardIndex;
     use vauchi_relay::storage::{BlobMeta, DeviceSyncRecord};
 
     let blob = BlobMeta {
@@ -158,9 +157,8 @@ fn the_shard_key_counter_starts_above_every_stored_key_hints_included() {
         version: 0,
         created_at_secs: 1,
     };
-    let init = |index: Vec<BlobMeta>, device_sync: Vec<DeviceSyncRecord>, hints| ShardInit {
-        store: Box::new(MemoryStore::new()),
-        index,
+    let init = |blobs: Vec<BlobMeta>, device_sync: Vec<DeviceSyncRecord>, hints| ShardIndex {
+        blobs,
         device_sync,
         proofs: Vec::new(),
         hints,

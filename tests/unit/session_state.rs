@@ -1,13 +1,13 @@
 //! The runtime-free per-key state: token buckets (§8), mailboxes and quotas (§7,
 //! §9), the sender map (§7.3), the nonce cache and signature checks (§4.3).
 
+use vauchi_relay::keyed::auth;
+use vauchi_relay::keyed::mailbox::{Mailboxes, Quota};
+use vauchi_relay::keyed::nonce::{NonceCache, NonceVerdict};
+use vauchi_relay::keyed::ratelimit::TokenBucket;
+use vauchi_relay::keyed::sender_map::SenderMap;
 use vauchi_relay::protocol::Id64;
 use vauchi_relay::protocol::decode::HandshakeAuth;
-use vauchi_relay::session::auth;
-use vauchi_relay::session::mailbox::{Mailboxes, Quota};
-use vauchi_relay::session::nonce::{NonceCache, NonceVerdict};
-use vauchi_relay::session::ratelimit::TokenBucket;
-use vauchi_relay::session::sender_map::SenderMap;
 use vauchi_relay::storage::BlobMeta;
 
 fn id(byte: u8) -> Id64 {

@@ -5,8 +5,8 @@
 
 use std::collections::HashMap;
 
+use crate::keyed::mailbox::Quota;
 use crate::protocol::Id64;
-use crate::session::mailbox::Quota;
 use crate::storage::DeviceSyncRecord;
 
 /// One message and whether its insert has committed.

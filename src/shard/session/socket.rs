@@ -1,7 +1,8 @@
-//! A client session on the shard that owns its routing_id: the I/O loop over the
-//! socket (one task, polling reads, writes and timers together) and the handling of
-//! each data message in the order of §3.6. Replies leave in request order through
-//! the session's [`Outbound`](super::outbound::Outbound) slots.
+//! A client session's socket loop on the shard that owns its routing_id: one task
+//! polling reads, writes and timers together, registering the session first and
+//! removing only its own registration at the end (§4.10). Each data message goes
+//! to the request pipeline (`requests.rs`); replies and pushes come out of the
+//! session's [`Outbound`](super::outbound::Outbound).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,20 +13,20 @@ use std::time::{Duration, Instant};
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 
+use crate::keyed::ratelimit::TokenBucket;
 use crate::limits;
-use crate::metrics::Limiter;
-use crate::protocol::decode::{self, Handshake, Request, ShapeError, ValidRequest, ValueError};
+use crate::mesh::{MeshMessage, RegisterDevice, UnregisterDevice};
+use crate::process::ConnectionSlot;
+use crate::protocol::CloseReason;
+use crate::protocol::decode::Handshake;
 use crate::protocol::encode;
-use crate::protocol::{CloseReason, ErrorCode, Id64};
 use crate::storage::BlobId;
 use crate::wsframe::{self, CloseScan, MessageReader, Step};
 
-use super::deadline::Deadline;
-use super::gather::{self, GatherKind};
-use super::mesh::{MeshMessage, Part, ReplyTo};
+use super::super::deadline::Deadline;
+use super::super::{Buckets, Shard, backlog, offload, owner};
 use super::outbound::{Outbound, SessionHandle};
-use super::{Buckets, Shard, dispatch, features, owner, unix_now};
-use crate::session::ratelimit::TokenBucket;
+use super::requests;
 
 /// Where the session is in its life (§4.1, §4.10).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +62,7 @@ pub async fn run(
     stream: TcpStream,
     remainder: Vec<u8>,
     handshake: Box<Handshake>,
-    slot: super::accept::ConnectionSlot,
+    slot: ConnectionSlot,
 ) {
     shard
         .shared
@@ -105,8 +106,7 @@ fn register(shard: &Rc<Shard>, handshake: &Handshake) -> Rc<SessionHandle> {
     let now_mono = shard.monotonic_secs();
     let handle = {
         let mut state = shard.state.borrow_mut();
-        state.next_session += 1;
-        let id = state.next_session;
+        let id = state.next_session();
         let handle = Rc::new(SessionHandle {
             id,
             routing_id,
@@ -138,17 +138,17 @@ fn register(shard: &Rc<Shard>, handshake: &Handshake) -> Rc<SessionHandle> {
     handle
         .out
         .borrow_mut()
-        .reply_now(encode::handshake_ack(unix_now()));
+        .reply_now(encode::handshake_ack(shard.now()));
     if shard.shutdown.is_fired() {
         handle.out.borrow_mut().begin_drain();
     }
     // Registered above, before the snapshot, so nothing committed later is missed
     // and nothing is sent twice (§4.6).
-    owner::start_backlog(shard, &handle);
-    owner::pump_backlog(shard, &handle);
+    backlog::start(shard, &handle);
+    backlog::pump(shard, &handle);
     // Forwarding hints follow the blobs (§4.6 item 2): a slot of their own, after
     // the connect-time delivery slot.
-    if let Some(frame) = super::offload::hints_frame(shard, &routing_id) {
+    if let Some(frame) = offload::hints_frame(shard, &routing_id) {
         let mut out = handle.out.borrow_mut();
         let slot = out.open_slot();
         out.fill(slot, frame);
@@ -158,13 +158,16 @@ fn register(shard: &Rc<Shard>, handshake: &Handshake) -> Rc<SessionHandle> {
     if let Some(device) = handle.device_id {
         let slot = handle.out.borrow_mut().open_slot();
         let session = handle.reference(shard.index);
-        let message = MeshMessage::RegisterDevice {
+        let message = MeshMessage::RegisterDevice(RegisterDevice {
             identity: handle.client_id,
             device,
             session,
             slot,
-        };
-        if dispatch::route(shard, shard.owner_of(&handle.client_id), message).is_err() {
+        });
+        if shard
+            .route(shard.owner_of(&handle.client_id), message)
+            .is_err()
+        {
             handle
                 .out
                 .borrow_mut()
@@ -178,12 +181,12 @@ fn register(shard: &Rc<Shard>, handshake: &Handshake) -> Rc<SessionHandle> {
 fn unregister(shard: &Rc<Shard>, handle: &SessionHandle) {
     if let Some(device) = handle.device_id {
         let session = handle.reference(shard.index);
-        let message = MeshMessage::UnregisterDevice {
+        let message = MeshMessage::UnregisterDevice(UnregisterDevice {
             identity: handle.client_id,
             device,
             session,
-        };
-        dispatch::route_post(shard, shard.owner_of(&handle.client_id), message);
+        });
+        shard.post(shard.owner_of(&handle.client_id), message);
     }
     let now_mono = shard.monotonic_secs();
     let mut state = shard.state.borrow_mut();
@@ -361,7 +364,7 @@ fn fill_output(shard: &Rc<Shard>, handle: &Rc<SessionHandle>, conn: &mut Connect
             conn.out_blobs.push(blob);
         }
     }
-    owner::pump_backlog(shard, handle);
+    backlog::pump(shard, handle);
 }
 
 /// Reads once into the reader. `None` at EOF or on error.
@@ -410,7 +413,7 @@ fn handle_input(shard: &Rc<Shard>, handle: &Rc<SessionHandle>, conn: &mut Connec
             } => {
                 shard.metrics().messages_received_total.inc();
                 if conn.phase == Phase::Open {
-                    handle_message(shard, handle, binary, payload);
+                    requests::handle_message(shard, handle, binary, payload);
                 }
             }
             Step::PeerClose { code } => {
@@ -444,353 +447,5 @@ fn handle_input(shard: &Rc<Shard>, handle: &Rc<SessionHandle>, conn: &mut Connec
                 return;
             }
         }
-    }
-}
-
-/// Takes a general-bucket token (§8); `Err(retry_after_secs)` when empty.
-fn take_token(shard: &Shard, handle: &SessionHandle, recovery: bool) -> Result<(), u64> {
-    let now = shard.monotonic_secs();
-    let mut state = shard.state.borrow_mut();
-    let Some(buckets) = state.buckets.get_mut(&handle.routing_id) else {
-        return Ok(());
-    };
-    let (bucket, limiter) = if recovery {
-        (&mut buckets.recovery, Limiter::Recovery)
-    } else {
-        (&mut buckets.general, Limiter::General)
-    };
-    let taken = bucket.take(now);
-    if taken.is_err() {
-        shard.metrics().inc_rate_limited(limiter);
-    }
-    taken
-}
-
-/// One data message on an open session, in the order of §3.6.
-fn handle_message(shard: &Rc<Shard>, handle: &Rc<SessionHandle>, binary: bool, payload: Vec<u8>) {
-    let received = Instant::now();
-    let reply = |frame: Vec<u8>| {
-        let waited = handle.out.borrow_mut().reply_now(frame);
-        shard
-            .metrics()
-            .observe_duration(waited.unwrap_or_else(|| received.elapsed()));
-    };
-    // Step 2: text frames.
-    if !binary {
-        match take_token(shard, handle, false) {
-            Err(retry) => reply(shard.error_frame(ErrorCode::RateLimited, None, Some(retry))),
-            Ok(()) => reply(shard.error_frame(ErrorCode::UnsupportedFrame, None, None)),
-        }
-        return;
-    }
-    // Step 3: frame and envelope.
-    let envelope = decode::decode_envelope(&payload);
-    // Step 4: the general token.
-    if let Err(retry) = take_token(shard, handle, false) {
-        let message_id = match &envelope {
-            Ok(envelope) => Some(envelope.message_id.as_str()),
-            Err(malformed) => malformed.message_id.as_deref(),
-        };
-        reply(shard.error_frame(ErrorCode::RateLimited, message_id, Some(retry)));
-        return;
-    }
-    // Step 5.
-    let Ok(envelope) = envelope else {
-        reply(shard.error_frame(ErrorCode::MalformedFrame, None, None));
-        return;
-    };
-    let message_id = envelope.message_id.as_str();
-    let refuse = |code: ErrorCode| reply(shard.error_frame(code, Some(message_id), None));
-    // Step 6.
-    if envelope.version != 1 {
-        return refuse(ErrorCode::UnsupportedVersion);
-    }
-    // Steps 7 and 8.
-    let request = match decode::decode_request(&envelope) {
-        Ok(request) => request,
-        Err(ShapeError::UnknownType) => return refuse(ErrorCode::UnknownType),
-        Err(ShapeError::UnexpectedMessage) => return refuse(ErrorCode::UnexpectedMessage),
-        Err(ShapeError::InvalidField) => return refuse(ErrorCode::InvalidField),
-    };
-    // Step 9.
-    if request.takes_recovery_token()
-        && let Err(retry) = take_token(shard, handle, true)
-    {
-        reply(shard.error_frame(ErrorCode::RateLimited, Some(message_id), Some(retry)));
-        return;
-    }
-    // AccountRevoked stores its recipient_id as received (§5.12).
-    let revoked_recipient = match &request {
-        Request::AccountRevoked { recipient_id, .. } => Some(recipient_id.clone()),
-        _ => None,
-    };
-    // Step 10.
-    let request = match decode::validate(request) {
-        Ok(request) => request,
-        Err(ValueError::InvalidField) => return refuse(ErrorCode::InvalidField),
-        Err(ValueError::FailedAck) => return reply(shard.failed_ack(message_id)),
-    };
-    // Step 11.
-    if let ValidRequest::AccountRevoked {
-        sender_id,
-        recipient_id,
-        timestamp,
-        signature,
-    } = &request
-    {
-        let frame = encode::account_revoked_blob(
-            envelope.version,
-            message_id,
-            envelope.timestamp,
-            sender_id,
-            revoked_recipient.as_deref().unwrap_or_default(),
-            *timestamp,
-            signature,
-        );
-        return store_blob(shard, handle, message_id, *recipient_id, frame, None);
-    }
-    execute(shard, handle, message_id, request, received);
-}
-
-fn execute(
-    shard: &Rc<Shard>,
-    handle: &Rc<SessionHandle>,
-    message_id: &str,
-    request: ValidRequest,
-    received: Instant,
-) {
-    let observe = || shard.metrics().observe_duration(received.elapsed());
-    let refuse = |code: ErrorCode| {
-        handle
-            .out
-            .borrow_mut()
-            .reply_now(shard.error_frame(code, Some(message_id), None));
-        observe();
-    };
-    match request {
-        ValidRequest::EncryptedUpdate {
-            recipient_id,
-            ciphertext,
-        } => store_blob(
-            shard,
-            handle,
-            message_id,
-            recipient_id,
-            ciphertext,
-            Some(handle.routing_id),
-        ),
-        ValidRequest::AccountRevoked { .. } => {} // Stored by `handle_message`.
-        ValidRequest::Acknowledgment { blob_id, status } => {
-            owner::ack(shard, handle, &blob_id, status);
-            observe();
-        }
-        ValidRequest::DeviceSyncMessage {
-            identity_id,
-            target_device_id,
-            sender_device_id,
-            encrypted_payload,
-            version,
-        } => {
-            if identity_id != handle.client_id {
-                return refuse(ErrorCode::NotPermitted);
-            }
-            let message = |reply| MeshMessage::StoreDeviceSync {
-                reply,
-                request_message_id: message_id.to_owned(),
-                identity: identity_id,
-                target: target_device_id,
-                sender_device_id,
-                payload: encrypted_payload,
-                version,
-            };
-            request_reply(
-                shard,
-                handle,
-                message_id,
-                shard.owner_of(&identity_id),
-                message,
-            );
-        }
-        ValidRequest::DeviceSyncAck {
-            message_id: stored_id,
-            ..
-        } => {
-            let Some(device) = handle.device_id else {
-                return refuse(ErrorCode::NotPermitted);
-            };
-            // An id that is not a UUID names no stored message: no effect (§5.7).
-            let Ok(id) = uuid::Uuid::parse_str(&stored_id) else {
-                return observe();
-            };
-            let message = MeshMessage::AckDeviceSync {
-                identity: handle.client_id,
-                target: device,
-                id,
-            };
-            if dispatch::route(shard, shard.owner_of(&handle.client_id), message).is_err() {
-                let frame = shard.error_frame(ErrorCode::Overloaded, Some(message_id), Some(1));
-                handle.out.borrow_mut().reply_now(frame);
-            }
-            observe();
-        }
-        ValidRequest::RecoveryProofStore {
-            key_hash,
-            proof_data,
-        } => {
-            let message = |reply| MeshMessage::StoreProof {
-                reply,
-                request_message_id: message_id.to_owned(),
-                key_hash,
-                proof_data,
-            };
-            request_reply(
-                shard,
-                handle,
-                message_id,
-                shard.owner_of(&key_hash),
-                message,
-            );
-        }
-        ValidRequest::RecoveryProofQuery { key_hashes } => {
-            query_proofs(shard, handle, message_id, key_hashes)
-        }
-        ValidRequest::PurgeRequest {
-            include_device_sync,
-            include_recovery_proofs,
-            recovery_key_hash,
-        } => {
-            let proof = recovery_key_hash.filter(|_| include_recovery_proofs);
-            purge(shard, handle, message_id, include_device_sync, proof);
-        }
-    }
-}
-
-/// Sends a request whose owner answers into a new reply slot; `overloaded` when
-/// the owner's queue is full (§5.2).
-fn request_reply(
-    shard: &Rc<Shard>,
-    handle: &SessionHandle,
-    message_id: &str,
-    owner: usize,
-    message: impl FnOnce(ReplyTo) -> MeshMessage,
-) {
-    let slot = handle.out.borrow_mut().open_slot();
-    let reply = ReplyTo {
-        shard: shard.index,
-        session: handle.id,
-        slot,
-    };
-    if dispatch::route(shard, owner, message(reply)).is_err() {
-        let frame = shard.error_frame(ErrorCode::Overloaded, Some(message_id), Some(1));
-        handle.out.borrow_mut().fill(slot, frame);
-    }
-}
-
-fn store_blob(
-    shard: &Rc<Shard>,
-    handle: &SessionHandle,
-    message_id: &str,
-    recipient: Id64,
-    data: Vec<u8>,
-    sender: Option<Id64>,
-) {
-    let message = |reply| MeshMessage::Store {
-        reply,
-        request_message_id: message_id.to_owned(),
-        recipient,
-        ciphertext: data,
-        sender,
-    };
-    request_reply(
-        shard,
-        handle,
-        message_id,
-        shard.owner_of(&recipient),
-        message,
-    );
-}
-
-/// RecoveryProofQuery (§5.9): one part per shard that owns a queried hash.
-fn query_proofs(
-    shard: &Rc<Shard>,
-    handle: &SessionHandle,
-    message_id: &str,
-    key_hashes: Vec<Id64>,
-) {
-    let slot = handle.out.borrow_mut().open_slot();
-    let reply = ReplyTo {
-        shard: shard.index,
-        session: handle.id,
-        slot,
-    };
-    let mut by_owner: Vec<Vec<Id64>> = vec![Vec::new(); shard.shards()];
-    for hash in &key_hashes {
-        by_owner[shard.owner_of(hash)].push(*hash);
-    }
-    let owners: Vec<usize> = (0..by_owner.len())
-        .filter(|o| !by_owner[*o].is_empty())
-        .collect();
-    let kind = GatherKind::Query {
-        order: key_hashes,
-        found: Default::default(),
-    };
-    // The part count is fixed up front; an empty query is answered at once.
-    let gather = gather::open(
-        shard,
-        reply,
-        message_id.to_owned(),
-        owners.len().max(1),
-        kind,
-    );
-    if owners.is_empty() {
-        gather::receive(shard, gather.id, Part::Proofs(Vec::new()));
-        return;
-    }
-    for owner in owners {
-        let message = MeshMessage::QueryProofs {
-            gather,
-            key_hashes: std::mem::take(&mut by_owner[owner]),
-        };
-        if dispatch::route(shard, owner, message).is_err() {
-            gather::receive(shard, gather.id, Part::Failed);
-        }
-    }
-}
-
-/// PurgeRequest (§5.11): each step on its owner; the reply once all finished.
-fn purge(
-    shard: &Rc<Shard>,
-    handle: &SessionHandle,
-    message_id: &str,
-    device_sync: bool,
-    proof: Option<Id64>,
-) {
-    let slot = handle.out.borrow_mut().open_slot();
-    let reply = ReplyTo {
-        shard: shard.index,
-        session: handle.id,
-        slot,
-    };
-    let parts = 1 + usize::from(device_sync) + usize::from(proof.is_some());
-    let kind = GatherKind::Purge {
-        blobs: 0,
-        device_sync: 0,
-        proofs: 0,
-    };
-    let gather = gather::open(shard, reply, message_id.to_owned(), parts, kind);
-    features::purge_blobs(shard, gather, handle.routing_id);
-    if device_sync {
-        let message = MeshMessage::PurgeDeviceSync {
-            gather,
-            identity: handle.client_id,
-        };
-        dispatch::route_post(shard, shard.owner_of(&handle.client_id), message);
-    }
-    if let Some(key_hash) = proof {
-        dispatch::route_post(
-            shard,
-            shard.owner_of(&key_hash),
-            MeshMessage::PurgeProof { gather, key_hash },
-        );
     }
 }

@@ -6,8 +6,8 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::task::Waker;
 
+use crate::keyed::mailbox::Entry;
 use crate::protocol::{CloseReason, Id64};
-use crate::session::mailbox::Entry;
 use crate::storage::BlobId;
 
 /// One message to write. `blob` is set for delivered blobs: writing it may trigger
@@ -66,8 +66,8 @@ pub struct SessionHandle {
 
 impl SessionHandle {
     /// This session's address for other shards.
-    pub fn reference(&self, shard: usize) -> super::mesh::SessionRef {
-        super::mesh::SessionRef {
+    pub fn reference(&self, shard: usize) -> crate::mesh::SessionRef {
+        crate::mesh::SessionRef {
             shard,
             session: self.id,
         }

@@ -1,0 +1,157 @@
+//! What every thread of the process shares, apart from the mesh: the atomics of
+//! [`Shared`] (draining, connection and session counts, blob gauges, metrics), the
+//! [`ConnectionSlot`] that holds one of `RELAY_MAX_CONNECTIONS` (§2.2) wherever the
+//! connection goes, and the [`Clock`] (unix seconds for the protocol, monotonic time
+//! for timers and buckets), which a test may drive by hand.
+//!
+//! Shards and the federation executor both depend on this module; it depends on
+//! neither.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::metrics::{Global, ShardMetrics};
+
+/// State shared by every executor thread (atomics only).
+pub struct Shared {
+    pub started: Instant,
+    pub draining: AtomicBool,
+    /// Blobs indexed per shard, for `/health` (§2.4).
+    pub blob_counts: Vec<AtomicU64>,
+    /// Open connections on the main port (§2.2).
+    pub connections: AtomicU64,
+    /// Client sessions open on all shards (shutdown waits for none to be left).
+    pub sessions_open: AtomicU64,
+    /// The federation executor is running: shards keep serving its requests (and
+    /// their stores stay open) until it has drained (§14.1 step 4).
+    pub federation_running: AtomicBool,
+    /// Per-shard metrics, merged at scrape time (§12).
+    pub metrics: Arc<[ShardMetrics]>,
+    pub global_metrics: Arc<Global>,
+}
+
+impl Shared {
+    pub fn new(shards: usize) -> Shared {
+        Shared {
+            started: Instant::now(),
+            draining: AtomicBool::new(false),
+            blob_counts: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            connections: AtomicU64::new(0),
+            sessions_open: AtomicU64::new(0),
+            federation_running: AtomicBool::new(false),
+            metrics: (0..shards).map(|_| ShardMetrics::new()).collect(),
+            global_metrics: Arc::new(Global::new(shards as u32)),
+        }
+    }
+
+    pub fn blob_count(&self) -> u64 {
+        self.blob_counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Takes one connection slot, or `None` at the limit (§2.2).
+    pub fn admit(self: &Arc<Self>, max_connections: u64) -> Option<ConnectionSlot> {
+        if self.connections.fetch_add(1, Ordering::Relaxed) < max_connections {
+            Some(ConnectionSlot(Arc::clone(self)))
+        } else {
+            self.connections.fetch_sub(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+/// Holds one slot of `RELAY_MAX_CONNECTIONS` (§2.2) until dropped; it travels with
+/// the connection to the owner shard or the federation executor.
+pub struct ConnectionSlot(Arc<Shared>);
+
+impl std::fmt::Debug for ConnectionSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnectionSlot")
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Unix time now (§1.2), from the system clock.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The time as a shard sees it: the system clock, or a hand-driven one for tests
+/// of the shard's rules (`Clock::manual`), which moves only when told to.
+#[derive(Clone)]
+pub struct Clock {
+    origin: Instant,
+    manual: Option<Arc<ManualTime>>,
+}
+
+/// The hand of a manual clock: unix seconds at its origin and the time elapsed.
+pub struct ManualTime {
+    unix_at_origin: u64,
+    elapsed_micros: AtomicU64,
+}
+
+impl ManualTime {
+    /// Moves the clock forward.
+    pub fn advance(&self, by: Duration) {
+        self.elapsed_micros
+            .fetch_add(by.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn elapsed(&self) -> Duration {
+        Duration::from_micros(self.elapsed_micros.load(Ordering::Relaxed))
+    }
+}
+
+impl Clock {
+    pub fn system() -> Clock {
+        Clock {
+            origin: Instant::now(),
+            manual: None,
+        }
+    }
+
+    /// A clock that starts at `unix_secs` and moves only by `advance`.
+    pub fn manual(unix_secs: u64) -> (Clock, Arc<ManualTime>) {
+        let hand = Arc::new(ManualTime {
+            unix_at_origin: unix_secs,
+            elapsed_micros: AtomicU64::new(0),
+        });
+        let clock = Clock {
+            origin: Instant::now(),
+            manual: Some(Arc::clone(&hand)),
+        };
+        (clock, hand)
+    }
+
+    /// Unix seconds (§1.2).
+    pub fn unix_secs(&self) -> u64 {
+        match &self.manual {
+            None => unix_now(),
+            Some(hand) => hand.unix_at_origin + hand.elapsed().as_secs(),
+        }
+    }
+
+    /// The monotonic now, for deadlines.
+    pub fn instant(&self) -> Instant {
+        match &self.manual {
+            None => Instant::now(),
+            Some(hand) => self.origin + hand.elapsed(),
+        }
+    }
+
+    /// Monotonic seconds since the clock was made, for token buckets.
+    pub fn monotonic_secs(&self) -> f64 {
+        (self.instant() - self.origin).as_secs_f64()
+    }
+}
