@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::{Config, MetricsAddr, SqliteSynchronous, StorageBackend};
-use crate::federation::node::Federation;
+use crate::federation::executor::Federation;
 use crate::mesh::{self, MeshMessage};
 use crate::metrics;
 use crate::process::Shared;
@@ -186,7 +186,7 @@ fn start_executors(
     let (senders, inboxes) = mesh::channels(shards);
     let (finished_tx, reports) = std::sync::mpsc::channel();
     let federation = if config.federation_enabled {
-        Some(crate::federation::node::start(
+        Some(crate::federation::executor::start(
             Arc::clone(&config),
             Arc::clone(&shared),
             relay_id,

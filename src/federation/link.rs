@@ -32,22 +32,8 @@ use crate::protocol::Id64;
 use super::checked::{self, Checked};
 use super::dial::{self, DialError, PeerAddr};
 use super::messages::{self, FedMessage};
-use super::node::{Node, within};
+use super::node::{AckOutcome, LinkOut, Node, within};
 use super::registry::{Capacity, LinkId, Refusal};
-
-/// What a link task is asked to send.
-#[derive(Debug)]
-pub enum LinkOut {
-    Frame(Vec<u8>),
-    Close(u16, &'static str),
-}
-
-/// The answer to one of our offers (§11.7 steps 4-5).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AckOutcome {
-    Accepted,
-    Refused(String),
-}
 
 /// Which side dialled (§11.3): offers travel only on outbound links.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,10 +7,12 @@
 //! - [`checked`]: the link's byte stream, checked for non-minimal frame lengths.
 //! - [`dial`]: opening an outbound link: TCP, TLS for `wss://` peers, the upgrade.
 //! - [`offload`]: the offload manager (§11.7).
-//! - [`node`]: the executor, its commands and its drain (§14.1).
+//! - [`node`]: the executor's shared state: links, pending offers, the mesh.
+//! - [`executor`]: starting the executor, its commands and its drain (§14.1).
 
 pub mod checked;
 pub mod dial;
+pub mod executor;
 pub mod link;
 pub mod messages;
 pub mod node;

@@ -1,8 +1,8 @@
-//! The federation executor (PROTOCOL.md §11): one glommio executor, apart from the
-//! shards, that owns the peer registry, every federation link, the capacity
-//! reports and the offload manager. It reaches the shards through their mesh
-//! queues (waiting for room is fine here: shards never wait on it) and receives
-//! inbound links from whichever shard accepted them.
+//! The state of the federation executor (PROTOCOL.md §11), which its tasks share:
+//! the peer registry, every open link's queue, offers waiting for their
+//! `OffloadAck`, and the mesh senders through which it reaches the shards (waiting
+//! for room is fine here: shards never wait on it). Link tasks (`link.rs`) and the
+//! offload manager (`offload.rs`) work on it; `executor.rs` starts them.
 //!
 //! Invariant: nothing here deletes a blob; the owner shard does, in the
 //! transaction that writes the hint, and only after the peer's `OffloadAck`
@@ -10,24 +10,18 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_rustls::rustls::ClientConfig;
-use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
 use crate::limits;
-use crate::mesh::{MeshMessage, ToFederation};
+use crate::mesh::MeshMessage;
 use crate::metrics::{PeerState, ShardMetrics};
 use crate::process::{Shared, unix_now};
 
-use super::dial;
-use super::link::{self, LinkOut};
 use super::messages::{self, FedMessage};
-use super::offload;
 use super::registry::{BoundedSet, LinkId, Registry};
 
 /// `fut`, or `None` after `limit`.
@@ -40,6 +34,20 @@ pub(crate) async fn within<T>(
         None
     })
     .await
+}
+
+/// What a link task is asked to send.
+#[derive(Debug)]
+pub enum LinkOut {
+    Frame(Vec<u8>),
+    Close(u16, &'static str),
+}
+
+/// The answer to one of our offers (§11.7 steps 4-5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AckOutcome {
+    Accepted,
+    Refused(String),
 }
 
 /// One open link as the executor knows it.
@@ -60,7 +68,7 @@ pub struct Node {
     pub links: RefCell<HashMap<u64, LinkEntry>>,
     next_link: Cell<u64>,
     /// Offloads waiting for their `OffloadAck`, by our blob id.
-    pub pending_acks: RefCell<HashMap<String, (u64, flume::Sender<link::AckOutcome>)>>,
+    pub pending_acks: RefCell<HashMap<String, (u64, flume::Sender<AckOutcome>)>>,
     /// (source relay_id, source blob_id) of offers accepted here.
     pub received: RefCell<BoundedSet<(String, String)>>,
     /// Shutdown has begun: no reconnects, no offloads.
@@ -76,6 +84,30 @@ pub struct Node {
 }
 
 impl Node {
+    pub fn new(
+        config: Arc<Config>,
+        shared: Arc<Shared>,
+        relay_id: String,
+        shards: Vec<flume::Sender<MeshMessage>>,
+        tls: Option<Arc<ClientConfig>>,
+    ) -> Node {
+        Node {
+            config,
+            shared,
+            relay_id,
+            shards,
+            registry: RefCell::new(Registry::default()),
+            links: RefCell::new(HashMap::new()),
+            next_link: Cell::new(0),
+            pending_acks: RefCell::new(HashMap::new()),
+            received: RefCell::new(BoundedSet::new(limits::FEDERATION_RECEIVED_OFFERS_MAX)),
+            stopping: Cell::new(false),
+            committing: Cell::new(0),
+            closing: Cell::new(0),
+            tls,
+        }
+    }
+
     /// Metrics that are not per shard are kept on shard 0's set (merged anyway).
     pub fn metrics(&self) -> &ShardMetrics {
         &self.shared.metrics[0]
@@ -161,162 +193,5 @@ impl Node {
         global.set_federation_peers(PeerState::Connected, counts.connected);
         global.set_federation_peers(PeerState::Draining, counts.draining);
         global.set_federation_peers(PeerState::Disconnected, counts.disconnected);
-    }
-}
-
-/// The running federation executor, as the main thread holds it.
-pub struct Federation {
-    pub commands: flume::Sender<ToFederation>,
-    _executor: glommio::ExecutorJoinHandle<()>,
-}
-
-impl Federation {
-    /// Called once every shard has bound the main port.
-    pub fn begin(&self) {
-        let _ = self.commands.send(ToFederation::Start);
-    }
-
-    pub fn shutdown(&self) {
-        // Blocking is fine: this is the main thread.
-        let _ = self.commands.send(ToFederation::Shutdown);
-    }
-}
-
-/// Starts the federation executor. `finished` gets one report when it has drained.
-pub fn start(
-    config: Arc<Config>,
-    shared: Arc<Shared>,
-    relay_id: String,
-    shards: Vec<flume::Sender<MeshMessage>>,
-    finished: std::sync::mpsc::Sender<Option<std::thread::JoinHandle<()>>>,
-) -> Result<Federation, String> {
-    let (commands, inbox) = flume::bounded(limits::FEDERATION_COMMAND_QUEUE_DEPTH);
-    // The trust store is read here, on the main thread, not on the executor.
-    let tls = config
-        .federation_peers
-        .iter()
-        .any(|url| url.starts_with("wss://"))
-        .then(dial::client_config);
-    shared.federation_running.store(true, Ordering::Relaxed);
-    let running = Arc::clone(&shared);
-    let shared_running = Arc::clone(&shared);
-    // The peer gauges hold the configured peers (as disconnected) before the relay
-    // says it is listening, not from whenever the executor gets to run.
-    let (published, first_publish) = std::sync::mpsc::channel::<()>();
-    let executor = LocalExecutorBuilder::new(Placement::Unbound)
-        .name("federation")
-        .io_memory(limits::EXECUTOR_IO_MEMORY_BYTES)
-        .spawn(move || async move {
-            let node = Rc::new(Node {
-                config,
-                shared,
-                relay_id,
-                shards,
-                registry: RefCell::new(Registry::default()),
-                links: RefCell::new(HashMap::new()),
-                next_link: Cell::new(0),
-                pending_acks: RefCell::new(HashMap::new()),
-                received: RefCell::new(BoundedSet::new(limits::FEDERATION_RECEIVED_OFFERS_MAX)),
-                stopping: Cell::new(false),
-                committing: Cell::new(0),
-                closing: Cell::new(0),
-                tls,
-            });
-            node.publish_peers();
-            let _ = published.send(());
-            run(node, inbox).await;
-            running.federation_running.store(false, Ordering::Relaxed);
-            let _ = finished.send(None);
-        })
-        .map_err(|error| format!("could not start the federation executor: {error}"))?;
-    // An executor that fails before publishing drops the sender: no wait for ever,
-    // and the start fails.
-    if first_publish.recv().is_err() {
-        shared_running
-            .federation_running
-            .store(false, Ordering::Relaxed);
-        return Err("the federation executor stopped while starting".to_owned());
-    }
-    Ok(Federation {
-        commands,
-        _executor: executor,
-    })
-}
-
-async fn run(node: Rc<Node>, inbox: flume::Receiver<ToFederation>) {
-    while let Ok(command) = inbox.recv_async().await {
-        match command {
-            ToFederation::Inbound(inbound) => {
-                glommio::spawn_local(link::accept(Rc::clone(&node), inbound)).detach();
-            }
-            ToFederation::Start => {
-                for url in node.config.federation_peers.clone() {
-                    glommio::spawn_local(link::initiate(Rc::clone(&node), url)).detach();
-                }
-                glommio::spawn_local(capacity_reports(Rc::clone(&node))).detach();
-                glommio::spawn_local(offload::manage(Rc::clone(&node))).detach();
-            }
-            ToFederation::Shutdown => break,
-        }
-    }
-    drain(&node).await;
-}
-
-/// Every `RELAY_FEDERATION_CAPACITY_INTERVAL`, a CapacityReport on every link (§11.6).
-async fn capacity_reports(node: Rc<Node>) {
-    let interval = Duration::from_secs(node.config.federation_capacity_interval_secs);
-    loop {
-        glommio::timer::sleep(interval).await;
-        if node.stopping.get() {
-            return;
-        }
-        let report = node.capacity_report();
-        let links: Vec<u64> = node.links.borrow().keys().copied().collect();
-        for id in links {
-            node.send_soon(LinkId(id), LinkOut::Frame(report.clone()));
-        }
-    }
-}
-
-/// Shutdown (§14.1 steps 2 and 4): DrainNotice on every link, then wait for the
-/// DrainAcks and outstanding OffloadAcks (or the links' closure), bounded by the
-/// peer timeout, then close every link with 1001.
-async fn drain(node: &Rc<Node>) {
-    node.stopping.set(true);
-    let notice = messages::encode(
-        &FedMessage::DrainNotice {
-            drain_timeout_secs: node.config.federation_drain_timeout_secs,
-        },
-        unix_now(),
-    );
-    let links: Vec<u64> = node.links.borrow().keys().copied().collect();
-    for id in &links {
-        if let Some(entry) = node.links.borrow_mut().get_mut(id) {
-            entry.drain_acked = false;
-        }
-        node.send_soon(LinkId(*id), LinkOut::Frame(notice.clone()));
-    }
-    let deadline = std::time::Instant::now() + node.peer_timeout();
-    while std::time::Instant::now() < deadline {
-        let acked = node.links.borrow().values().all(|e| e.drain_acked);
-        if acked && node.pending_acks.borrow().is_empty() && node.committing.get() == 0 {
-            break;
-        }
-        glommio::timer::sleep(limits::FEDERATION_STOP_POLL).await;
-    }
-    // The 1001 goes on every link still registered, again at each look (a full
-    // queue refuses it; a link stops reading at the first), and the closes are
-    // waited for: our Close written, the peer's received.
-    let deadline = std::time::Instant::now() + limits::CLOSE_WAIT;
-    loop {
-        let links: Vec<u64> = node.links.borrow().keys().copied().collect();
-        for id in links {
-            node.send_soon(LinkId(id), LinkOut::Close(1001, "server shutting down"));
-        }
-        let closed = node.links.borrow().is_empty() && node.closing.get() == 0;
-        if closed || std::time::Instant::now() >= deadline {
-            break;
-        }
-        glommio::timer::sleep(limits::FEDERATION_STOP_POLL).await;
     }
 }

@@ -13,9 +13,8 @@ use crate::metrics::OffloadSentResult;
 use crate::process::unix_now;
 use crate::storage::BlobId;
 
-use super::link::{AckOutcome, LinkOut};
 use super::messages::{self, FedMessage};
-use super::node::{Node, within};
+use super::node::{AckOutcome, LinkOut, Node, within};
 use super::registry::{BoundedSet, LinkId};
 
 pub async fn manage(node: Rc<Node>) {

@@ -15,8 +15,7 @@ use crate::protocol::CloseReason;
 use crate::protocol::encode;
 
 use super::Shard;
-use super::completions::ReadData;
-use super::pending::{BacklogRead, Pending};
+use super::pending::{BacklogRead, Pending, ReadData};
 use super::session::outbound::{Backlog, OutFrame, SessionHandle};
 
 /// Takes the connect-time snapshot for a new session: the session must be

@@ -9,11 +9,8 @@ use std::rc::Rc;
 use crate::storage::StorageError;
 use crate::storage::writer::Completion;
 
-use super::pending::Pending;
+use super::pending::{Pending, ReadData};
 use super::{Shard, backlog, features, offload, owner};
-
-/// The data of a read, by key in the order asked (`None`: the key is gone).
-pub type ReadData = Vec<Option<Vec<u8>>>;
 
 /// Handles one completion from this shard's store.
 pub fn handle(shard: &Rc<Shard>, completion: Completion) {

@@ -12,9 +12,8 @@ use crate::protocol::encode;
 use crate::storage::{BlobRecord, HintRecord, StorageError, WriteOp};
 
 use super::Shard;
-use super::completions::ReadData;
 use super::owner::push_live;
-use super::pending::{CandidatesRead, HintSwap, OfferCommit, Pending};
+use super::pending::{CandidatesRead, HintSwap, OfferCommit, Pending, ReadData};
 use super::session::outbound::OutFrame;
 
 /// Answers with this shard's oldest candidates, read from storage.

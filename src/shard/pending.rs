@@ -7,6 +7,9 @@ use crate::mesh::{Candidate, GatherTo, Part, ReplyTo};
 use crate::protocol::Id64;
 use crate::storage::{BlobId, HintRecord, RecoveryProofRecord};
 
+/// The data of a read, by key in the order asked (`None`: the key is gone).
+pub type ReadData = Vec<Option<Vec<u8>>>;
+
 pub enum Pending {
     Store(StoreCommit),
     /// Deletions (acks, expiry, device-sync acks): nothing waits on them.
