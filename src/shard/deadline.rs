@@ -64,6 +64,11 @@ impl Deadline {
         self.at = at;
     }
 
+    /// When it fires.
+    pub fn at(&self) -> Instant {
+        self.at
+    }
+
     pub fn is_due(&self) -> bool {
         Instant::now() >= self.at
     }

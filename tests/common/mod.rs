@@ -151,6 +151,15 @@ pub fn scrape_metrics(relay: &Relay) -> String {
 }
 
 /// A frame: 4-byte big-endian length prefix + JSON text.
+/// The sum of every sample of `name` in a scrape whose labels contain `labels`.
+pub fn metric_value(text: &str, name: &str, labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name) && l.contains(labels))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
 pub fn frame(json: &str) -> Vec<u8> {
     let mut out = (json.len() as u32).to_be_bytes().to_vec();
     out.extend_from_slice(json.as_bytes());

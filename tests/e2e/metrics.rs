@@ -7,13 +7,8 @@ fn scrape(relay: &Relay) -> String {
     scrape_metrics(relay)
 }
 
-/// The sum of every sample of `name` whose labels contain `labels`.
 fn value(text: &str, name: &str, labels: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.split(['{', ' ']).next() == Some(name) && l.contains(labels))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
-        .sum()
+    metric_value(text, name, labels)
 }
 
 #[test]
