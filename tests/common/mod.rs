@@ -150,7 +150,6 @@ pub fn scrape_metrics(relay: &Relay) -> String {
     response
 }
 
-/// A frame: 4-byte big-endian length prefix + JSON text.
 /// The sum of every sample of `name` in a scrape whose labels contain `labels`.
 pub fn metric_value(text: &str, name: &str, labels: &str) -> f64 {
     text.lines()
@@ -160,6 +159,7 @@ pub fn metric_value(text: &str, name: &str, labels: &str) -> f64 {
         .sum()
 }
 
+/// A frame: 4-byte big-endian length prefix + JSON text.
 pub fn frame(json: &str) -> Vec<u8> {
     let mut out = (json.len() as u32).to_be_bytes().to_vec();
     out.extend_from_slice(json.as_bytes());

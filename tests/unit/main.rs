@@ -27,6 +27,7 @@ mod protocol_encode;
 mod protocol_ids;
 mod session_hints;
 mod session_state;
+mod shard_rules;
 mod wsframe_allocation;
 mod wsframe_interop;
 mod wsframe_reader;
