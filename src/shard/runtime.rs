@@ -254,31 +254,11 @@ async fn run_shard(context: ShardContext, init: ShardInit) {
         }
     };
     let ShardInit { store, indices } = init;
-    // Completions never outnumber the jobs outstanding at the writer (refusable ones
-    // bounded by WRITER_QUEUE_DEPTH) plus the unrefusable ones, so this
-    // channel needs no bound of its own; a bound could stall the writer thread.
-    let (storage, done_rx, writer) = match config.storage_backend {
-        StorageBackend::Memory => {
-            let (link, done_rx) = inline_storage(store);
-            (link, done_rx, None)
-        }
-        StorageBackend::Sqlite => {
-            let (done_tx, done_rx) = flume::unbounded::<Completion>();
-            let (jobs_tx, jobs_rx) = flume::bounded::<Job>(limits::WRITER_QUEUE_DEPTH);
-            let failed = done_tx.clone();
-            match writer::spawn_writer(format!("store-{index}"), store, jobs_rx, done_tx) {
-                Ok(handle) => (
-                    StorageLink::Thread(WriterQueue::new(jobs_tx, failed)),
-                    done_rx,
-                    Some(handle),
-                ),
-                Err(error) => {
-                    let message =
-                        format!("cannot start the storage thread of shard {index}: {error}");
-                    let _ = bound.send(Err(message));
-                    return;
-                }
-            }
+    let (storage, done_rx, writer) = match open_storage(&config, index, store) {
+        Ok(opened) => opened,
+        Err(message) => {
+            let _ = bound.send(Err(message));
+            return;
         }
     };
     let parts = ShardParts {
@@ -316,6 +296,37 @@ async fn run_shard(context: ShardContext, init: ShardInit) {
     // Reported from here rather than by the executor's end: glommio's teardown can
     // wait on an accept still queued in the kernel.
     let _ = finished.send(writer);
+}
+
+/// The shard's way to its store: inline (memory), or its writer thread (sqlite),
+/// which is returned to be joined at the end.
+#[allow(clippy::type_complexity)] // The three parts are taken apart at once.
+fn open_storage(
+    config: &Config,
+    index: usize,
+    store: Box<dyn Store>,
+) -> Result<
+    (
+        StorageLink,
+        flume::Receiver<Completion>,
+        Option<WriterThread>,
+    ),
+    String,
+> {
+    if config.storage_backend == StorageBackend::Memory {
+        let (link, done_rx) = inline_storage(store);
+        return Ok((link, done_rx, None));
+    }
+    // Completions never outnumber the jobs outstanding at the writer (refusable ones
+    // bounded by WRITER_QUEUE_DEPTH) plus the unrefusable ones, so this channel
+    // needs no bound of its own; a bound could stall the writer thread.
+    let (done_tx, done_rx) = flume::unbounded::<Completion>();
+    let (jobs_tx, jobs_rx) = flume::bounded::<Job>(limits::WRITER_QUEUE_DEPTH);
+    let failed = done_tx.clone();
+    let handle = writer::spawn_writer(format!("store-{index}"), store, jobs_rx, done_tx)
+        .map_err(|error| format!("cannot start the storage thread of shard {index}: {error}"))?;
+    let link = StorageLink::Thread(WriterQueue::new(jobs_tx, failed));
+    Ok((link, done_rx, Some(handle)))
 }
 
 /// Applies one store completion: the writer's count of outstanding jobs, then its

@@ -18,41 +18,8 @@ use super::outbound::{Outbound, SessionHandle};
 /// the HandshakeAck first, its buckets, then connect-time delivery, forwarding
 /// hints and device-sync registration, in the order of §4.6.
 pub fn open(shard: &Rc<Shard>, handshake: &Handshake) -> Rc<SessionHandle> {
-    let routing_id = handshake.routing_id();
-    let config = &shard.config;
-    let bound_bytes = limits::OUTBOUND_QUEUE_BYTES_FACTOR * (config.max_message_size + 4);
-    let now_mono = shard.monotonic_secs();
-    let handle = {
-        let mut state = shard.state.borrow_mut();
-        let id = state.next_session();
-        let handle = Rc::new(SessionHandle {
-            id,
-            routing_id,
-            client_id: handshake.client_id,
-            device_id: handshake.device_id,
-            suppress_presence: handshake.suppress_presence,
-            out: std::cell::RefCell::new(Outbound::new(
-                limits::OUTBOUND_QUEUE_MESSAGES_MAX,
-                bound_bytes,
-            )),
-        });
-        state.sessions.insert(id, Rc::clone(&handle));
-        state
-            .sessions_by_routing
-            .entry(routing_id)
-            .or_default()
-            .push(id);
-        state
-            .buckets
-            .entry(routing_id)
-            .or_insert_with(|| Buckets {
-                general: TokenBucket::new(config.rate_limit, now_mono),
-                recovery: TokenBucket::new(config.recovery_rate_limit, now_mono),
-                sessions: 0,
-            })
-            .sessions += 1;
-        handle
-    };
+    let handle = insert(shard, handshake);
+    let routing_id = handle.routing_id;
     handle
         .out
         .borrow_mut()
@@ -92,6 +59,42 @@ pub fn open(shard: &Rc<Shard>, handshake: &Handshake) -> Rc<SessionHandle> {
                 .request_close(CloseReason::Overloaded);
         }
     }
+    handle
+}
+
+/// The session's entries in the shard's state: by id, by routing_id, and its
+/// routing_id's buckets (new and full, or shared with its other sessions, §8).
+fn insert(shard: &Shard, handshake: &Handshake) -> Rc<SessionHandle> {
+    let routing_id = handshake.routing_id();
+    let config = &shard.config;
+    let bound_bytes = limits::OUTBOUND_QUEUE_BYTES_FACTOR * (config.max_message_size + 4);
+    let now_mono = shard.monotonic_secs();
+    let mut state = shard.state.borrow_mut();
+    let id = state.next_session();
+    let out = Outbound::new(limits::OUTBOUND_QUEUE_MESSAGES_MAX, bound_bytes);
+    let handle = Rc::new(SessionHandle {
+        id,
+        routing_id,
+        client_id: handshake.client_id,
+        device_id: handshake.device_id,
+        suppress_presence: handshake.suppress_presence,
+        out: std::cell::RefCell::new(out),
+    });
+    state.sessions.insert(id, Rc::clone(&handle));
+    state
+        .sessions_by_routing
+        .entry(routing_id)
+        .or_default()
+        .push(id);
+    state
+        .buckets
+        .entry(routing_id)
+        .or_insert_with(|| Buckets {
+            general: TokenBucket::new(config.rate_limit, now_mono),
+            recovery: TokenBucket::new(config.recovery_rate_limit, now_mono),
+            sessions: 0,
+        })
+        .sessions += 1;
     handle
 }
 
