@@ -320,13 +320,29 @@ fn apply(connection: &Connection, ops: &[WriteOp]) -> rusqlite::Result<()> {
                         .execute([key])?;
                 }
             }
-            WriteOp::UpsertProof(record) => upsert_proof(connection, record)?,
+            WriteOp::UpsertProof(record) => {
+                connection.prepare_cached(UPSERT_PROOF)?.execute(params![
+                    &record.key_hash.0[..],
+                    signed(record.created_at_secs)?,
+                    signed(record.expires_at_secs)?,
+                    &record.proof_data[..],
+                ])?;
+            }
             WriteOp::DeleteProof { key_hash } => {
                 connection
                     .prepare_cached(DELETE_PROOF)?
                     .execute([&key_hash.0[..]])?;
             }
-            WriteOp::InsertHint(record) => insert_hint(connection, record)?,
+            WriteOp::InsertHint(record) => {
+                connection.prepare_cached(INSERT_HINT)?.execute(params![
+                    signed(record.key)?,
+                    &record.blob_id.as_bytes()[..],
+                    &record.routing_id.0[..],
+                    signed(record.created_at_secs)?,
+                    signed(record.expires_at_secs)?,
+                    &record.relay_url,
+                ])?;
+            }
             WriteOp::DeleteHint { key } => {
                 // A key beyond `STORED_INTEGER_MAX` is never stored: nothing to delete.
                 if let Ok(key) = i64::try_from(*key) {
@@ -353,6 +369,7 @@ fn insert_blob(insert: &mut CachedStatement<'_>, record: &BlobRecord) -> rusqlit
     Ok(())
 }
 
+/// One device-sync row, the widest of the records.
 fn insert_device_sync(connection: &Connection, record: &DeviceSyncRecord) -> rusqlite::Result<()> {
     connection
         .prepare_cached(INSERT_DEVICE_SYNC)?
@@ -366,28 +383,6 @@ fn insert_device_sync(connection: &Connection, record: &DeviceSyncRecord) -> rus
             signed(record.created_at_secs)?,
             &record.payload[..],
         ])?;
-    Ok(())
-}
-
-fn upsert_proof(connection: &Connection, record: &RecoveryProofRecord) -> rusqlite::Result<()> {
-    connection.prepare_cached(UPSERT_PROOF)?.execute(params![
-        &record.key_hash.0[..],
-        signed(record.created_at_secs)?,
-        signed(record.expires_at_secs)?,
-        &record.proof_data[..],
-    ])?;
-    Ok(())
-}
-
-fn insert_hint(connection: &Connection, record: &HintRecord) -> rusqlite::Result<()> {
-    connection.prepare_cached(INSERT_HINT)?.execute(params![
-        signed(record.key)?,
-        &record.blob_id.as_bytes()[..],
-        &record.routing_id.0[..],
-        signed(record.created_at_secs)?,
-        signed(record.expires_at_secs)?,
-        &record.relay_url,
-    ])?;
     Ok(())
 }
 

@@ -86,13 +86,12 @@ impl Copy<'_> {
             }
             self.table(&connection, &path, source, slot)?;
         }
-        let copied = self.copied;
         tracing::info!(
             source,
-            blobs = copied[0],
-            device_sync = copied[1],
-            proofs = copied[2],
-            hints = copied[3],
+            blobs = self.copied[0],
+            device_sync = self.copied[1],
+            proofs = self.copied[2],
+            hints = self.copied[3],
             "resharding: source file copied"
         );
         Ok(())
@@ -127,12 +126,11 @@ impl Copy<'_> {
             self.steps.step()?;
             self.batches += 1;
             if self.batches.is_multiple_of(LOG_EVERY_BATCHES) {
-                let copied = self.copied;
                 tracing::info!(
-                    blobs = copied[0],
-                    device_sync = copied[1],
-                    proofs = copied[2],
-                    hints = copied[3],
+                    blobs = self.copied[0],
+                    device_sync = self.copied[1],
+                    proofs = self.copied[2],
+                    hints = self.copied[3],
                     "resharding: rows copied so far"
                 );
             }
