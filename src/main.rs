@@ -18,6 +18,21 @@ fn main() -> ExitCode {
         println!("vauchi-relay {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
+    init_logging();
+    match configure() {
+        Ok(config) => serve(config),
+        Err(message) => fail(&message),
+    }
+}
+
+/// Prints why the relay cannot go on and gives the failure status.
+fn fail(message: &str) -> ExitCode {
+    eprintln!("vauchi-relay: {message}");
+    ExitCode::from(1)
+}
+
+/// Logs to stderr at the level `RUST_LOG` asks for (`info` by default).
+fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // The WebSocket library logs whole frames (payloads, routing ids) at debug and
@@ -27,31 +42,28 @@ fn main() -> ExitCode {
         let frames = target.starts_with("tungstenite") || target.starts_with("async_tungstenite");
         !frames || *meta.level() <= tracing::Level::WARN
     });
-    {
-        use tracing_subscriber::prelude::*;
-        tracing_subscriber::registry()
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                    .with_writer(std::io::stderr)
-                    .with_filter(filter)
-                    .with_filter(private),
-            )
-            .init();
-    }
+    use tracing_subscriber::prelude::*;
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_writer(std::io::stderr)
+                .with_filter(filter)
+                .with_filter(private),
+        )
+        .init();
+}
 
-    let loaded = match Config::from_vars(std::env::vars_os().map(|(k, v)| {
+/// The configuration, its warnings logged, once the kernel and the process limits
+/// are known to let the shards run; the shutdown signals are blocked on return.
+fn configure() -> Result<Config, String> {
+    let loaded = Config::from_vars(std::env::vars_os().map(|(k, v)| {
         (
             k.to_string_lossy().into_owned(),
             v.to_string_lossy().into_owned(),
         )
-    })) {
-        Ok(loaded) => loaded,
-        Err(error) => {
-            eprintln!("vauchi-relay: {error}");
-            return ExitCode::from(1);
-        }
-    };
+    }))
+    .map_err(|error| error.to_string())?;
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
@@ -60,33 +72,30 @@ fn main() -> ExitCode {
     }
     // Fail fast, saying what to change, when the kernel cannot run the shards.
     for check in [system::check_io_uring(), system::check_memlock()] {
-        if let Err(message) = check {
-            eprintln!("vauchi-relay: {message}");
-            return ExitCode::from(1);
-        }
+        check?;
     }
     if let Some(warning) = system::raise_open_files(loaded.config.max_connections) {
         tracing::warn!("{warning}");
     }
     // Before any thread starts, so that every thread inherits the mask and only
     // the signal thread receives SIGTERM and SIGINT (§14.1).
-    if let Err(error) = signals::block_shutdown_signals() {
-        eprintln!("vauchi-relay: cannot block shutdown signals: {error}");
-        return ExitCode::from(1);
-    }
-    let drain_timeout = Duration::from_secs(loaded.config.federation_drain_timeout_secs);
-    let (mut running, _lock) = match vauchi_relay::relay::start(loaded.config) {
+    signals::block_shutdown_signals()
+        .map_err(|error| format!("cannot block shutdown signals: {error}"))?;
+    Ok(loaded.config)
+}
+
+/// Starts the relay and runs it until a signal; then drains, bounded by
+/// RELAY_FEDERATION_DRAIN_TIMEOUT (§14.1).
+fn serve(config: Config) -> ExitCode {
+    let drain_timeout = Duration::from_secs(config.federation_drain_timeout_secs);
+    let (mut running, _lock) = match vauchi_relay::relay::start(config) {
         Ok(started) => started,
-        Err(message) => {
-            eprintln!("vauchi-relay: {message}");
-            return ExitCode::from(1);
-        }
+        Err(message) => return fail(&message),
     };
     tracing::info!("listening on {}", running.local_addr);
     let (events, received) = mpsc::channel();
     if let Err(error) = signals::forward_shutdown_signals(events.clone(), |_| Event::Signal) {
-        eprintln!("vauchi-relay: cannot start the signal thread: {error}");
-        return ExitCode::from(1);
+        return fail(&format!("cannot start the signal thread: {error}"));
     }
     let Some(finished) = running.take_finished() else {
         return ExitCode::from(1);
@@ -95,7 +104,6 @@ fn main() -> ExitCode {
         finished.wait();
         let _ = events.send(Event::Stopped);
     });
-    // Run until a signal; then drain, bounded by RELAY_FEDERATION_DRAIN_TIMEOUT.
     match received.recv() {
         Ok(Event::Signal) => {}
         Ok(Event::Stopped) | Err(_) => {

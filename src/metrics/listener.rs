@@ -126,29 +126,16 @@ impl Listener {
                 ));
             }
         };
-        let header = |name: &'static str| {
-            request
-                .headers
-                .iter()
-                .filter(move |h| h.name.eq_ignore_ascii_case(name))
-                .map(|h| h.value)
-        };
-        // Request bodies are not read, so a request that has one ends the connection.
-        let has_body = header("transfer-encoding").next().is_some()
-            || header("content-length").any(|v| v.trim_ascii() != b"0");
-        let close_asked = header("connection").any(|v| {
-            v.split(|b| *b == b',')
-                .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
-        });
-        let next = if request.version == Some(1) && !has_body && !close_asked {
-            Next::KeepAlive
-        } else {
-            Next::Close
-        };
+        Some((self.route(&request), next_after(&request), head_len))
+    }
+
+    /// The reply to a complete request head: the index, the scrape (behind the
+    /// token when one is set), or `404`.
+    fn route(&self, request: &httparse::Request<'_, '_>) -> Reply {
         let method = request.method.unwrap_or_default();
         let target = request.path.unwrap_or_default();
         let path = target.split('?').next().unwrap_or_default();
-        let reply = match (method, path) {
+        match (method, path) {
             ("GET", "/") => Reply {
                 status: "200 OK",
                 content_type: "application/json",
@@ -159,19 +146,20 @@ impl Listener {
                 )
                 .into_bytes(),
             },
-            ("GET", "/metrics") if self.authorized(header("authorization").next()) => Reply {
-                status: "200 OK",
-                content_type: "text/plain; version=0.0.4; charset=utf-8",
-                extra_header: "",
-                body: render(&self.shards, &self.global).into_bytes(),
-            },
+            ("GET", "/metrics") if self.authorized(header(request, "authorization").next()) => {
+                Reply {
+                    status: "200 OK",
+                    content_type: "text/plain; version=0.0.4; charset=utf-8",
+                    extra_header: "",
+                    body: render(&self.shards, &self.global).into_bytes(),
+                }
+            }
             ("GET", "/metrics") => Reply {
                 extra_header: "WWW-Authenticate: Bearer\r\n",
                 ..Reply::text("401 Unauthorized", "Unauthorized")
             },
             _ => Reply::text("404 Not Found", "Not Found"),
-        };
-        Some((reply, next, head_len))
+        }
     }
 
     /// True when no token is set, or the first `Authorization` field is exactly
@@ -183,6 +171,34 @@ impl Listener {
         let expected = format!("Bearer {token}");
         constant_time_eq(authorization.unwrap_or_default(), expected.as_bytes())
     }
+}
+
+/// Whether the connection stays open after the reply to `request`.
+fn next_after(request: &httparse::Request<'_, '_>) -> Next {
+    // Request bodies are not read, so a request that has one ends the connection.
+    let has_body = header(request, "transfer-encoding").next().is_some()
+        || header(request, "content-length").any(|v| v.trim_ascii() != b"0");
+    let close_asked = header(request, "connection").any(|v| {
+        v.split(|b| *b == b',')
+            .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
+    });
+    if request.version == Some(1) && !has_body && !close_asked {
+        Next::KeepAlive
+    } else {
+        Next::Close
+    }
+}
+
+/// The values of every field `name` (any case) of `request`, in order.
+fn header<'a>(
+    request: &'a httparse::Request<'_, '_>,
+    name: &'static str,
+) -> impl Iterator<Item = &'a [u8]> {
+    request
+        .headers
+        .iter()
+        .filter(move |h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value)
 }
 
 impl Reply {

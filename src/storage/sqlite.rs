@@ -12,11 +12,11 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
 
 use super::{
-    BlobMeta, DeviceSyncRecord, HintRecord, RecoveryProofRecord, StorageError, Store, WriteOp,
-    check_hint, check_record,
+    BlobMeta, BlobRecord, DeviceSyncRecord, HintRecord, RecoveryProofRecord, StorageError, Store,
+    WriteOp, check_hint, check_record,
 };
 use crate::config::SqliteSynchronous;
 
@@ -305,37 +305,14 @@ fn apply(connection: &Connection, ops: &[WriteOp]) -> rusqlite::Result<()> {
     let mut delete = connection.prepare_cached(DELETE_BLOB)?;
     for op in ops {
         match op {
-            WriteOp::InsertBlob(record) => {
-                insert.execute(params![
-                    signed(record.key)?,
-                    &record.id.as_bytes()[..],
-                    &record.recipient.0[..],
-                    signed(record.created_at_secs)?,
-                    record.hop_count,
-                    signed(record.seq)?,
-                    &record.data[..],
-                ])?;
-            }
+            WriteOp::InsertBlob(record) => insert_blob(&mut insert, record)?,
             WriteOp::DeleteBlob { key } => {
                 // A key beyond `STORED_INTEGER_MAX` is never stored: nothing to delete.
                 if let Ok(key) = i64::try_from(*key) {
                     delete.execute([key])?;
                 }
             }
-            WriteOp::InsertDeviceSync(record) => {
-                connection
-                    .prepare_cached(INSERT_DEVICE_SYNC)?
-                    .execute(params![
-                        signed(record.key)?,
-                        &record.id.as_bytes()[..],
-                        &record.identity.0[..],
-                        &record.target.0[..],
-                        &record.sender_device_id,
-                        record.version as i64,
-                        signed(record.created_at_secs)?,
-                        &record.payload[..],
-                    ])?;
-            }
+            WriteOp::InsertDeviceSync(record) => insert_device_sync(connection, record)?,
             WriteOp::DeleteDeviceSync { key } => {
                 if let Ok(key) = i64::try_from(*key) {
                     connection
@@ -374,6 +351,38 @@ fn apply(connection: &Connection, ops: &[WriteOp]) -> rusqlite::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// One blob row, through the statement `apply` keeps prepared for the whole batch
+/// (blobs are most of every batch).
+fn insert_blob(insert: &mut CachedStatement<'_>, record: &BlobRecord) -> rusqlite::Result<()> {
+    insert.execute(params![
+        signed(record.key)?,
+        &record.id.as_bytes()[..],
+        &record.recipient.0[..],
+        signed(record.created_at_secs)?,
+        record.hop_count,
+        signed(record.seq)?,
+        &record.data[..],
+    ])?;
+    Ok(())
+}
+
+/// One device-sync row, the widest of the records.
+fn insert_device_sync(connection: &Connection, record: &DeviceSyncRecord) -> rusqlite::Result<()> {
+    connection
+        .prepare_cached(INSERT_DEVICE_SYNC)?
+        .execute(params![
+            signed(record.key)?,
+            &record.id.as_bytes()[..],
+            &record.identity.0[..],
+            &record.target.0[..],
+            &record.sender_device_id,
+            record.version as i64,
+            signed(record.created_at_secs)?,
+            &record.payload[..],
+        ])?;
     Ok(())
 }
 

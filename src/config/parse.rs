@@ -1,0 +1,87 @@
+//! The value syntaxes shared by the variables: strict integers, booleans and
+//! decimals, socket addresses, and the federation peer list.
+
+use std::net::SocketAddr;
+
+use super::MetricsAddr;
+
+pub(super) const BOOLEAN_EXPECTED: &str = "a boolean: true, 1, false or 0";
+
+/// Plain decimal digits: no sign, no underscore, no exponent.
+pub(super) fn parse_integer(text: &str) -> Option<u64> {
+    if !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+pub(super) fn parse_boolean(text: &str) -> Option<bool> {
+    match text.to_ascii_lowercase().as_str() {
+        "true" | "1" => Some(true),
+        "false" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+/// Digits with at most one `.`: no sign, exponent, `inf` or `NaN`.
+pub(super) fn parse_decimal(text: &str) -> Option<f64> {
+    let digits = text.bytes().filter(u8::is_ascii_digit).count();
+    let dots = text.bytes().filter(|b| *b == b'.').count();
+    if digits == 0 || dots > 1 || digits + dots != text.len() {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// `IPv4:port` or `[IPv6]:port`; the port is plain digits.
+pub(super) fn parse_socket_addr(text: &str) -> Option<SocketAddr> {
+    let (_, port) = text.rsplit_once(':')?;
+    parse_integer(port)?;
+    text.parse().ok()
+}
+
+pub(super) fn parse_metrics_addr(text: &str) -> Option<MetricsAddr> {
+    match text.split_at_checked("localhost:".len()) {
+        Some((host, port)) if host.eq_ignore_ascii_case("localhost:") => {
+            let port = u16::try_from(parse_integer(port)?).ok()?;
+            Some(MetricsAddr::Localhost(port))
+        }
+        _ => parse_socket_addr(text).map(MetricsAddr::Socket),
+    }
+}
+
+/// Trims entries, drops empty ones and duplicates, removes one trailing `/`.
+pub(super) fn parse_peers(text: &str) -> Result<Vec<String>, String> {
+    let mut peers: Vec<String> = Vec::new();
+    for entry in text.split(',').map(str::trim_ascii) {
+        if entry.is_empty() {
+            continue;
+        }
+        let peer = normalise_peer(entry).ok_or_else(|| {
+            format!(
+                "comma-separated ws:// or wss:// URLs without query or fragment, \
+                 and {entry:?} is not one"
+            )
+        })?;
+        // Linear search: the list is as long as one environment variable allows.
+        if !peers.contains(&peer) {
+            peers.push(peer);
+        }
+    }
+    Ok(peers)
+}
+
+/// `ws://host[:port][/path]` or `wss://...`; the scheme is lower-cased.
+fn normalise_peer(entry: &str) -> Option<String> {
+    let (scheme, rest) = entry.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "ws" && scheme != "wss" {
+        return None;
+    }
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let host = rest.split_once('/').map_or(rest, |(host, _)| host);
+    let clean = rest
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#');
+    (!host.is_empty() && clean).then(|| format!("{scheme}://{rest}"))
+}

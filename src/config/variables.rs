@@ -1,0 +1,418 @@
+//! The table of every `RELAY_*` variable (§13.2) and of the §15 extensions: name,
+//! default, rule and meaning. It stays whole so that it reads like the spec's
+//! table; `Config::from_vars` and `help_text` are driven by it.
+
+use std::path::PathBuf;
+
+use super::parse::{
+    BOOLEAN_EXPECTED, parse_boolean, parse_decimal, parse_integer, parse_metrics_addr, parse_peers,
+    parse_socket_addr,
+};
+use super::{Config, SqliteSynchronous, StorageBackend};
+
+const LISTEN_EXPECTED: &str = "an address IPv4:port or [IPv6]:port, such as 0.0.0.0:8080";
+const METRICS_EXPECTED: &str = "an address IPv4:port, [IPv6]:port or localhost:port";
+const RELAY_ID_EXPECTED: &str = "1 to 128 printable ASCII characters without spaces";
+
+/// How a variable's default is produced.
+pub(super) enum DefaultValue {
+    /// Run through the variable's own parser, exactly like a value that was set.
+    Text(&'static str),
+    /// No value: the field keeps its absent state (`None`, empty) and is resolved
+    /// elsewhere. The text only describes this for `--help`.
+    Absent(&'static str),
+}
+
+pub(super) enum Rule {
+    /// Plain decimal digits within `min..=max`.
+    Integer {
+        min: u64,
+        max: u64,
+        set: fn(&mut Config, u64),
+    },
+    Boolean(fn(&mut Config, bool)),
+    /// `valid` is for `--help`; `parse` returns the expected text when it refuses.
+    Custom {
+        valid: &'static str,
+        parse: fn(&mut Config, &str) -> Result<(), String>,
+    },
+    /// Read by another component (the log subscriber); listed for `--help` only.
+    External {
+        valid: &'static str,
+    },
+}
+
+impl Rule {
+    /// Applies a trimmed, non-empty value, or returns the expected text.
+    pub(super) fn apply(&self, config: &mut Config, text: &str) -> Result<(), String> {
+        match self {
+            Rule::Integer { min, max, set } => {
+                let value = parse_integer(text)
+                    .filter(|value| (min..=max).contains(&value))
+                    .ok_or_else(|| format!("an integer {min}..={max}"))?;
+                set(config, value);
+            }
+            Rule::Boolean(set) => set(config, parse_boolean(text).ok_or(BOOLEAN_EXPECTED)?),
+            Rule::Custom { parse, .. } => parse(config, text)?,
+            Rule::External { .. } => {}
+        }
+        Ok(())
+    }
+
+    pub(super) fn valid(&self) -> String {
+        match self {
+            Rule::Integer { min, max, .. } => format!("{min}..={max}"),
+            Rule::Boolean(_) => "true, 1, false or 0".to_owned(),
+            Rule::Custom { valid, .. } | Rule::External { valid } => (*valid).to_owned(),
+        }
+    }
+}
+
+pub(super) struct VarSpec {
+    pub(super) name: &'static str,
+    pub(super) default: DefaultValue,
+    pub(super) rule: Rule,
+    pub(super) meaning: &'static str,
+}
+
+/// The §13.2 table, in its order (which is also the order errors are looked for).
+pub(super) static VARIABLES: &[VarSpec] = &[
+    VarSpec {
+        name: "RELAY_LISTEN_ADDR",
+        default: DefaultValue::Text("0.0.0.0:8080"),
+        rule: Rule::Custom {
+            valid: "IPv4:port or [IPv6]:port",
+            parse: |c, text| {
+                c.listen_addr = parse_socket_addr(text).ok_or(LISTEN_EXPECTED)?;
+                Ok(())
+            },
+        },
+        meaning: "Main listener: probes, client and federation WebSockets",
+    },
+    VarSpec {
+        name: "RELAY_METRICS_ADDR",
+        default: DefaultValue::Text("127.0.0.1:8081"),
+        rule: Rule::Custom {
+            valid: "IPv4:port, [IPv6]:port or localhost:port",
+            parse: |c, text| {
+                c.metrics_addr = parse_metrics_addr(text).ok_or(METRICS_EXPECTED)?;
+                Ok(())
+            },
+        },
+        meaning: "Metrics listener",
+    },
+    VarSpec {
+        name: "RELAY_METRICS_TOKEN",
+        default: DefaultValue::Absent("unset"),
+        rule: Rule::Custom {
+            valid: "any non-empty string",
+            parse: |c, text| {
+                c.metrics_token = Some(text.to_owned());
+                Ok(())
+            },
+        },
+        meaning: "Bearer token required for /metrics",
+    },
+    VarSpec {
+        name: "RELAY_TLS_VERIFIED",
+        default: DefaultValue::Text("false"),
+        rule: Rule::Boolean(|c, value| c.tls_verified = value),
+        meaning: "true silences the TLS-proxy warning; it never blocks startup",
+    },
+    integer(
+        "RELAY_MAX_CONNECTIONS",
+        "100000",
+        (1, 10_000_000),
+        |c, v| c.max_connections = v,
+        "Open TCP connections on the main port",
+    ),
+    integer(
+        "RELAY_MAX_MESSAGE_SIZE",
+        "1048576",
+        (256, 67_108_864),
+        |c, v| c.max_message_size = narrow(v),
+        "Largest JSON text of a message, bytes",
+    ),
+    integer(
+        "RELAY_HANDSHAKE_TIMEOUT",
+        "10",
+        (1, 3600),
+        |c, v| c.handshake_timeout_secs = v,
+        "Seconds from accept to request head and Handshake",
+    ),
+    integer(
+        "RELAY_IDLE_TIMEOUT",
+        "300",
+        (1, 86_400),
+        |c, v| c.idle_timeout_secs = v,
+        "Seconds without a message from the client before closing",
+    ),
+    integer(
+        "RELAY_BLOB_TTL_SECS",
+        "7776000",
+        (1, 315_360_000),
+        |c, v| c.blob_ttl_secs = v,
+        "Blob, device-sync and hint lifetime, seconds (90 days)",
+    ),
+    integer(
+        "RELAY_CLEANUP_INTERVAL",
+        "3600",
+        (1, 86_400),
+        |c, v| c.cleanup_interval_secs = v,
+        "Seconds between expiry sweeps",
+    ),
+    integer(
+        "RELAY_RATE_LIMIT",
+        "60",
+        (1, 1_000_000),
+        |c, v| c.rate_limit = narrow(v),
+        "General messages per minute per client",
+    ),
+    integer(
+        "RELAY_RECOVERY_RATE_LIMIT",
+        "10",
+        (1, 1_000_000),
+        |c, v| c.recovery_rate_limit = narrow(v),
+        "Recovery messages per minute per client",
+    ),
+    integer(
+        "RELAY_MAX_BLOBS_PER_USER",
+        "1000",
+        (0, 4_294_967_295),
+        |c, v| c.max_blobs_per_user = v,
+        "Stored blobs per recipient; 0 = unlimited",
+    ),
+    integer(
+        "RELAY_MAX_STORAGE_PER_USER",
+        "50000000",
+        (0, u64::MAX),
+        |c, v| c.max_storage_per_user = v,
+        "Stored bytes per recipient; 0 = unlimited",
+    ),
+    VarSpec {
+        name: "RELAY_STORAGE_BACKEND",
+        default: DefaultValue::Text("sqlite"),
+        rule: Rule::Custom {
+            valid: "sqlite or memory (any case)",
+            parse: |c, text| {
+                c.storage_backend = match text.to_ascii_lowercase().as_str() {
+                    "sqlite" => StorageBackend::Sqlite,
+                    "memory" => StorageBackend::Memory,
+                    _ => return Err("sqlite or memory".to_owned()),
+                };
+                Ok(())
+            },
+        },
+        meaning: "Where blobs are kept",
+    },
+    VarSpec {
+        name: "RELAY_DATA_DIR",
+        default: DefaultValue::Text("./data"),
+        rule: Rule::Custom {
+            valid: "a path, created if missing",
+            parse: |c, text| {
+                c.data_dir = PathBuf::from(text);
+                Ok(())
+            },
+        },
+        meaning: "Databases and the relay_id file",
+    },
+    VarSpec {
+        name: "RELAY_SQLITE_SYNCHRONOUS",
+        default: DefaultValue::Text("normal"),
+        rule: Rule::Custom {
+            valid: "normal or full (any case)",
+            parse: |c, text| {
+                c.sqlite_synchronous = match text.to_ascii_lowercase().as_str() {
+                    "normal" => SqliteSynchronous::Normal,
+                    "full" => SqliteSynchronous::Full,
+                    _ => return Err("normal or full".to_owned()),
+                };
+                Ok(())
+            },
+        },
+        meaning: "SQLite durability: full also survives power loss",
+    },
+    VarSpec {
+        name: "RELAY_SHARDS",
+        default: DefaultValue::Absent("the CPUs in the process's affinity mask"),
+        rule: Rule::Integer {
+            min: 1,
+            max: 1024,
+            set: |c, v| c.shards = Some(narrow(v)),
+        },
+        meaning: "Shards, one executor thread each",
+    },
+    VarSpec {
+        name: "RELAY_CPU_PIN",
+        default: DefaultValue::Text("true"),
+        rule: Rule::Boolean(|c, value| c.cpu_pin = value),
+        meaning: "Pin each shard to a CPU of the allowed set",
+    },
+    VarSpec {
+        name: "RELAY_FEDERATION_ENABLED",
+        default: DefaultValue::Text("false"),
+        rule: Rule::Boolean(|c, value| c.federation_enabled = value),
+        meaning: "Federate with other relays",
+    },
+    VarSpec {
+        name: "RELAY_FEDERATION_PEERS",
+        default: DefaultValue::Absent("empty"),
+        rule: Rule::Custom {
+            valid: "comma-separated ws:// or wss:// URLs, no query or fragment",
+            parse: |c, text| {
+                c.federation_peers = parse_peers(text)?;
+                Ok(())
+            },
+        },
+        meaning: "Peer relays; the link URL is the entry + /federation. wss:// peers are \
+                  verified against the system trust roots (SSL_CERT_FILE, SSL_CERT_DIR)",
+    },
+    VarSpec {
+        name: "RELAY_FEDERATION_RELAY_ID",
+        default: DefaultValue::Absent("from {RELAY_DATA_DIR}/relay_id, else generated"),
+        rule: Rule::Custom {
+            valid: "1-128 printable ASCII characters, no spaces",
+            parse: |c, text| {
+                let valid = text.len() <= 128 && text.bytes().all(|b| b.is_ascii_graphic());
+                if !valid {
+                    return Err(RELAY_ID_EXPECTED.to_owned());
+                }
+                c.federation_relay_id = Some(text.to_owned());
+                Ok(())
+            },
+        },
+        meaning: "This relay's id towards peers",
+    },
+    integer(
+        "RELAY_MAX_STORAGE_BYTES",
+        "1073741824",
+        (1, u64::MAX),
+        |c, v| c.max_storage_bytes = v,
+        "Storage capacity used as the federation load denominator",
+    ),
+    VarSpec {
+        name: "RELAY_FEDERATION_OFFLOAD_THRESHOLD",
+        default: DefaultValue::Text("0.80"),
+        rule: Rule::Custom {
+            valid: "a decimal 0 < x <= 1",
+            parse: |c, text| {
+                c.federation_offload_threshold = parse_decimal(text)
+                    .filter(|x| *x > 0.0 && *x <= 1.0)
+                    .ok_or("a decimal number x with 0 < x <= 1")?;
+                Ok(())
+            },
+        },
+        meaning: "Load fraction above which blobs are offloaded to peers",
+    },
+    VarSpec {
+        name: "RELAY_FEDERATION_OFFLOAD_REFUSE",
+        default: DefaultValue::Text("0.95"),
+        rule: Rule::Custom {
+            valid: "a decimal x with threshold <= x <= 1",
+            // The threshold precedes this entry, so it is already parsed.
+            parse: |c, text| {
+                let threshold = c.federation_offload_threshold;
+                c.federation_offload_refuse = parse_decimal(text)
+                    .filter(|x| *x >= threshold && *x <= 1.0)
+                    .ok_or_else(|| {
+                        format!(
+                            "a decimal number x with \
+                             RELAY_FEDERATION_OFFLOAD_THRESHOLD ({threshold}) <= x <= 1"
+                        )
+                    })?;
+                Ok(())
+            },
+        },
+        meaning: "Load fraction above which offers from peers are refused",
+    },
+    integer(
+        "RELAY_FEDERATION_DRAIN_TIMEOUT",
+        "300",
+        (1, 3600),
+        |c, v| c.federation_drain_timeout_secs = v,
+        "Upper bound of shutdown, seconds",
+    ),
+    integer(
+        "RELAY_FEDERATION_PEER_TIMEOUT",
+        "30",
+        (2, 3600),
+        |c, v| c.federation_peer_timeout_secs = v,
+        "Peer handshake wait, ack wait and keepalive, seconds",
+    ),
+    integer(
+        "RELAY_FEDERATION_CAPACITY_INTERVAL",
+        "60",
+        (1, 86_400),
+        |c, v| c.federation_capacity_interval_secs = v,
+        "Seconds between offload ticks and capacity reports",
+    ),
+    VarSpec {
+        name: "RUST_LOG",
+        default: DefaultValue::Text("info"),
+        rule: Rule::External {
+            valid: "a log filter",
+        },
+        meaning: "Log verbosity",
+    },
+];
+
+const fn integer(
+    name: &'static str,
+    default: &'static str,
+    (min, max): (u64, u64),
+    set: fn(&mut Config, u64),
+    meaning: &'static str,
+) -> VarSpec {
+    VarSpec {
+        name,
+        default: DefaultValue::Text(default),
+        rule: Rule::Integer { min, max, set },
+        meaning,
+    }
+}
+
+/// Narrows a range-checked integer to its field's type.
+fn narrow<T: TryFrom<u64>>(value: u64) -> T {
+    // Invariant: every Integer rule's `max` fits the type of the field it sets;
+    // tests/unit/config_parse.rs parses each variable's maximum.
+    T::try_from(value).unwrap_or_else(|_| unreachable!("{value} exceeds its field's type"))
+}
+
+pub(super) enum Extension {
+    /// Cannot be honoured, so `true` stops startup (§15.1).
+    RequireNoise,
+    /// mTLS certificate, key or CA: stops startup if federation is enabled (§15.3).
+    MtlsCredential,
+    /// Ignored with a warning giving this reason.
+    Ignored(&'static str),
+}
+
+const NOISE_IGNORED: &str = "this relay does not implement the Noise transport (PROTOCOL.md §15.1)";
+const GOSSIP_IGNORED: &str = "gossip peer discovery is not supported (PROTOCOL.md §15.2)";
+const MTLS_IGNORED: &str = "federation mTLS is not supported (PROTOCOL.md §15.3)";
+
+/// The §15 variables, in the order they are checked.
+pub(super) static EXTENSIONS: &[(&str, Extension)] = &[
+    ("RELAY_REQUIRE_NOISE_ENCRYPTION", Extension::RequireNoise),
+    ("RELAY_NOISE_STATIC_KEY", Extension::Ignored(NOISE_IGNORED)),
+    (
+        "RELAY_FEDERATION_GOSSIP_ENABLED",
+        Extension::Ignored(GOSSIP_IGNORED),
+    ),
+    (
+        "RELAY_FEDERATION_GOSSIP_INTERVAL",
+        Extension::Ignored(GOSSIP_IGNORED),
+    ),
+    (
+        "RELAY_FEDERATION_PEER_TTL",
+        Extension::Ignored(GOSSIP_IGNORED),
+    ),
+    ("RELAY_FEDERATION_TLS_CERT", Extension::MtlsCredential),
+    ("RELAY_FEDERATION_TLS_KEY", Extension::MtlsCredential),
+    ("RELAY_FEDERATION_TLS_CA", Extension::MtlsCredential),
+    (
+        "RELAY_FEDERATION_MTLS_ADDR",
+        Extension::Ignored(MTLS_IGNORED),
+    ),
+];
