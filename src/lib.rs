@@ -1,24 +1,27 @@
 //! vauchi-relay: a zero-knowledge, thread-per-core WebSocket relay.
 //!
-//! Layout (one line per module, saying what it owns):
+//! Layout, from the bottom up (a module imports only those above it):
 //!
-//! - [`config`]: every `RELAY_*` variable: parse, validate, default (PROTOCOL.md §13).
 //! - [`limits`]: every fixed bound and timeout, with the reason for its value.
+//! - [`config`]: every `RELAY_*` variable: parse, validate, default (PROTOCOL.md §13).
 //! - [`protocol`]: bytes <-> typed messages: frame prefix, envelope, client payloads,
 //!   error and close codes. No I/O, no storage, no clock.
 //! - [`http`]: the main port's HTTP/1.x request head parser, routing and replies.
-//! - [`wsframe`]: a sans-I/O RFC 6455 frame reader for the bytes read before a
-//!   session is handed to its owner shard.
-//! - [`session`]: per-key state that needs no runtime: token buckets, mailboxes
-//!   (the per-recipient blob index), the sender map.
+//! - [`wsframe`]: a sans-I/O RFC 6455 frame reader and writers.
+//! - [`keyed`]: per-key indices and checks that need no runtime: token buckets,
+//!   mailboxes (the per-recipient blob index), device sync, hints, the sender map,
+//!   nonces and signatures.
 //! - [`storage`]: one storage trait, the sqlite and memory backends, and the
 //!   group-commit writer thread that drives them off the event loop.
-//! - [`shard`]: the glommio side: executors, accept, hand-off, the mesh (one enum of
-//!   every cross-shard message), the router (`shard_of`), client sessions.
+//! - [`metrics`]: per-shard counters merged at scrape time, the §12 text and listener.
+//! - [`process`]: what every thread shares: atomics, the connection slot, the clock.
+//! - [`mesh`]: the messages between executors (one struct each) and their channels.
 //! - [`federation`]: the relay-to-relay protocol (§11): its messages, and the
 //!   federation executor with peer links, capacity reports and the offload manager.
-//! - [`metrics`]: per-shard counters merged at scrape time, the §12 text and listener.
-//! - [`relay`]: startup order (§13.4) and shutdown.
+//!   It reaches shards only through [`mesh`].
+//! - [`shard`]: the glommio side: executors, accept, hand-off, the owner's rules,
+//!   client sessions. It reaches federation only through [`mesh`].
+//! - [`relay`]: startup order (§13.4) and shutdown of both kinds of executor.
 //! - [`signals`]: SIGTERM and SIGINT received on one thread (§14.1).
 //! - [`system`]: kernel features and process limits checked at startup.
 
