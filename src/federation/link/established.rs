@@ -84,8 +84,16 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             },
             Event::Received(Some(Ok(message))) => {
                 last_received = Instant::now();
-                if let Some(end) = received(node, ws, link, relay_id, side, message).await {
-                    return end;
+                match message {
+                    Message::Binary(bytes) => {
+                        let replies = receive::handle(node, link, relay_id, side, &bytes).await;
+                        if !send_all(ws, replies).await {
+                            return End::Gone;
+                        }
+                    }
+                    Message::Text(_) => node.metrics().federation_ignored_total.inc(),
+                    Message::Close(_) => return End::PeerClosed,
+                    _ => {}
                 }
             }
             Event::Queued(Some(LinkOut::Frame(frame))) => {
@@ -129,31 +137,15 @@ async fn next_event<S: AsyncRead + AsyncWrite + Unpin>(
     .await
 }
 
-/// One message read from the peer; its answers are written before the loop waits
-/// again. `Some` when the link ends here.
-async fn received<S: AsyncRead + AsyncWrite + Unpin>(
-    node: &Rc<Node>,
+/// Writes the answers to one message, in order; false once a write fails.
+async fn send_all<S: AsyncRead + AsyncWrite + Unpin>(
     ws: &mut WebSocketStream<Checked<S>>,
-    link: LinkId,
-    relay_id: &str,
-    side: LinkSide,
-    message: Message,
-) -> Option<End> {
-    match message {
-        Message::Binary(bytes) => {
-            let replies = receive::handle(node, link, relay_id, side, &bytes).await;
-            for reply in replies {
-                if !send(ws, reply).await {
-                    return Some(End::Gone);
-                }
-            }
-            None
+    frames: Vec<Vec<u8>>,
+) -> bool {
+    for frame in frames {
+        if !send(ws, frame).await {
+            return false;
         }
-        Message::Text(_) => {
-            node.metrics().federation_ignored_total.inc();
-            None
-        }
-        Message::Close(_) => Some(End::PeerClosed),
-        _ => None,
     }
+    true
 }
