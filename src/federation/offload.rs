@@ -37,57 +37,78 @@ fn below_threshold(node: &Node, used: u64) -> bool {
     max == 0 || (used as f64 / max as f64) < node.config.federation_offload_threshold
 }
 
-/// One offload round.
-async fn tick(node: &Rc<Node>, too_large: &mut BoundedSet<BlobId>) {
-    if node
-        .shared
+/// An offer sent, with where its OffloadAck will arrive.
+type Offered = (Candidate, flume::Receiver<AckOutcome>);
+
+/// The peer a round offers to, over its outbound link.
+struct Target {
+    peer: String,
+    link: LinkId,
+    url: String,
+}
+
+/// Shutdown has begun (§14.1): no new offers.
+fn draining(node: &Node) -> bool {
+    node.shared
         .draining
         .load(std::sync::atomic::Ordering::Relaxed)
-    {
+}
+
+/// One offload round.
+async fn tick(node: &Rc<Node>, too_large: &mut BoundedSet<BlobId>) {
+    if draining(node) {
         return;
     }
-    let mut used = node.used_bytes();
+    let used = node.used_bytes();
     if below_threshold(node, used) {
         return;
     }
-    let (peer, link, url, mut exclude) = {
-        let registry = node.registry.borrow();
-        let Some(peer) = registry.choose(&node.relay_id, node.config.federation_offload_refuse)
-        else {
-            return;
-        };
-        let entry = registry.get(peer).expect("chosen from the registry");
-        let (Some(link), Some(url)) = (entry.outbound, entry.url.clone()) else {
-            return;
-        };
-        let exclude: ahash::HashSet<BlobId> = entry.refused.iter().copied().collect();
-        (peer.to_owned(), link, url, exclude)
+    let Some((target, mut exclude)) = choose(node) else {
+        return;
     };
     exclude.extend(too_large.iter().copied());
     let candidates = gather(node, Arc::new(exclude)).await;
+    let offered = offer(node, target.link, candidates, used, too_large).await;
+    settle(node, &target, offered).await;
+}
+
+/// The least-full eligible peer with an outbound link (§11.7 step 1), and the
+/// blobs it refused before (not offered to it again).
+fn choose(node: &Node) -> Option<(Target, ahash::HashSet<BlobId>)> {
+    let registry = node.registry.borrow();
+    let peer = registry.choose(&node.relay_id, node.config.federation_offload_refuse)?;
+    let entry = registry.get(peer).expect("chosen from the registry");
+    let (Some(link), Some(url)) = (entry.outbound, entry.url.clone()) else {
+        return None;
+    };
+    let exclude: ahash::HashSet<BlobId> = entry.refused.iter().copied().collect();
+    let target = Target {
+        peer: peer.to_owned(),
+        link,
+        url,
+    };
+    Some((target, exclude))
+}
+
+/// Queues the candidates on the link as OffloadBlobs, oldest first (step 3), each
+/// awaited in `pending_acks`; a frame over the message limit is remembered in
+/// `too_large`.
+async fn offer(
+    node: &Node,
+    link: LinkId,
+    candidates: Vec<Candidate>,
+    mut used: u64,
+    too_large: &mut BoundedSet<BlobId>,
+) -> Vec<Offered> {
     let limit = node.message_size_limit();
-    let mut offered: Vec<(Candidate, flume::Receiver<AckOutcome>)> = Vec::new();
+    let mut offered: Vec<Offered> = Vec::new();
     for candidate in candidates {
         // Step 7, ahead of time: offer no more than it takes to fall below.
-        let draining = node
-            .shared
-            .draining
-            .load(std::sync::atomic::Ordering::Relaxed);
-        if below_threshold(node, used) || draining || node.stopping.get() {
+        if below_threshold(node, used) || draining(node) || node.stopping.get() {
             break;
         }
         let blob_id = candidate.id.to_string();
-        let frame = messages::encode(
-            &FedMessage::OffloadBlob {
-                blob_id: blob_id.clone(),
-                routing_id: candidate.recipient.to_hex(),
-                integrity_hash: messages::integrity_hash(&candidate.data),
-                data: candidate.data.clone(),
-                created_at_secs: candidate.created_at_secs,
-                hop_count: 0,
-            },
-            unix_now(),
-        );
+        let frame = offer_frame(&candidate, blob_id.clone());
         if frame.len() > limit {
             too_large.insert(candidate.id);
             continue;
@@ -103,6 +124,28 @@ async fn tick(node: &Rc<Node>, too_large: &mut BoundedSet<BlobId>) {
         used = used.saturating_sub(candidate.data.len() as u64);
         offered.push((candidate, outcome));
     }
+    offered
+}
+
+/// The OffloadBlob for a candidate (a hop-0 blob, §11.7 step 3).
+fn offer_frame(candidate: &Candidate, blob_id: String) -> Vec<u8> {
+    messages::encode(
+        &FedMessage::OffloadBlob {
+            blob_id,
+            routing_id: candidate.recipient.to_hex(),
+            integrity_hash: messages::integrity_hash(&candidate.data),
+            data: candidate.data.clone(),
+            created_at_secs: candidate.created_at_secs,
+            hop_count: 0,
+        },
+        unix_now(),
+    )
+}
+
+/// Waits for each offer's OffloadAck, all within one peer timeout (steps 4-6): an
+/// accepted blob is committed away, a refused one remembered for this peer, an
+/// unanswered one kept.
+async fn settle(node: &Node, target: &Target, offered: Vec<Offered>) {
     let deadline = Instant::now() + node.peer_timeout();
     for (candidate, outcome) in offered {
         let wait = deadline.saturating_duration_since(Instant::now());
@@ -117,14 +160,14 @@ async fn tick(node: &Rc<Node>, too_large: &mut BoundedSet<BlobId>) {
                 node.metrics().inc_offload_sent(OffloadSentResult::Accepted);
                 // Drain waits for this commit too (§14.1 step 4).
                 node.committing.set(node.committing.get() + 1);
-                commit(node, &candidate, &url).await;
+                commit(node, &candidate, &target.url).await;
                 node.committing.set(node.committing.get() - 1);
             }
             Some(AckOutcome::Refused(reason)) => {
                 node.metrics().inc_offload_sent(OffloadSentResult::Refused);
                 node.registry
                     .borrow_mut()
-                    .refused(&peer, candidate.id, &reason);
+                    .refused(&target.peer, candidate.id, &reason);
             }
             None => node.metrics().inc_offload_sent(OffloadSentResult::Timeout),
         }
