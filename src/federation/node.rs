@@ -1,7 +1,7 @@
 //! The state of the federation executor (PROTOCOL.md §11), which its tasks share:
 //! the peer registry, every open link's queue, offers waiting for their
 //! `OffloadAck`, and the mesh senders through which it reaches the shards (waiting
-//! for room is fine here: shards never wait on it). Link tasks (`link.rs`) and the
+//! for room is fine here: shards never wait on it). Link tasks (`link/`) and the
 //! offload manager (`offload.rs`) work on it; `executor.rs` starts them.
 //!
 //! Invariant: nothing here deletes a blob; the owner shard does, in the
