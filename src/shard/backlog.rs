@@ -85,17 +85,16 @@ pub fn pump(shard: &Shard, handle: &SessionHandle) {
 /// A chunk's data has been read: its blobs go into the session's backlog slot;
 /// a failed read closes the session with 1011 (the blobs stay stored).
 pub fn chunk_read(shard: &Shard, work: BacklogRead, data: Option<ReadData>) {
-    let Some(handle) = shard.state.borrow().sessions.get(&work.session).cloned() else {
-        return;
-    };
+    let handle = shard.state.borrow().sessions.get(&work.session).cloned();
     let Some(data) = data else {
         tracing::warn!(shard = shard.index, "backlog read failed");
-        handle
-            .out
-            .borrow_mut()
-            .request_close(CloseReason::InternalError);
+        if let Some(handle) = handle {
+            let mut out = handle.out.borrow_mut();
+            out.request_close(CloseReason::InternalError);
+        }
         return;
     };
+    let Some(handle) = handle else { return };
     let now = shard.now();
     let ttl = shard.config.blob_ttl_secs;
     let frames: Vec<OutFrame> = {

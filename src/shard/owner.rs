@@ -234,7 +234,7 @@ pub fn delete_keys(shard: &Shard, keys: Vec<u64>) {
 /// A deletion finished; a failed one is only logged (the rows expire anyway).
 pub fn deleted(shard: &Shard, result: Result<(), StorageError>) {
     if let Err(error) = result {
-        tracing::warn!(shard = shard.index, %error, "delete failed");
+        tracing::warn!(shard = shard.index, %error, "blob delete failed");
     }
 }
 

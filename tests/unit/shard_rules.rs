@@ -289,8 +289,16 @@ fn the_quota_counts_live_blobs_and_expiry_frees_it() {
     bench.advance(Duration::from_secs(61));
     bench.send(&sender, &update_json("m3", B, &[3]));
     assert_eq!(bench.written(&sender)[0]["payload"]["status"], "Stored");
-    runtime::expire(&bench.shards[0]);
+    let shard = &bench.shards[0];
+    assert_eq!(
+        shard.shared.blob_count(),
+        3,
+        "expired but not cleaned up yet"
+    );
+    runtime::expire(shard);
     bench.settle();
+    assert_eq!(shard.metrics().blobs_expired_total.get(), 2);
+    assert_eq!(shard.shared.blob_count(), 1);
     let recipient = bench.open(B);
     let frames = bench.written(&recipient);
     let kinds: Vec<&str> = frames.iter().map(kind).collect();
@@ -465,7 +473,13 @@ fn flush_without_settling(
 #[test]
 fn back_pressure_stops_reading_at_the_pipelining_window() {
     let (here, there) = one_on_each_shard();
-    let bench = Bench::new(2, &vars(&[("RELAY_RATE_LIMIT", "100000")]));
+    let bench = Bench::new(
+        2,
+        &vars(&[
+            ("RELAY_RATE_LIMIT", "100000"),
+            ("RELAY_MAX_BLOBS_PER_USER", "10000"),
+        ]),
+    );
     let session = bench.open(&here);
     let shard = &bench.shards[session.shard];
     let now = Instant::now();
@@ -482,5 +496,64 @@ fn back_pressure_stops_reading_at_the_pipelining_window() {
     bench.settle();
     let frames = flush(&bench, &session, &mut conn, now);
     assert_eq!(frames.len(), window);
+    for frame in &frames {
+        let reply: Value = serde_json::from_slice(&frame[5..]).unwrap();
+        assert_eq!(reply["payload"]["status"], "Stored", "{reply}");
+    }
     assert!(conn.may_read(&session.handle));
+}
+
+#[test]
+fn the_close_wait_ends_a_connection_whose_peer_never_answers_our_close() {
+    let bench = Bench::new(1, &vars(&[]));
+    let session = bench.open(A);
+    let shard = &bench.shards[0];
+    let start = Instant::now();
+    let mut conn = Connection::new(
+        shard.config.max_message_size,
+        Duration::from_secs(60),
+        start,
+    );
+    flush(&bench, &session, &mut conn, start);
+    // An unmasked frame: 1002, then the close wait (§2.7).
+    conn.received(
+        shard,
+        &session.handle,
+        &encode_frame(0x82, b"x", false),
+        start,
+    );
+    let frames = flush(&bench, &session, &mut conn, start);
+    assert_eq!(frames.len(), 1);
+    assert_eq!(&frames[0][..3], &[0x88, 0x03, 0xea], "1002 first");
+    assert_eq!(conn.phase(), Phase::Closing);
+    let wait = vauchi_relay::limits::CLOSE_WAIT;
+    assert_eq!(conn.deadline(), start + wait);
+    assert!(!conn.timer_fired(&session.handle, start + wait - Duration::from_millis(1)));
+    assert!(conn.timer_fired(&session.handle, start + wait));
+}
+
+#[test]
+fn a_draining_session_finishes_its_replies_then_closes_with_1001() {
+    let (here, there) = one_on_each_shard();
+    let bench = Bench::new(2, &vars(&[]));
+    let session = bench.open(&here);
+    let shard = &bench.shards[session.shard];
+    let now = Instant::now();
+    let mut conn = Connection::new(shard.config.max_message_size, Duration::from_secs(60), now);
+    flush(&bench, &session, &mut conn, now);
+    let json = update_json("m1", &there, b"x");
+    conn.received(shard, &session.handle, &client_binary(&json), now);
+    owner::shut_down(shard);
+    assert!(
+        !conn.may_read(&session.handle),
+        "draining stops reading (§14.1)"
+    );
+    assert!(flush_without_settling(shard, &session, &mut conn, now).is_empty());
+    bench.settle();
+    let frames = flush(&bench, &session, &mut conn, now);
+    assert_eq!(frames.len(), 2, "{frames:?}");
+    let reply: Value = serde_json::from_slice(&frames[0][5..]).unwrap();
+    assert_eq!(reply["payload"]["status"], "Stored");
+    assert_eq!(&frames[1][..3], &[0x88, 0x03, 0xe9], "then 1001");
+    assert_eq!(conn.phase(), Phase::Closing);
 }

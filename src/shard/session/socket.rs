@@ -7,7 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
@@ -35,7 +35,9 @@ pub async fn run(
     shard.metrics().connections_active.inc();
     let handle = registry::open(&shard, &handshake);
     let idle = Duration::from_secs(shard.config.idle_timeout_secs);
-    let now = shard.clock.instant();
+    // The socket's timer is on the system clock (`deadline.rs`), so its
+    // connection reads the same clock.
+    let now = Instant::now();
     let mut connection = Connection::new(shard.config.max_message_size, idle, now);
     let mut timer = shard.deadlines.at(connection.deadline());
     // Requests pipelined behind the Handshake arrived with it: process them now,
@@ -68,7 +70,7 @@ fn drive(
     cx: &mut Context<'_>,
 ) -> Poll<()> {
     loop {
-        let now = shard.clock.instant();
+        let now = Instant::now();
         if io.timer.at() != conn.deadline() {
             io.timer.reset(conn.deadline());
         }
