@@ -102,22 +102,21 @@ fn expand(prefix: &[String], tree: &str, out: &mut Vec<Vec<String>>) {
 fn named_paths(text: &str) -> Vec<Vec<String>> {
     let text = strip_comments(text);
     let mut paths = Vec::new();
-    let mut rest = text.as_str();
-    while let Some(at) = rest.find("use ") {
-        let before = rest[..at].chars().next_back();
-        let after = &rest[at + 4..];
-        if before.is_none_or(|c| !is_ident(c)) {
-            if let Some(end) = after.find(';') {
-                expand(&[], &after[..end], &mut paths);
-            }
+    // The character before a match is read from the whole text: the second
+    // `super::` of `super::super::x` starts no path of its own.
+    for (at, _) in text.match_indices("use ") {
+        let before = text[..at].chars().next_back();
+        let after = &text[at + 4..];
+        if before.is_none_or(|c| !is_ident(c))
+            && let Some(end) = after.find(';')
+        {
+            expand(&[], &after[..end], &mut paths);
         }
-        rest = after;
     }
     for start in ["crate::", "super::"] {
-        let mut rest = text.as_str();
-        while let Some(at) = rest.find(start) {
-            let before = rest[..at].chars().next_back();
-            let tail = &rest[at..];
+        for (at, _) in text.match_indices(start) {
+            let before = text[..at].chars().next_back();
+            let tail = &text[at..];
             let end = tail
                 .find(|c: char| !is_ident(c) && c != ':')
                 .unwrap_or(tail.len());
@@ -130,7 +129,6 @@ fn named_paths(text: &str) -> Vec<Vec<String>> {
                         .collect(),
                 );
             }
-            rest = &tail[start.len()..];
         }
     }
     paths
@@ -303,6 +301,14 @@ fn the_reader_sees_circles_and_crossings() {
         !text.iter().any(|p| p.contains("gone")),
         "comments are not read"
     );
+    // A path that climbs two levels names the grandparent's child, not the
+    // parent's: reading `super::x` out of it made every child of
+    // `federation/link/` import its parent.
+    let climbing: Vec<String> = named_paths("let _ = super::super::x::Y;")
+        .iter()
+        .map(|p| p.join("::"))
+        .collect();
+    assert_eq!(climbing, ["super::super::x::Y"]);
     let edges = imports();
     let shard_imports = &edges[&vec!["shard".to_owned(), "dispatch".to_owned()]];
     assert!(shard_imports.contains(&vec!["shard".to_owned(), "owner".to_owned()]));
