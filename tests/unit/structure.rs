@@ -1,7 +1,8 @@
 //! The shape of `src/`: no files that import each other in a circle, and the
 //! executors' boundaries (shards and federation meet only in `mesh/` and
 //! `process.rs`; the mesh vocabulary imports none of its handlers). The imports are
-//! read from the source text: `use` trees and `crate::` / `super::` paths.
+//! read from the source text: `use` trees and inline paths from `crate::`, `super::`
+//! or a child module's name.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -97,8 +98,8 @@ fn expand(prefix: &[String], tree: &str, out: &mut Vec<Vec<String>>) {
     }
 }
 
-/// Every path a module's text names: its `use` trees and inline `crate::` and
-/// `super::` paths.
+/// Every path a module's text names: its `use` trees and its inline paths
+/// (`crate::`, `super::`, or a child module's name, as in `copy::copy(..)`).
 fn named_paths(text: &str) -> Vec<Vec<String>> {
     let text = strip_comments(text);
     let mut paths = Vec::new();
@@ -113,22 +114,27 @@ fn named_paths(text: &str) -> Vec<Vec<String>> {
             expand(&[], &after[..end], &mut paths);
         }
     }
-    for start in ["crate::", "super::"] {
-        for (at, _) in text.match_indices(start) {
-            let before = text[..at].chars().next_back();
-            let tail = &text[at..];
-            let end = tail
-                .find(|c: char| !is_ident(c) && c != ':')
-                .unwrap_or(tail.len());
-            if before.is_none_or(|c| !is_ident(c) && c != ':') {
-                paths.push(
-                    tail[..end]
-                        .split("::")
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_owned)
-                        .collect(),
-                );
-            }
+    // An inline path starts where an identifier does, unless it continues a path;
+    // `imports` keeps those that name a module of the crate.
+    let mut before = None;
+    for (at, c) in text.char_indices() {
+        let starts = is_ident(c) && before.is_none_or(|b: char| !is_ident(b) && b != ':');
+        before = Some(c);
+        if !starts {
+            continue;
+        }
+        let tail = &text[at..];
+        let end = tail
+            .find(|c: char| !is_ident(c) && c != ':')
+            .unwrap_or(tail.len());
+        if tail[..end].contains("::") {
+            paths.push(
+                tail[..end]
+                    .split("::")
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            );
         }
     }
     paths
@@ -282,7 +288,7 @@ fn the_reader_sees_circles_and_crossings() {
     .collect();
     assert_eq!(circles(&planted).len(), 1);
     let paths = named_paths(
-        "use super::{Shard, x::{y, z as w}};\nlet _ = crate::mesh::Post; // crate::gone\nuse child::Item;",
+        "use super::{Shard, x::{y, z as w}};\nlet _ = crate::mesh::Post; // crate::gone\nuse child::Item;\nlet _ = child::call(&other::Thing);",
     );
     let text: Vec<String> = paths.iter().map(|p| p.join("::")).collect();
     for expected in [
@@ -291,6 +297,8 @@ fn the_reader_sees_circles_and_crossings() {
         "super::x::z",
         "crate::mesh::Post",
         "child::Item",
+        "child::call",
+        "other::Thing",
     ] {
         assert!(
             text.contains(&expected.to_owned()),
