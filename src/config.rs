@@ -5,10 +5,11 @@
 //! One static table (`VARIABLES`) drives parsing, defaults and `--help`, so they
 //! cannot drift apart: each default is the table's own text run through the
 //! variable's own parser. The unsupported extensions of §15 are a second table.
-//! Both tables live in `variables`, the value syntaxes they share in `parse`; this
-//! file holds the resulting types and the passes over the tables.
+//! Both tables live in `variables`, the value syntaxes they share in `parse`, the
+//! resulting types in `values`; this file holds the passes over the tables.
 
 mod parse;
+mod values;
 mod variables;
 
 use std::collections::BTreeMap;
@@ -17,62 +18,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use parse::{BOOLEAN_EXPECTED, parse_boolean};
+pub use values::{Config, MetricsAddr, SqliteSynchronous, StorageBackend};
 use variables::{DefaultValue, EXTENSIONS, Extension, VARIABLES};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StorageBackend {
-    Sqlite,
-    Memory,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SqliteSynchronous {
-    Normal,
-    Full,
-}
-
-/// The metrics address: an IP socket address or `localhost:port`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MetricsAddr {
-    Socket(SocketAddr),
-    Localhost(u16),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Config {
-    pub listen_addr: SocketAddr,
-    pub metrics_addr: MetricsAddr,
-    pub metrics_token: Option<String>,
-    pub tls_verified: bool,
-    pub max_connections: u64,
-    pub max_message_size: usize,
-    pub handshake_timeout_secs: u64,
-    pub idle_timeout_secs: u64,
-    pub blob_ttl_secs: u64,
-    pub cleanup_interval_secs: u64,
-    pub rate_limit: u32,
-    pub recovery_rate_limit: u32,
-    /// 0 = unlimited.
-    pub max_blobs_per_user: u64,
-    /// 0 = unlimited.
-    pub max_storage_per_user: u64,
-    pub storage_backend: StorageBackend,
-    pub data_dir: PathBuf,
-    pub sqlite_synchronous: SqliteSynchronous,
-    /// `None` = the number of CPUs in the process's affinity mask (resolved at startup).
-    pub shards: Option<usize>,
-    pub cpu_pin: bool,
-    pub federation_enabled: bool,
-    /// Normalised entries (trimmed, deduplicated, one trailing `/` removed).
-    pub federation_peers: Vec<String>,
-    pub federation_relay_id: Option<String>,
-    pub max_storage_bytes: u64,
-    pub federation_offload_threshold: f64,
-    pub federation_offload_refuse: f64,
-    pub federation_drain_timeout_secs: u64,
-    pub federation_peer_timeout_secs: u64,
-    pub federation_capacity_interval_secs: u64,
-}
 
 /// An invalid value; `Display` gives e.g.
 /// `invalid RELAY_RATE_LIMIT="abc": expected an integer 1..=1000000`.
@@ -100,25 +47,6 @@ impl std::error::Error for ConfigError {}
 pub struct Loaded {
     pub config: Config,
     pub warnings: Vec<String>,
-}
-
-impl MetricsAddr {
-    /// `localhost` counts as loopback: it is what the operator asked for.
-    pub fn is_loopback(&self) -> bool {
-        match self {
-            MetricsAddr::Socket(addr) => addr.ip().to_canonical().is_loopback(),
-            MetricsAddr::Localhost(_) => true,
-        }
-    }
-}
-
-impl std::fmt::Display for MetricsAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            MetricsAddr::Socket(addr) => write!(f, "{addr}"),
-            MetricsAddr::Localhost(port) => write!(f, "localhost:{port}"),
-        }
-    }
 }
 
 impl Config {
@@ -150,28 +78,6 @@ impl Config {
                 .map(|name| format!("unknown variable {name} is ignored")),
         );
         Ok(Loaded { config, warnings })
-    }
-
-    /// The warnings of §2.1 (TLS must be terminated by a proxy) and §12.1 (metrics
-    /// open to the network without a token), for `main` to log after binding.
-    pub fn startup_warnings(&self) -> Vec<String> {
-        let mut warnings = Vec::new();
-        if !self.tls_verified && !self.listen_addr.ip().to_canonical().is_loopback() {
-            warnings.push(format!(
-                "RELAY_LISTEN_ADDR={} is not a loopback address and this relay terminates \
-                 no TLS: TLS must be terminated by a reverse proxy in front of it \
-                 (set RELAY_TLS_VERIFIED=true once it is)",
-                self.listen_addr
-            ));
-        }
-        if self.metrics_token.is_none() && !self.metrics_addr.is_loopback() {
-            warnings.push(format!(
-                "RELAY_METRICS_ADDR={} is not a loopback address and RELAY_METRICS_TOKEN \
-                 is unset: anyone who can reach it can read /metrics",
-                self.metrics_addr
-            ));
-        }
-        warnings
     }
 
     /// The state before the table runs: every field with a `Text` default is

@@ -8,26 +8,21 @@
 //! buffered always equals the bytes fed.
 //!
 //! The frame writers are in `write.rs`; the header walks that check a stream read by
-//! another reader (`LengthCheck`, `CloseScan`) in `walk.rs`.
+//! another reader (`LengthCheck`, `CloseScan`) in `walk.rs`; the opcodes and length
+//! encoding all three share in `header.rs`.
 
+mod header;
 mod walk;
 mod write;
 
+pub use header::minimal_length;
+use header::{
+    CONTROL_PAYLOAD_BYTES_MAX, OPCODE_BINARY, OPCODE_CLOSE, OPCODE_CONTINUATION, OPCODE_PING,
+    OPCODE_PONG, OPCODE_TEXT, declared_length,
+};
 pub use walk::{CloseScan, LengthCheck, Violation};
 use write::server_frame;
 pub use write::{close_frame, server_binary_frame, write_binary_frame};
-
-/// Longest frame header: 2 fixed bytes, an 8-byte extended length, a 4-byte mask.
-const HEADER_BYTES_MAX: usize = 14;
-/// Longest control frame payload (RFC 6455 §5.5).
-const CONTROL_PAYLOAD_BYTES_MAX: usize = 125;
-
-const OPCODE_CONTINUATION: u8 = 0x0;
-const OPCODE_TEXT: u8 = 0x1;
-const OPCODE_BINARY: u8 = 0x2;
-const OPCODE_CLOSE: u8 = 0x8;
-const OPCODE_PING: u8 = 0x9;
-const OPCODE_PONG: u8 = 0xA;
 
 const PROTOCOL_ERROR: Step = Step::Fail {
     code: 1002,
@@ -323,33 +318,6 @@ impl FirstMessageReader {
             payload_len: declared_len as usize,
             mask,
         }))
-    }
-}
-
-/// The payload length a frame header declares, and how many extended-length bytes
-/// (0, 2 or 8) hold it, from the header's first bytes; `None` until they are in.
-fn declared_length(header: &[u8]) -> Option<(usize, u64)> {
-    match *header.get(1)? & 0x7F {
-        126 => {
-            let be: [u8; 2] = header.get(2..4)?.try_into().ok()?;
-            Some((2, u64::from(u16::from_be_bytes(be))))
-        }
-        127 => {
-            let be: [u8; 8] = header.get(2..10)?.try_into().ok()?;
-            Some((8, u64::from_be_bytes(be)))
-        }
-        short => Some((0, u64::from(short))),
-    }
-}
-
-/// Whether a payload length written with `length_bytes` extended bytes (0, 2 or 8)
-/// uses the minimal encoding: 126 and more need the 16-bit form, 65536 and more the
-/// 64-bit form, and no longer form may carry a length a shorter one holds.
-pub fn minimal_length(length_bytes: usize, declared_len: u64) -> bool {
-    match length_bytes {
-        2 => declared_len >= 126,
-        8 => declared_len > u64::from(u16::MAX),
-        _ => true,
     }
 }
 

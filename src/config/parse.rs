@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use super::MetricsAddr;
+use super::values::MetricsAddr;
 
 pub(super) const BOOLEAN_EXPECTED: &str = "a boolean: true, 1, false or 0";
 

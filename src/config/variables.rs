@@ -8,7 +8,7 @@ use super::parse::{
     BOOLEAN_EXPECTED, parse_boolean, parse_decimal, parse_integer, parse_metrics_addr, parse_peers,
     parse_socket_addr,
 };
-use super::{Config, SqliteSynchronous, StorageBackend};
+use super::values::{Config, SqliteSynchronous, StorageBackend};
 
 const LISTEN_EXPECTED: &str = "an address IPv4:port or [IPv6]:port, such as 0.0.0.0:8080";
 const METRICS_EXPECTED: &str = "an address IPv4:port, [IPv6]:port or localhost:port";

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{Global, ShardMetrics, render};
+use super::counters::{Global, ShardMetrics};
+use super::text::render;
 use crate::limits::{
     HEAD_BYTES_MAX, HEAD_FIELDS_MAX, METRICS_ACCEPT_ERROR_BACKOFF, METRICS_CONNECTION_TIMEOUT,
     METRICS_IO_TIMEOUT, METRICS_LINGER_BYTES_MAX, METRICS_READ_CHUNK_BYTES,

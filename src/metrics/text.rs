@@ -5,7 +5,7 @@
 use std::fmt::{Display, Write as _};
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::{
+use super::counters::{
     DURATION_BUCKETS, Global, LIMITERS, OFFLOAD_RECEIVED, OFFLOAD_SENT, PEER_STATES, REJECT_LABELS,
     ShardMetrics,
 };

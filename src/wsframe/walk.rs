@@ -2,7 +2,7 @@
 //! [`LengthCheck`] finds a non-minimal length, [`CloseScan`] the peer's Close after a
 //! failure. Neither keeps a payload; each holds at most one header.
 
-use super::{HEADER_BYTES_MAX, OPCODE_CLOSE, declared_length, minimal_length};
+use super::header::{HEADER_BYTES_MAX, OPCODE_CLOSE, declared_length, minimal_length};
 
 /// Walks the frame headers of a byte stream, passing over payloads without keeping
 /// them (holds at most one header): the part that [`LengthCheck`] and [`CloseScan`]

@@ -1,7 +1,7 @@
 //! The server's frame writers: unmasked, final, unfragmented frames (binary data,
 //! Close, and the reader's Pongs), their lengths in the shortest form.
 
-use super::{CONTROL_PAYLOAD_BYTES_MAX, HEADER_BYTES_MAX, OPCODE_BINARY, OPCODE_CLOSE};
+use super::header::{CONTROL_PAYLOAD_BYTES_MAX, HEADER_BYTES_MAX, OPCODE_BINARY, OPCODE_CLOSE};
 
 /// An unmasked, final server frame.
 pub(super) fn server_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {

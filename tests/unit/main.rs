@@ -28,6 +28,7 @@ mod protocol_ids;
 mod session_hints;
 mod session_state;
 mod shard_rules;
+mod structure;
 mod wsframe_allocation;
 mod wsframe_interop;
 mod wsframe_reader;

@@ -3,7 +3,7 @@
 //! missing, repeated or of the wrong JSON type is `invalid_field`. The values are
 //! checked later (`validate`).
 
-use super::{Envelope, is_object};
+use super::envelope::{Envelope, is_object};
 use crate::protocol::{raw, unique};
 
 /// Status of an Acknowledgment (§5.4).

@@ -1,7 +1,7 @@
 //! §3.6 step 10: the values of a well-typed request (ids, lengths, the ack status).
 //! After it, a request names only valid ids and stays within the field limits.
 
-use super::{AckStatus, Request};
+use super::request::{AckStatus, Request};
 use crate::limits::{
     RECOVERY_QUERY_KEY_HASHES_MAX, REVOCATION_SIGNATURE_BYTES_MAX, SENDER_DEVICE_ID_BYTES_MAX,
     SENDER_ID_BYTES_MAX,

@@ -8,11 +8,9 @@ use rusqlite::Connection;
 use rusqlite::types::Value;
 
 use super::files::sync_dir;
+use super::steps::{Options, ReshardError, Steps, failed_sql};
+use super::tables::{META_COPIED, META_PROGRESS_PREFIX, META_TABLE, TABLES, Table};
 use super::target::Target;
-use super::{
-    META_COPIED, META_PROGRESS_PREFIX, META_TABLE, Options, ReshardError, Steps, TABLES, Table,
-    failed_sql,
-};
 use crate::limits::RESHARD_BATCH_BYTES_MAX;
 use crate::protocol::{Id64, shard_of};
 use crate::storage::sqlite::shard_file_name;

@@ -6,7 +6,7 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::{ReshardError, Steps, failed, failed_io};
+use super::steps::{ReshardError, Steps, failed, failed_io};
 use crate::config::SqliteSynchronous;
 use crate::limits::RESHARD_SHARD_FILES_MAX;
 use crate::storage::sqlite::{SqliteStore, shard_file_name};

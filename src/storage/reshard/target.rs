@@ -9,9 +9,8 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params_from_iter};
 
 use super::files::staging_path;
-use super::{
-    META_COPIED, META_PROGRESS_PREFIX, ReshardError, TABLES, Table, failed, failed_io, failed_sql,
-};
+use super::steps::{ReshardError, failed, failed_io, failed_sql};
+use super::tables::{META_COPIED, META_PROGRESS_PREFIX, TABLES, Table};
 use crate::config::SqliteSynchronous;
 use crate::storage::sqlite::SqliteStore;
 
