@@ -8,7 +8,8 @@
 #   scripts/compare.sh OLD_BINARY NEW_BINARY [ROUNDS]     (default 4 rounds)
 #
 # Environment: COMPARE_DURATION (default 5 s per timed run), COMPARE_WARMUP (2),
-# RELAY_SHARDS (2). Nothing else may run on the machine meanwhile.
+# RELAY_SHARDS (2), COMPARE_ONLY (a regular expression: only the scenarios whose
+# name matches, e.g. `^seq`). Nothing else may run on the machine meanwhile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,6 +41,7 @@ for round in $(seq "$rounds"); do
         args="${entry#*|}"
         name="${label% *}"
         metric="${label#* }"
+        [[ "$name" =~ ${COMPARE_ONLY:-.} ]] || continue
         # Alternate which binary goes first, so neither always runs on a warmer VM.
         order=("A $a" "B $b")
         if ((round % 2 == 0)); then order=("B $b" "A $a"); fi
