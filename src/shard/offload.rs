@@ -12,7 +12,7 @@ use crate::protocol::encode;
 use crate::storage::{BlobRecord, HintRecord, StorageError, WriteOp};
 
 use super::Shard;
-use super::owner::push_live;
+use super::owner::{blob_committed, push_live};
 use super::pending::{CandidatesRead, HintSwap, OfferCommit, Pending, ReadData};
 use super::session::outbound::OutFrame;
 
@@ -172,12 +172,7 @@ pub fn offer_committed(shard: &Shard, work: OfferCommit, result: Result<(), Stor
         let _ = work.reply.try_send(false);
         return;
     }
-    let still_there = shard
-        .state
-        .borrow_mut()
-        .mailboxes
-        .commit(&recipient, work.key);
-    shard.metrics().blobs_created_total.inc();
+    let still_there = blob_committed(shard, &recipient, work.key);
     let _ = work.reply.try_send(true);
     if still_there {
         let id = work.id.to_string();

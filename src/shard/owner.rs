@@ -100,12 +100,7 @@ pub fn store_committed(shard: &Rc<Shard>, work: StoreCommit, result: Result<(), 
         return;
     }
     let now = shard.now();
-    let still_there = shard
-        .state
-        .borrow_mut()
-        .mailboxes
-        .commit(&recipient, work.key);
-    shard.metrics().blobs_created_total.inc();
+    let still_there = blob_committed(shard, &recipient, work.key);
     let blob_id = work.id.to_string();
     let ack = encode::stored_ack(now, &work.request_message_id, Some(&blob_id));
     shard.send_reply(work.reply, ack);
@@ -119,6 +114,14 @@ pub fn store_committed(shard: &Rc<Shard>, work: StoreCommit, result: Result<(), 
         };
         push_live(shard, &recipient, frame);
     }
+}
+
+/// A blob's insert committed: its mailbox entry becomes deliverable and counts as
+/// created. False if it was acked or purged while the insert was queued.
+pub fn blob_committed(shard: &Shard, recipient: &Id64, key: u64) -> bool {
+    let still_there = shard.state.borrow_mut().mailboxes.commit(recipient, key);
+    shard.metrics().blobs_created_total.inc();
+    still_there
 }
 
 /// A store whose commit failed: `storage_unavailable`, never an ack (§6.1).

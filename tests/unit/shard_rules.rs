@@ -358,6 +358,17 @@ fn flush(bench: &Bench, session: &Session, conn: &mut Connection, now: Instant) 
     }
 }
 
+/// A session with its connection, opened at the returned instant, HandshakeAck
+/// written.
+fn connected(bench: &Bench, client_id: &str, idle_secs: u64) -> (Session, Connection, Instant) {
+    let session = bench.open(client_id);
+    let max = bench.shards[session.shard].config.max_message_size;
+    let now = Instant::now();
+    let mut conn = Connection::new(max, Duration::from_secs(idle_secs), now);
+    flush(bench, &session, &mut conn, now);
+    (session, conn, now)
+}
+
 fn split_frames(mut bytes: &[u8]) -> Vec<Vec<u8>> {
     let mut frames = Vec::new();
     while !bytes.is_empty() {
@@ -380,15 +391,8 @@ fn split_frames(mut bytes: &[u8]) -> Vec<Vec<u8>> {
 #[test]
 fn the_idle_timer_counts_from_the_last_frame_and_closes_with_1000() {
     let bench = Bench::new(1, &vars(&[]));
-    let session = bench.open(A);
-    let start = Instant::now();
+    let (session, mut conn, start) = connected(&bench, A, 10);
     let shard = &bench.shards[0];
-    let mut conn = Connection::new(
-        shard.config.max_message_size,
-        Duration::from_secs(10),
-        start,
-    );
-    flush(&bench, &session, &mut conn, start);
     let ping = encode_frame(0x89, b"p", true);
     conn.received(
         shard,
@@ -422,11 +426,8 @@ fn the_idle_timer_counts_from_the_last_frame_and_closes_with_1000() {
 fn a_client_close_is_echoed_only_after_the_replies_it_waited_for() {
     let (here, there) = one_on_each_shard();
     let bench = Bench::new(2, &vars(&[]));
-    let session = bench.open(&here);
+    let (session, mut conn, now) = connected(&bench, &here, 60);
     let shard = &bench.shards[session.shard];
-    let now = Instant::now();
-    let mut conn = Connection::new(shard.config.max_message_size, Duration::from_secs(60), now);
-    flush(&bench, &session, &mut conn, now);
     // A store on the other shard, and the Close right behind it, in one read; the
     // reply is not in yet when the Close is read.
     let mut bytes = client_binary(&update_json("m1", &there, b"x"));
@@ -480,11 +481,8 @@ fn back_pressure_stops_reading_at_the_pipelining_window() {
             ("RELAY_MAX_BLOBS_PER_USER", "10000"),
         ]),
     );
-    let session = bench.open(&here);
+    let (session, mut conn, now) = connected(&bench, &here, 60);
     let shard = &bench.shards[session.shard];
-    let now = Instant::now();
-    let mut conn = Connection::new(shard.config.max_message_size, Duration::from_secs(60), now);
-    flush(&bench, &session, &mut conn, now);
     let window = vauchi_relay::limits::PIPELINED_REQUESTS_MAX;
     for i in 0..window {
         assert!(conn.may_read(&session.handle), "request {i}");
@@ -506,15 +504,8 @@ fn back_pressure_stops_reading_at_the_pipelining_window() {
 #[test]
 fn the_close_wait_ends_a_connection_whose_peer_never_answers_our_close() {
     let bench = Bench::new(1, &vars(&[]));
-    let session = bench.open(A);
+    let (session, mut conn, start) = connected(&bench, A, 60);
     let shard = &bench.shards[0];
-    let start = Instant::now();
-    let mut conn = Connection::new(
-        shard.config.max_message_size,
-        Duration::from_secs(60),
-        start,
-    );
-    flush(&bench, &session, &mut conn, start);
     // An unmasked frame: 1002, then the close wait (§2.7).
     conn.received(
         shard,
@@ -536,11 +527,8 @@ fn the_close_wait_ends_a_connection_whose_peer_never_answers_our_close() {
 fn a_draining_session_finishes_its_replies_then_closes_with_1001() {
     let (here, there) = one_on_each_shard();
     let bench = Bench::new(2, &vars(&[]));
-    let session = bench.open(&here);
+    let (session, mut conn, now) = connected(&bench, &here, 60);
     let shard = &bench.shards[session.shard];
-    let now = Instant::now();
-    let mut conn = Connection::new(shard.config.max_message_size, Duration::from_secs(60), now);
-    flush(&bench, &session, &mut conn, now);
     let json = update_json("m1", &there, b"x");
     conn.received(shard, &session.handle, &client_binary(&json), now);
     owner::shut_down(shard);
