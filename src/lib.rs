@@ -8,11 +8,11 @@
 //!   error and close codes. No I/O, no storage, no clock.
 //! - [`http`]: the main port's HTTP/1.x request head parser, routing and replies.
 //! - [`wsframe`]: a sans-I/O RFC 6455 frame reader and writers.
+//! - [`storage`]: one storage trait, the sqlite and memory backends, and the
+//!   group-commit writer thread that drives them off the event loop.
 //! - [`keyed`]: per-key indices and checks that need no runtime: token buckets,
 //!   mailboxes (the per-recipient blob index), device sync, hints, the sender map,
 //!   nonces and signatures.
-//! - [`storage`]: one storage trait, the sqlite and memory backends, and the
-//!   group-commit writer thread that drives them off the event loop.
 //! - [`metrics`]: per-shard counters merged at scrape time, the §12 text and listener.
 //! - [`process`]: what every thread shares: atomics, the connection slot, the clock.
 //! - [`mesh`]: the messages between executors (one struct each) and their channels.
