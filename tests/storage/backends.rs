@@ -2,33 +2,12 @@
 //! they must behave identically), plus the sqlite-only properties: durability
 //! across reopen, the meta table, the file layout and honest errors.
 
-use std::path::{Path, PathBuf};
-
+use crate::common::TempDir;
 use vauchi_relay::config::SqliteSynchronous;
 use vauchi_relay::protocol::Id64;
 use vauchi_relay::storage::memory::MemoryStore;
 use vauchi_relay::storage::sqlite::{SqliteStore, shard_file_name};
 use vauchi_relay::storage::{BlobMeta, BlobRecord, HintRecord, Store, WriteOp};
-
-/// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let path = std::env::temp_dir().join(format!("vauchi-storage-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        TempDir(path)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn record(key: u64, recipient: u8, data: &[u8]) -> BlobRecord {
     BlobRecord {
@@ -490,7 +469,7 @@ fn sqlite_backend_passes_the_table() {
     for synchronous in [SqliteSynchronous::Normal, SqliteSynchronous::Full] {
         for (name, case) in CASES {
             eprintln!("sqlite {synchronous:?}: {name}");
-            let dir = TempDir::new();
+            let dir = TempDir::new("storage");
             let mut store =
                 SqliteStore::open(&dir.path().join(shard_file_name(0)), synchronous).expect("open");
             case(&mut store);
@@ -508,7 +487,7 @@ fn shard_files_are_named_by_index() {
 
 #[test]
 fn reopened_sqlite_file_keeps_blobs_and_meta() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("storage");
     let path = dir.path().join(shard_file_name(2));
     {
         let mut store = SqliteStore::open(&path, SqliteSynchronous::Full).expect("open");
@@ -535,7 +514,7 @@ fn reopened_sqlite_file_keeps_blobs_and_meta() {
 
 #[test]
 fn meta_get_and_set() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("storage");
     let mut store =
         SqliteStore::open(&dir.path().join("m.db"), SqliteSynchronous::Normal).expect("open");
     assert_eq!(store.meta_get("shard_count").expect("get"), None);
@@ -551,7 +530,7 @@ fn meta_get_and_set() {
 
 #[test]
 fn sqlite_file_is_wal_with_no_secondary_index_on_blobs() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("storage");
     let path = dir.path().join(shard_file_name(0));
     let mut store = SqliteStore::open(&path, SqliteSynchronous::Normal).expect("open");
     store.commit(&[insert(record(1, 7, b"a"))]).expect("commit");
@@ -572,14 +551,14 @@ fn sqlite_file_is_wal_with_no_secondary_index_on_blobs() {
 
 #[test]
 fn open_in_a_missing_directory_is_an_error() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("storage");
     let path = dir.path().join("no-such-dir").join(shard_file_name(0));
     assert!(SqliteStore::open(&path, SqliteSynchronous::Normal).is_err());
 }
 
 #[test]
 fn malformed_row_is_an_error_not_a_panic() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("storage");
     let path = dir.path().join(shard_file_name(0));
     let mut store = SqliteStore::open(&path, SqliteSynchronous::Normal).expect("open");
     store.commit(&[insert(record(1, 7, b"a"))]).expect("commit");
@@ -591,7 +570,7 @@ fn malformed_row_is_an_error_not_a_panic() {
 
 #[test]
 fn reopened_sqlite_file_keeps_hints() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("storage");
     let path = dir.path().join(shard_file_name(1));
     {
         let mut store = SqliteStore::open(&path, SqliteSynchronous::Full).expect("open");
@@ -612,7 +591,7 @@ fn reopened_sqlite_file_keeps_hints() {
 
 #[test]
 fn a_database_from_before_hints_gets_the_table_on_open() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("storage");
     let path = dir.path().join(shard_file_name(0));
     {
         let mut store = SqliteStore::open(&path, SqliteSynchronous::Normal).expect("open");
@@ -636,7 +615,7 @@ fn a_database_from_before_hints_gets_the_table_on_open() {
 
 #[test]
 fn hints_table_has_no_secondary_index() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("storage");
     let path = dir.path().join(shard_file_name(0));
     let mut store = SqliteStore::open(&path, SqliteSynchronous::Normal).expect("open");
     store.commit(&[insert_hint(hint(1, 7))]).expect("commit");
@@ -654,7 +633,7 @@ fn hints_table_has_no_secondary_index() {
 
 #[test]
 fn malformed_hint_row_is_an_error_not_a_panic() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("storage");
     let path = dir.path().join(shard_file_name(0));
     let mut store = SqliteStore::open(&path, SqliteSynchronous::Normal).expect("open");
     store.commit(&[insert_hint(hint(1, 7))]).expect("commit");

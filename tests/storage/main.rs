@@ -4,6 +4,9 @@
 //! One test binary per area (linking each of 46 files against the crate took most
 //! of a fresh `cargo test --release`); each module is one former test file.
 
+#[path = "../common/mod.rs"]
+mod common;
+
 mod backends;
 mod faults;
 mod link;

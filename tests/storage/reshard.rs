@@ -4,8 +4,9 @@
 //! is completed by the next run without loss or duplicates.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use crate::common::TempDir;
 use vauchi_relay::config::SqliteSynchronous;
 use vauchi_relay::protocol::{Id64, shard_of};
 use vauchi_relay::storage::reshard::{self, Options, Outcome, ReshardError};
@@ -15,25 +16,6 @@ use vauchi_relay::storage::{
 };
 
 const SYNC: SqliteSynchronous = SqliteSynchronous::Normal;
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let path = std::env::temp_dir().join(format!("vauchi-reshard-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        TempDir(path)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A deterministic id from a small number (spread by hashing so that shards differ).
 fn id64(n: u32) -> Id64 {
@@ -307,7 +289,7 @@ fn options(batch_rows_max: usize, stop_after_steps: Option<u64>) -> Options {
 #[test]
 fn two_shards_are_redistributed_to_three_and_to_one() {
     for (from, to) in [(2, 3), (2, 1), (3, 2), (1, 4)] {
-        let dir = TempDir::new();
+        let dir = TempDir::new("reshard");
         let written = write_layout(dir.path(), from);
         let outcome = reshard::prepare(dir.path(), to, SYNC).unwrap();
         assert_eq!(
@@ -327,7 +309,7 @@ fn two_shards_are_redistributed_to_three_and_to_one() {
 
 #[test]
 fn the_same_count_or_an_empty_directory_is_left_alone() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("reshard");
     assert_eq!(
         reshard::prepare(dir.path(), 3, SYNC).unwrap(),
         Outcome::Unchanged
@@ -346,7 +328,7 @@ fn the_same_count_or_an_empty_directory_is_left_alone() {
 fn a_file_past_the_recorded_count_is_merged_in() {
     // A stray shard-2.db next to a 2-shard layout (e.g. files copied in by hand)
     // still holds records: they must be moved, not ignored.
-    let dir = TempDir::new();
+    let dir = TempDir::new("reshard");
     let written = write_layout(dir.path(), 3);
     for i in 0..3 {
         let mut store = SqliteStore::open(&dir.path().join(shard_file_name(i)), SYNC).unwrap();
@@ -367,7 +349,7 @@ fn a_move_interrupted_after_any_step_completes_without_loss_or_duplicates() {
     for (from, to) in [(2, 3), (2, 1)] {
         let mut stop = 1u64;
         loop {
-            let dir = TempDir::new();
+            let dir = TempDir::new("reshard");
             let written = write_layout(dir.path(), from);
             let first = reshard::prepare_with(dir.path(), to, SYNC, &options(5, Some(stop)));
             let done = match first {
@@ -401,7 +383,7 @@ fn a_move_interrupted_after_any_step_completes_without_loss_or_duplicates() {
 
 #[test]
 fn an_interrupted_move_is_abandoned_when_the_old_count_comes_back() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("reshard");
     let written = write_layout(dir.path(), 2);
     let first = reshard::prepare_with(dir.path(), 3, SYNC, &options(3, Some(5)));
     assert!(matches!(first, Err(ReshardError::Interrupted)), "{first:?}");
@@ -414,7 +396,7 @@ fn an_interrupted_move_is_abandoned_when_the_old_count_comes_back() {
 
 #[test]
 fn an_interrupted_move_to_three_is_redone_for_four() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("reshard");
     let written = write_layout(dir.path(), 2);
     let first = reshard::prepare_with(dir.path(), 3, SYNC, &options(3, Some(7)));
     assert!(matches!(first, Err(ReshardError::Interrupted)), "{first:?}");
@@ -424,7 +406,7 @@ fn an_interrupted_move_to_three_is_redone_for_four() {
 
 #[test]
 fn an_unknown_table_with_rows_stops_the_move_and_keeps_the_files() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("reshard");
     let written = write_layout(dir.path(), 2);
     {
         let connection = rusqlite::Connection::open(dir.path().join(shard_file_name(1))).unwrap();
@@ -450,7 +432,7 @@ fn source_files_from_before_hints_are_moved() {
     // A relay of an earlier version wrote no forwarding_hints table. Only the first
     // source is opened through the store (for its shard count), so the others may
     // still lack it.
-    let dir = TempDir::new();
+    let dir = TempDir::new("reshard");
     let mut written = write_layout(dir.path(), 2);
     {
         let path = dir.path().join(shard_file_name(1));
