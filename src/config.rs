@@ -18,8 +18,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use parse::{BOOLEAN_EXPECTED, parse_boolean};
-pub use values::{Config, MetricsAddr, SqliteSynchronous, StorageBackend};
-use variables::{DefaultValue, EXTENSIONS, Extension, VARIABLES};
+pub use values::{Config, MetricsAddr, SqliteSynchronous, StorageBackend, TlsFiles};
+use variables::{DefaultValue, EXTENSIONS, Extension, TLS_CERT_FILE, TLS_KEY_FILE, VARIABLES};
 
 /// An invalid value; `Display` gives e.g.
 /// `invalid RELAY_RATE_LIMIT="abc": expected an integer 1..=1000000`.
@@ -66,6 +66,7 @@ impl Config {
             .map(|(name, value)| (name.as_ref().to_owned(), value.as_ref().to_owned()))
             .collect();
         let config = apply_variables(&given)?;
+        check_tls_pair(&config)?;
         let mut warnings = check_extensions(&given, &config)?;
         let known = |name: &str| {
             VARIABLES.iter().any(|spec| spec.name == name)
@@ -88,6 +89,7 @@ impl Config {
             metrics_addr: MetricsAddr::Localhost(0),
             metrics_token: None,
             tls_verified: false,
+            tls: None,
             max_connections: 0,
             max_message_size: 0,
             handshake_timeout_secs: 0,
@@ -141,6 +143,27 @@ fn apply_variables(given: &BTreeMap<String, String>) -> Result<Config, ConfigErr
         })?;
     }
     Ok(config)
+}
+
+/// `RELAY_TLS_CERT_FILE` and `RELAY_TLS_KEY_FILE` are set together or not at all
+/// (§2.8); the table fills in whichever was given, an empty path for the other.
+fn check_tls_pair(config: &Config) -> Result<(), ConfigError> {
+    let Some(files) = &config.tls else {
+        return Ok(());
+    };
+    let missing = |name: &str, other: &str| ConfigError {
+        variable: name.to_owned(),
+        value: String::new(),
+        expected: format!("a path: it is set together with {other}"),
+    };
+    match (
+        files.cert.as_os_str().is_empty(),
+        files.key.as_os_str().is_empty(),
+    ) {
+        (false, true) => Err(missing(TLS_KEY_FILE, TLS_CERT_FILE)),
+        (true, false) => Err(missing(TLS_CERT_FILE, TLS_KEY_FILE)),
+        _ => Ok(()),
+    }
 }
 
 const NOISE_REQUIRED_EXPECTED: &str = "false or unset: this relay does not implement the \

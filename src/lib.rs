@@ -14,6 +14,9 @@
 //!   mailboxes (the per-recipient blob index), device sync, hints, the sender map,
 //!   nonces and signatures.
 //! - [`metrics`]: per-shard counters merged at scrape time, the §12 text and listener.
+//! - [`transport`]: the byte stream under a main-port connection, plain or TLS
+//!   (§2.8), which comes apart to move between executors, and reloadable
+//!   certificates.
 //! - [`process`]: what every thread shares: atomics, the connection slot, the clock.
 //! - [`mesh`]: the messages between executors (one struct each) and their channels.
 //! - [`federation`]: the relay-to-relay protocol (§11): its messages, and the
@@ -22,7 +25,7 @@
 //! - [`shard`]: the glommio side: executors, accept, hand-off, the owner's rules,
 //!   client sessions. It reaches federation only through [`mesh`].
 //! - [`relay`]: startup order (§13.4) and shutdown of both kinds of executor.
-//! - [`signals`]: SIGTERM and SIGINT received on one thread (§14.1).
+//! - [`signals`]: SIGTERM, SIGINT (§14.1) and SIGHUP (§2.8) received on one thread.
 //! - [`system`]: kernel features and process limits checked at startup.
 
 pub mod config;
@@ -39,4 +42,5 @@ pub mod shard;
 pub mod signals;
 pub mod storage;
 pub mod system;
+pub mod transport;
 pub mod wsframe;

@@ -189,6 +189,9 @@ pub const FEDERATION_LINK_QUEUE_DEPTH: usize = 64;
 /// A `wss://` link gathers the TLS records rustls hands over at once into one
 /// send of up to this many bytes (`federation::dial::GatherWrites`).
 pub const FEDERATION_TLS_GATHER_BYTES: usize = 64 * 1024;
+/// The same for a TLS connection on the main port (`transport::tls`): one coalesced
+/// write's records go out in one send.
+pub const TLS_GATHER_BYTES: usize = WRITE_COALESCE_BYTES + 1024;
 /// The read buffer of each link's WebSocket (tungstenite's default is 128 KiB);
 /// a larger message is read in several reads, within the federation size limit.
 pub const FEDERATION_READ_BUFFER_BYTES: usize = 16 * 1024;

@@ -6,7 +6,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use vauchi_relay::config::Config;
-use vauchi_relay::{signals, system};
+use vauchi_relay::relay::Running;
+use vauchi_relay::signals::{self, Signal};
+use vauchi_relay::system;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -94,7 +96,7 @@ fn serve(config: Config) -> ExitCode {
     };
     tracing::info!("listening on {}", running.local_addr);
     let (events, received) = mpsc::channel();
-    if let Err(error) = signals::forward_shutdown_signals(events.clone(), |_| Event::Signal) {
+    if let Err(error) = signals::forward_shutdown_signals(events.clone(), Event::Signal) {
         return fail(&format!("cannot start the signal thread: {error}"));
     }
     let Some(finished) = running.take_finished() else {
@@ -104,8 +106,8 @@ fn serve(config: Config) -> ExitCode {
         finished.wait();
         let _ = events.send(Event::Stopped);
     });
-    match received.recv() {
-        Ok(Event::Signal) => {}
+    match next(&received, &running, None) {
+        Ok(Event::Signal(_)) => {}
         Ok(Event::Stopped) | Err(_) => {
             tracing::error!("the shards stopped unexpectedly");
             return ExitCode::from(1);
@@ -114,9 +116,9 @@ fn serve(config: Config) -> ExitCode {
     tracing::info!("shutting down: draining sessions");
     running.shutdown();
     let deadline = Instant::now() + drain_timeout;
-    match received.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+    match next(&received, &running, Some(deadline)) {
         Ok(Event::Stopped) => tracing::info!("shutdown complete"),
-        Ok(Event::Signal) => tracing::warn!("second signal: exiting at once"),
+        Ok(Event::Signal(_)) => tracing::warn!("second signal: exiting at once"),
         // Committed data is intact; what is still queued is dropped (§14.1).
         Err(_) => tracing::warn!("drain timeout reached: exiting"),
     }
@@ -125,6 +127,27 @@ fn serve(config: Config) -> ExitCode {
 
 /// What the main thread waits for.
 enum Event {
-    Signal,
+    Signal(Signal),
     Stopped,
+}
+
+/// The next shutdown signal or the end of the executors (before `deadline`, if
+/// given); SIGHUPs on the way reload the certificates (§2.8).
+fn next(
+    received: &mpsc::Receiver<Event>,
+    running: &Running,
+    deadline: Option<Instant>,
+) -> Result<Event, mpsc::RecvTimeoutError> {
+    loop {
+        let event = match deadline {
+            None => received
+                .recv()
+                .map_err(|_| mpsc::RecvTimeoutError::Disconnected)?,
+            Some(at) => received.recv_timeout(at.saturating_duration_since(Instant::now()))?,
+        };
+        match event {
+            Event::Signal(Signal::Reload) => running.reload(),
+            other => return Ok(other),
+        }
+    }
 }

@@ -9,7 +9,7 @@ mod text;
 
 pub use counters::{
     Counter, DurationHistogram, Gauge, Global, Limiter, OffloadReceivedResult, OffloadSentResult,
-    PeerState, RejectCode, ShardMetrics,
+    PeerState, Refusal, RejectCode, ShardMetrics, TlsListener,
 };
 pub use listener::spawn_listener;
 pub use text::render;

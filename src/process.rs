@@ -12,8 +12,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::metrics::{Global, ShardMetrics};
+use crate::transport::certs::ServerCerts;
 
-/// State shared by every executor thread (atomics only).
+/// State shared by every executor thread: atomics, and the main listener's
+/// certificates (behind their own lock).
 pub struct Shared {
     pub started: Instant,
     pub draining: AtomicBool,
@@ -29,6 +31,8 @@ pub struct Shared {
     /// Per-shard metrics, merged at scrape time (§12).
     pub metrics: Arc<[ShardMetrics]>,
     pub global_metrics: Arc<Global>,
+    /// Built-in TLS on the main listener (§2.8); `None`: plain TCP.
+    pub main_tls: Option<ServerCerts>,
 }
 
 impl Shared {
@@ -42,7 +46,14 @@ impl Shared {
             federation_running: AtomicBool::new(false),
             metrics: (0..shards).map(|_| ShardMetrics::new()).collect(),
             global_metrics: Arc::new(Global::new(shards as u32)),
+            main_tls: None,
         }
+    }
+
+    /// The same, with TLS built into the main listener.
+    pub fn with_main_tls(mut self, certs: Option<ServerCerts>) -> Shared {
+        self.main_tls = certs;
+        self
     }
 
     pub fn blob_count(&self) -> u64 {

@@ -12,13 +12,14 @@ use std::sync::Arc;
 use crate::config::{Config, MetricsAddr, SqliteSynchronous, StorageBackend};
 use crate::federation::executor::Federation;
 use crate::mesh::{self, MeshMessage};
-use crate::metrics;
+use crate::metrics::{self, TlsListener};
 use crate::process::Shared;
 use crate::shard::runtime::{self, ShardIndex, ShardInit, ShardsStart, WriterThread};
 use crate::storage::Store;
 use crate::storage::memory::MemoryStore;
 use crate::storage::reshard;
 use crate::storage::sqlite::{self, SqliteStore};
+use crate::transport::certs::{CertFiles, ServerCerts};
 
 /// Holds the exclusive lock on `RELAY_DATA_DIR` (§10.3) while alive.
 pub struct DataDirLock {
@@ -141,6 +142,8 @@ fn open_sqlite(
 
 /// Runs startup steps 2-4 of §13.4 and returns the running relay.
 pub fn start(config: Config) -> Result<(Running, DataDirLock), String> {
+    // Files named by the configuration are part of it (§13.4 step 1).
+    let main_tls = main_certs(&config)?;
     let lock = lock_data_dir(&config.data_dir)?;
     let relay_id = load_relay_id(&config);
     let shards = shard_count(&config);
@@ -154,7 +157,7 @@ pub fn start(config: Config) -> Result<(Running, DataDirLock), String> {
     let inits = open_stores(&config, shards)?;
     let metrics_addr = config.metrics_addr.clone();
     let metrics_token = config.metrics_token.clone();
-    let running = start_executors(Arc::new(config), relay_id.clone(), inits)?;
+    let running = start_executors(Arc::new(config), relay_id.clone(), inits, main_tls)?;
     let shared = &running.shared;
     let (metrics, global) = (
         Arc::clone(&shared.metrics),
@@ -180,9 +183,15 @@ fn start_executors(
     config: Arc<Config>,
     relay_id: String,
     inits: Vec<ShardInit>,
+    main_tls: Option<ServerCerts>,
 ) -> Result<Running, String> {
     let shards = inits.len();
-    let shared = Arc::new(Shared::new(shards));
+    let shared = Shared::new(shards).with_main_tls(main_tls);
+    if let Some(certs) = &shared.main_tls {
+        let global = &shared.global_metrics;
+        global.set_certificate_expiry(TlsListener::Main, certs.not_after());
+    }
+    let shared = Arc::new(shared);
     let (senders, inboxes) = mesh::channels(shards);
     let (finished_tx, reports) = std::sync::mpsc::channel();
     let federation = if config.federation_enabled {
@@ -246,6 +255,26 @@ impl Running {
         }
     }
 
+    /// SIGHUP (§2.8): new connections get the certificate files as they are now;
+    /// if one does not load, the certificate in use stays.
+    pub fn reload(&self) {
+        let Some(certs) = &self.shared.main_tls else {
+            tracing::info!("SIGHUP: no TLS certificates to reload");
+            return;
+        };
+        let global = &self.shared.global_metrics;
+        match certs.reload() {
+            Ok(()) => {
+                global.set_certificate_expiry(TlsListener::Main, certs.not_after());
+                tracing::info!("SIGHUP: TLS certificates reloaded");
+            }
+            Err(message) => {
+                global.inc_tls_reload_failures();
+                tracing::error!("SIGHUP: keeping the certificate in use: {message}");
+            }
+        }
+    }
+
     /// The executors' end reports, to wait on from another thread.
     pub fn take_finished(&mut self) -> Option<Finished> {
         self.finished.take()
@@ -275,4 +304,23 @@ impl Finished {
         }
         true
     }
+}
+
+/// The main listener's certificates (§2.8), if TLS is built in.
+fn main_certs(config: &Config) -> Result<Option<ServerCerts>, String> {
+    // TEMPORARY until the configuration parses these variables.
+    let _ = config;
+    let (Ok(cert), Ok(key)) = (
+        std::env::var("RELAY_TLS_CERT_FILE"),
+        std::env::var("RELAY_TLS_KEY_FILE"),
+    ) else {
+        return Ok(None);
+    };
+    ServerCerts::load(CertFiles {
+        cert: cert.into(),
+        key: key.into(),
+        cert_variable: "RELAY_TLS_CERT_FILE",
+        key_variable: "RELAY_TLS_KEY_FILE",
+    })
+    .map(Some)
 }

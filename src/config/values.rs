@@ -24,12 +24,21 @@ pub enum MetricsAddr {
     Localhost(u16),
 }
 
+/// The certificate and key files of built-in TLS (§2.8), set together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub listen_addr: SocketAddr,
     pub metrics_addr: MetricsAddr,
     pub metrics_token: Option<String>,
     pub tls_verified: bool,
+    /// Built-in TLS on the main listener (§2.8); `None`: plain TCP.
+    pub tls: Option<TlsFiles>,
     pub max_connections: u64,
     pub max_message_size: usize,
     pub handshake_timeout_secs: u64,
@@ -84,7 +93,8 @@ impl Config {
     /// open to the network without a token), for `main` to log after binding.
     pub fn startup_warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
-        if !self.tls_verified && !self.listen_addr.ip().to_canonical().is_loopback() {
+        let proxied = self.tls.is_none() && !self.tls_verified;
+        if proxied && !self.listen_addr.ip().to_canonical().is_loopback() {
             warnings.push(format!(
                 "RELAY_LISTEN_ADDR={} is not a loopback address and this relay terminates \
                  no TLS: TLS must be terminated by a reverse proxy in front of it \

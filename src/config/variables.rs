@@ -8,7 +8,18 @@ use super::parse::{
     BOOLEAN_EXPECTED, parse_boolean, parse_decimal, parse_integer, parse_metrics_addr, parse_peers,
     parse_socket_addr,
 };
-use super::values::{Config, SqliteSynchronous, StorageBackend};
+use super::values::{Config, SqliteSynchronous, StorageBackend, TlsFiles};
+
+pub(super) const TLS_CERT_FILE: &str = "RELAY_TLS_CERT_FILE";
+pub(super) const TLS_KEY_FILE: &str = "RELAY_TLS_KEY_FILE";
+
+/// The TLS files given so far (the other one stays an empty path until set).
+fn tls_files(c: &mut Config) -> &mut TlsFiles {
+    c.tls.get_or_insert_with(|| TlsFiles {
+        cert: PathBuf::new(),
+        key: PathBuf::new(),
+    })
+}
 
 const LISTEN_EXPECTED: &str = "an address IPv4:port or [IPv6]:port, such as 0.0.0.0:8080";
 const METRICS_EXPECTED: &str = "an address IPv4:port, [IPv6]:port or localhost:port";
@@ -347,6 +358,30 @@ pub(super) static VARIABLES: &[VarSpec] = &[
         |c, v| c.federation_capacity_interval_secs = v,
         "Seconds between offload ticks and capacity reports",
     ),
+    VarSpec {
+        name: TLS_CERT_FILE,
+        default: DefaultValue::Absent("unset"),
+        rule: Rule::Custom {
+            valid: "a PEM file: the certificate chain, leaf first; set with RELAY_TLS_KEY_FILE",
+            parse: |c, text| {
+                tls_files(c).cert = PathBuf::from(text);
+                Ok(())
+            },
+        },
+        meaning: "Built-in TLS on the main listener (reloaded on SIGHUP)",
+    },
+    VarSpec {
+        name: TLS_KEY_FILE,
+        default: DefaultValue::Absent("unset"),
+        rule: Rule::Custom {
+            valid: "a PEM file: PKCS#8, PKCS#1 or SEC1 private key; set with RELAY_TLS_CERT_FILE",
+            parse: |c, text| {
+                tls_files(c).key = PathBuf::from(text);
+                Ok(())
+            },
+        },
+        meaning: "Private key of RELAY_TLS_CERT_FILE",
+    },
     VarSpec {
         name: "RUST_LOG",
         default: DefaultValue::Text("info"),

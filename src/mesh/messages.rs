@@ -5,14 +5,13 @@
 //! handle these messages: only the protocol's types, the per-key indices' verdicts,
 //! storage ids and the process-wide connection slot.
 
-use std::os::fd::RawFd;
-
 use crate::keyed::nonce::NonceVerdict;
 use crate::process::ConnectionSlot;
 use crate::protocol::Id64;
 use crate::protocol::decode::Handshake;
 use crate::protocol::encode::Notification;
 use crate::storage::BlobId;
+use crate::transport::Parts;
 
 /// Where a reply goes: a request slot of a session on some shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,11 +74,12 @@ pub enum MeshMessage {
 }
 
 /// An accepted connection whose Handshake names a routing_id the receiving shard
-/// owns. `fd` is a duplicate the receiver now owns; `remainder` holds bytes the
-/// accepting shard read past the Handshake (pipelined frames).
+/// owns. `transport` is the connection taken apart (its fd and any TLS state),
+/// owned by the receiver; `remainder` holds bytes the accepting shard read past the
+/// Handshake (pipelined frames).
 #[derive(Debug)]
 pub struct HandedSession {
-    pub fd: RawFd,
+    pub transport: Parts,
     pub remainder: Vec<u8>,
     pub handshake: Box<Handshake>,
     pub slot: ConnectionSlot,
@@ -263,11 +263,11 @@ pub enum ToFederation {
     Shutdown,
 }
 
-/// An upgraded `/federation` connection. `fd` is owned by the receiver; `remainder`
-/// holds bytes read past the upgrade request.
+/// An upgraded `/federation` connection, taken apart (`transport` is owned by the
+/// receiver); `remainder` holds bytes read past the upgrade request.
 #[derive(Debug)]
 pub struct InboundLink {
-    pub fd: RawFd,
+    pub transport: Parts,
     pub remainder: Vec<u8>,
     pub slot: ConnectionSlot,
 }

@@ -2,7 +2,7 @@
 //! its shard's thread with Relaxed atomics and merged at scrape time, a few
 //! process-wide gauges, and their label values. The text and the listener read them.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use crate::protocol::codes::ErrorCode;
@@ -101,6 +101,20 @@ pub enum Limiter {
     Recovery,
 }
 
+/// The `reason` label of `relay_connections_refused_total` (§2.2, §2.10).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Refusal {
+    Global,
+    PerIp,
+}
+
+/// The `listener` label of `relay_tls_certificate_expiry_timestamp_seconds`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum TlsListener {
+    Main,
+    Federation,
+}
+
 /// The `result` label of `relay_offload_sent_total`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum OffloadSentResult {
@@ -139,6 +153,8 @@ pub(super) const LIMITERS: [&str; 2] = ["general", "recovery"];
 pub(super) const OFFLOAD_SENT: [&str; 3] = ["accepted", "refused", "timeout"];
 pub(super) const OFFLOAD_RECEIVED: [&str; 2] = ["accepted", "refused"];
 pub(super) const PEER_STATES: [&str; 3] = ["connected", "draining", "disconnected"];
+pub(super) const REFUSALS: [&str; 2] = ["global", "per_ip"];
+pub(super) const TLS_LISTENERS: [&str; 2] = ["main", "federation"];
 
 /// Upper bounds of `relay_message_duration_seconds` (§12.2), in microseconds and as
 /// `le` label text.
@@ -200,6 +216,7 @@ pub struct ShardMetrics {
     pub(super) offload_sent_total: [Counter; OFFLOAD_SENT.len()],
     pub(super) offload_received_total: [Counter; OFFLOAD_RECEIVED.len()],
     pub federation_ignored_total: Counter,
+    pub(super) connections_refused_total: [Counter; REFUSALS.len()],
 }
 
 impl ShardMetrics {
@@ -222,6 +239,11 @@ impl ShardMetrics {
         self.rate_limited_total[limiter as usize].inc();
     }
 
+    /// One connection refused at admission, for this reason.
+    pub fn inc_refused(&self, reason: Refusal) {
+        self.connections_refused_total[reason as usize].inc();
+    }
+
     pub fn inc_offload_sent(&self, result: OffloadSentResult) {
         self.offload_sent_total[result as usize].inc();
     }
@@ -237,7 +259,13 @@ pub struct Global {
     pub(super) shards: u32,
     pub(super) draining: AtomicU64,
     pub(super) federation_peers: [AtomicU64; PEER_STATES.len()],
+    pub(super) tls_reload_failures: AtomicU64,
+    /// `notAfter` in unix seconds per TLS listener; `ABSENT` without TLS there.
+    pub(super) certificate_expiry: [AtomicI64; TLS_LISTENERS.len()],
 }
+
+/// No certificate on that listener: the series is left out.
+pub(super) const ABSENT: i64 = i64::MIN;
 
 impl Global {
     pub fn new(shards: u32) -> Global {
@@ -245,7 +273,19 @@ impl Global {
             shards,
             draining: AtomicU64::new(0),
             federation_peers: Default::default(),
+            tls_reload_failures: AtomicU64::new(0),
+            certificate_expiry: [AtomicI64::new(ABSENT), AtomicI64::new(ABSENT)],
         }
+    }
+
+    /// One SIGHUP reload that kept the old certificate (§2.8).
+    pub fn inc_tls_reload_failures(&self) {
+        self.tls_reload_failures.fetch_add(1, Relaxed);
+    }
+
+    /// The `notAfter` of the certificate a listener now uses.
+    pub fn set_certificate_expiry(&self, listener: TlsListener, not_after: i64) {
+        self.certificate_expiry[listener as usize].store(not_after.max(ABSENT + 1), Relaxed);
     }
 
     /// `relay_draining`: true from the moment shutdown begins (§14.1).

@@ -6,8 +6,8 @@ use std::fmt::{Display, Write as _};
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::counters::{
-    DURATION_BUCKETS, Global, LIMITERS, OFFLOAD_RECEIVED, OFFLOAD_SENT, PEER_STATES, REJECT_LABELS,
-    ShardMetrics,
+    ABSENT, DURATION_BUCKETS, Global, LIMITERS, OFFLOAD_RECEIVED, OFFLOAD_SENT, PEER_STATES,
+    REFUSALS, REJECT_LABELS, ShardMetrics, TLS_LISTENERS,
 };
 
 /// Where a family's samples come from.
@@ -30,12 +30,18 @@ enum Values {
         &'static [&'static str],
         fn(&Global, usize) -> u64,
     ),
+    /// One process-wide sample per label value that has one (by index).
+    GlobalWhere(
+        &'static str,
+        &'static [&'static str],
+        fn(&Global, usize) -> Option<i64>,
+    ),
     /// `relay_message_duration_seconds`.
     Histogram,
 }
 
 /// Every metric of §12.2, in its order there: name, type, help, values.
-const FAMILIES: [(&str, &str, &str, Values); 21] = [
+const FAMILIES: [(&str, &str, &str, Values); 24] = [
     (
         "relay_connections_total",
         "counter",
@@ -170,6 +176,29 @@ const FAMILIES: [(&str, &str, &str, Values); 21] = [
         "Federation messages ignored.",
         Values::Summed(|s| s.federation_ignored_total.get()),
     ),
+    (
+        "relay_connections_refused_total",
+        "counter",
+        "Admission refusals, by reason.",
+        Values::SummedBy("reason", &REFUSALS, |s, i| {
+            s.connections_refused_total[i].get()
+        }),
+    ),
+    (
+        "relay_tls_reload_failures_total",
+        "counter",
+        "SIGHUP reloads that kept the old certificate.",
+        Values::Global(|g| g.tls_reload_failures.load(Relaxed)),
+    ),
+    (
+        "relay_tls_certificate_expiry_timestamp_seconds",
+        "gauge",
+        "notAfter of the certificate in use, by listener.",
+        Values::GlobalWhere("listener", &TLS_LISTENERS, |g, i| {
+            let at = g.certificate_expiry[i].load(Relaxed);
+            (at != ABSENT).then_some(at)
+        }),
+    ),
 ];
 
 /// Renders every §12.2 metric in the Prometheus text format 0.0.4. Counters that have
@@ -203,6 +232,13 @@ pub fn render(shards: &[ShardMetrics], global: &Global) -> String {
             Values::GlobalBy(label, texts, get) => {
                 for (index, text) in texts.iter().enumerate() {
                     sample(&mut out, name, Some((label, text)), get(global, index));
+                }
+            }
+            Values::GlobalWhere(label, texts, get) => {
+                for (index, text) in texts.iter().enumerate() {
+                    if let Some(value) = get(global, index) {
+                        sample(&mut out, name, Some((label, text)), value);
+                    }
                 }
             }
             Values::Histogram => render_histogram(&mut out, name, shards),

@@ -1,15 +1,15 @@
 //! Accepting on the main port (§2.2-§2.5, §4.2): admission against the connection
 //! limit, the HTTP request head, plain replies, the upgrade, the first WebSocket
 //! message under the handshake timer, and the hand-off of the session to the shard
-//! that owns its routing_id (by duplicating the socket's fd: GLOMMIO-NOTES).
+//! that owns its routing_id (the transport taken apart: GLOMMIO-NOTES). With TLS
+//! built in (§2.8) the TLS handshake comes first, under the same timer.
 
 use std::cell::Cell;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::io::AsyncReadExt;
 use glommio::net::{TcpListener, TcpStream};
 
 use crate::http::{self, HeadParse, HealthFacts, Route, RouteContext};
@@ -22,6 +22,8 @@ use crate::keyed::auth;
 use crate::keyed::nonce::NonceVerdict;
 use crate::mesh::{HandedSession, InboundLink, MeshMessage, NonceCheck, ToFederation};
 use crate::process::ConnectionSlot;
+use crate::transport::Transport;
+use crate::transport::tls::TlsServer;
 
 use super::Shard;
 use super::deadline::Deadline;
@@ -50,8 +52,9 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                 let deadline = shard
                     .deadlines
                     .at(Instant::now() + Duration::from_secs(shard.config.handshake_timeout_secs));
+                let shard = Rc::clone(&shard);
                 glommio::spawn_local(async move {
-                    refuse(stream, deadline).await;
+                    refuse(&shard, stream, deadline).await;
                     refusals.set(refusals.get() - 1);
                 })
                 .detach();
@@ -60,16 +63,33 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     }
 }
 
-/// Answers an over-limit connection with 503 after reading its head (§2.2). The
-/// handshake timer bounds the reply too: a peer that reads nothing cannot keep a
-/// refusal in progress.
-async fn refuse(mut stream: TcpStream, deadline: Deadline) {
+/// Answers an over-limit connection with 503 after reading its head (§2.2), inside
+/// TLS if it is built in. The handshake timer bounds the reply too: a peer that
+/// reads nothing cannot keep a refusal in progress.
+async fn refuse(shard: &Shard, tcp: TcpStream, deadline: Deadline) {
     let answer = async {
+        let mut stream = open(shard, tcp).await?;
         let _ = read_head(&mut stream).await;
-        let _ = stream.write_all(&http::overloaded()).await;
+        let _ = stream.send(&http::overloaded()).await;
+        stream.shutdown().await;
+        Some(())
     };
-    futures_lite::future::or(answer, deadline).await;
-    let _ = stream.shutdown(std::net::Shutdown::Both).await;
+    futures_lite::future::or(answer, async {
+        deadline.await;
+        None
+    })
+    .await;
+}
+
+/// The connection's transport: the TCP stream itself, or a TLS session whose
+/// handshake has completed (§2.8); `None` if that handshake failed.
+async fn open(shard: &Shard, tcp: TcpStream) -> Option<Transport> {
+    let Some(certs) = &shard.shared.main_tls else {
+        return Some(Transport::Plain(tcp));
+    };
+    let mut tls = TlsServer::new(tcp, certs.config()).ok()?;
+    tls.handshake().await.ok()?;
+    Some(Transport::Tls(Box::new(tls)))
 }
 
 /// How the pre-session phase ended.
@@ -92,11 +112,21 @@ enum Outcome {
     Federation { remainder: Vec<u8> },
 }
 
-async fn serve(shard: Rc<Shard>, mut stream: TcpStream, slot: ConnectionSlot) {
+async fn serve(shard: Rc<Shard>, tcp: TcpStream, slot: ConnectionSlot) {
     let upgraded = Cell::new(false);
-    let deadline = shard
+    let mut deadline = shard
         .deadlines
         .at(Instant::now() + Duration::from_secs(shard.config.handshake_timeout_secs));
+    let opened = futures_lite::future::or(async { Some(open(&shard, tcp).await) }, async {
+        (&mut deadline).await;
+        None
+    })
+    .await;
+    let Some(Some(mut stream)) = opened else {
+        // The TLS handshake failed or did not finish in time: TCP closes.
+        shard.metrics().connection_errors_total.inc();
+        return;
+    };
     // Outlives the handshake timer, so that the close wait reads on from where the
     // first message's reading stopped.
     let mut reader = MessageReader::continuous(shard.config.max_message_size + 4);
@@ -144,7 +174,7 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, slot: ConnectionSlot) {
             return;
         }
     }
-    let _ = stream.shutdown(std::net::Shutdown::Both).await;
+    stream.shutdown().await;
     drop(slot);
 }
 
@@ -154,12 +184,12 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, slot: ConnectionSlot) {
 /// the connection, and its slot, by never taking our Close.
 async fn close_and_wait(
     shard: &Shard,
-    stream: &mut TcpStream,
+    stream: &mut Transport,
     close: &[u8],
     reader: Option<&mut MessageReader>,
 ) {
     let exchange = async {
-        if stream.write_all(close).await.is_err() {
+        if stream.send(close).await.is_err() {
             return;
         }
         if let Some(reader) = reader {
@@ -177,7 +207,7 @@ async fn close_and_wait(
 /// data messages are dropped and Pings go unanswered, since nothing follows our
 /// Close. Once the reader has failed, before or during the wait, the frames are
 /// walked without it from the failed frame's header, which still tells its length.
-async fn wait_for_close(stream: &mut TcpStream, reader: &mut MessageReader) {
+async fn wait_for_close(stream: &mut Transport, reader: &mut MessageReader) {
     let mut chunk = [0u8; limits::CLOSE_WAIT_READ_BYTES];
     while !reader.failed() {
         loop {
@@ -205,7 +235,7 @@ async fn wait_for_close(stream: &mut TcpStream, reader: &mut MessageReader) {
 }
 
 /// Reads a request head, bounded by §2.3. Returns the parse result and the buffer.
-async fn read_head(stream: &mut TcpStream) -> Option<(HeadParse, Vec<u8>)> {
+async fn read_head(stream: &mut Transport) -> Option<(HeadParse, Vec<u8>)> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; limits::HEAD_READ_CHUNK_BYTES];
     loop {
@@ -224,7 +254,7 @@ async fn read_head(stream: &mut TcpStream) -> Option<(HeadParse, Vec<u8>)> {
 
 async fn pre_session(
     shard: &Shard,
-    stream: &mut TcpStream,
+    stream: &mut Transport,
     upgraded: &Cell<bool>,
     reader: &mut MessageReader,
 ) -> Outcome {
@@ -265,7 +295,7 @@ async fn pre_session(
             reply(stream, &http::health_response(path, head_only, facts)).await
         }
         Route::FederationUpgrade { response } => {
-            if stream.write_all(&response).await.is_err() {
+            if stream.send(&response).await.is_err() {
                 return Outcome::Done;
             }
             shard.metrics().connections_total.inc();
@@ -274,7 +304,7 @@ async fn pre_session(
             }
         }
         Route::ClientUpgrade { response } => {
-            if stream.write_all(&response).await.is_err() {
+            if stream.send(&response).await.is_err() {
                 return Outcome::Done;
             }
             upgraded.set(true);
@@ -286,8 +316,8 @@ async fn pre_session(
     }
 }
 
-async fn reply(stream: &mut TcpStream, bytes: &[u8]) -> Outcome {
-    let _ = stream.write_all(bytes).await;
+async fn reply(stream: &mut Transport, bytes: &[u8]) -> Outcome {
+    let _ = stream.send(bytes).await;
     Outcome::Done
 }
 
@@ -295,7 +325,7 @@ async fn reply(stream: &mut TcpStream, bytes: &[u8]) -> Outcome {
 /// (§4.2). Pings are answered; nothing past the message is consumed.
 async fn first_message(
     shard: &Shard,
-    stream: &mut TcpStream,
+    stream: &mut Transport,
     reader: &mut MessageReader,
 ) -> Outcome {
     let mut chunk = [0u8; limits::HANDSHAKE_READ_CHUNK_BYTES];
@@ -306,7 +336,7 @@ async fn first_message(
                 Ok(n) => reader.feed(&chunk[..n]),
             },
             Step::Write(bytes) => {
-                if stream.write_all(&bytes).await.is_err() {
+                if stream.send(&bytes).await.is_err() {
                     return Outcome::Done;
                 }
             }
@@ -383,7 +413,7 @@ async fn authenticate(shard: &Shard, handshake: &Handshake) -> Result<(), CloseR
 /// Runs the session here, or moves the socket to the owner shard (§10.2).
 async fn hand_off(
     shard: Rc<Shard>,
-    stream: TcpStream,
+    stream: Transport,
     slot: ConnectionSlot,
     handshake: Box<Handshake>,
     remainder: Vec<u8>,
@@ -393,67 +423,54 @@ async fn hand_off(
         socket::run(shard, stream, remainder, handshake, slot).await;
         return;
     }
-    let Some(fd) = release_fd(stream) else {
+    let Ok(transport) = stream.into_parts() else {
         return;
     };
     let message = MeshMessage::Session(HandedSession {
-        fd,
+        transport,
         remainder,
         handshake,
         slot,
     });
-    if let Err(MeshMessage::Session(HandedSession { fd, remainder, .. })) =
-        shard.mesh.try_send(owner, message)
+    if let Err(MeshMessage::Session(HandedSession {
+        transport,
+        remainder,
+        ..
+    })) = shard.mesh.try_send(owner, message)
     {
         // The owner's queue is full: the session cannot be admitted (§2.2 item 4).
-        // SAFETY: `fd` came from `into_raw_fd` above and nothing else owns it.
-        let mut stream = unsafe { TcpStream::from_raw_fd(fd) };
+        let mut stream = Transport::from_parts(transport);
         let reason = CloseReason::Overloaded;
         let close = wsframe::close_frame(reason.code(), reason.reason());
         let mut reader = MessageReader::continuous(shard.config.max_message_size + 4);
         reader.feed(&remainder);
         close_and_wait(&shard, &mut stream, &close, Some(&mut reader)).await;
-        let _ = stream.shutdown(std::net::Shutdown::Both).await;
+        stream.shutdown().await;
     }
-}
-
-/// Gives up a stream that has no I/O in flight, returning a duplicate of its fd
-/// for another executor to rebuild it from (glommio streams have no `into_raw_fd`).
-fn release_fd(stream: TcpStream) -> Option<std::os::fd::RawFd> {
-    // SAFETY of the borrow: `stream` is alive for the whole statement.
-    let duplicate = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) }.try_clone_to_owned();
-    drop(stream);
-    Some(duplicate.ok()?.into_raw_fd())
 }
 
 /// Gives an upgraded `/federation` connection to the federation executor (§11.4);
 /// the upgrade part of the handshake timer is over, the peer timeout takes over.
-fn hand_to_federation(shard: &Shard, stream: TcpStream, slot: ConnectionSlot, remainder: Vec<u8>) {
+fn hand_to_federation(shard: &Shard, stream: Transport, slot: ConnectionSlot, remainder: Vec<u8>) {
     let Some(federation) = &shard.federation else {
         return;
     };
-    let Some(fd) = release_fd(stream) else {
+    let Ok(transport) = stream.into_parts() else {
         return;
     };
     let command = ToFederation::Inbound(InboundLink {
-        fd,
+        transport,
         remainder,
         slot,
     });
-    if let Err(error) = federation.try_send(command) {
-        // Too many links waiting to be adopted: drop this one (the peer retries).
-        if let ToFederation::Inbound(InboundLink { fd, .. }) = error.into_inner() {
-            // SAFETY: `fd` came from `into_raw_fd` above and nothing else owns it.
-            drop(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
-        }
-    }
+    // Too many links waiting to be adopted: the refused command drops, closing the
+    // connection (the peer retries).
+    let _ = federation.try_send(command);
 }
 
 /// Starts a session handed over by another shard.
 pub fn adopt(shard: &Rc<Shard>, m: HandedSession) {
-    // SAFETY: the fd was duplicated by the accepting shard, which gave up all use
-    // of it when it sent it through the mesh; this shard now owns it.
-    let stream = unsafe { TcpStream::from_raw_fd(m.fd) };
+    let stream = Transport::from_parts(m.transport);
     let session = socket::run(Rc::clone(shard), stream, m.remainder, m.handshake, m.slot);
     glommio::spawn_local(session).detach();
 }

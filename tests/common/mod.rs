@@ -2,7 +2,7 @@
 //! a fresh data directory, and speak the client protocol over real WebSockets.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -137,7 +137,6 @@ pub fn relay_command(data_dir: &Path, vars: &[(&str, &str)]) -> Command {
 
 /// GET /metrics from the relay's metrics listener; the whole response.
 pub fn scrape_metrics(relay: &Relay) -> String {
-    use std::io::{Read, Write};
     let mut stream =
         TcpStream::connect(relay.metrics_addr.expect("metrics address logged")).unwrap();
     stream.set_read_timeout(Some(STUCK)).unwrap();
@@ -199,8 +198,9 @@ pub enum Received {
     Eof,
 }
 
-pub struct Client {
-    pub ws: WebSocket<TcpStream>,
+/// A client session over a plain TCP stream, or another (a TLS one).
+pub struct Client<S: Read + Write = TcpStream> {
+    pub ws: WebSocket<S>,
 }
 
 impl Client {
@@ -216,10 +216,17 @@ impl Client {
     /// after its HandshakeAck.
     pub fn handshake(addr: SocketAddr, client_id: &str) -> Client {
         let mut client = Client::connect(addr);
-        client.send_json(&handshake_json(client_id));
-        let ack = client.recv_json();
-        assert_eq!(ack["payload"]["type"], "HandshakeAck", "{ack}");
+        client.handshake_as(client_id);
         client
+    }
+}
+
+impl<S: Read + Write> Client<S> {
+    /// Sends the Handshake for `client_id` and expects its HandshakeAck.
+    pub fn handshake_as(&mut self, client_id: &str) {
+        self.send_json(&handshake_json(client_id));
+        let ack = self.recv_json();
+        assert_eq!(ack["payload"]["type"], "HandshakeAck", "{ack}");
     }
 
     pub fn send_json(&mut self, json: &str) {

@@ -20,3 +20,4 @@ mod relay;
 mod session_errors;
 mod shutdown;
 mod startup;
+mod tls;

@@ -38,6 +38,8 @@ const TABLE_NAMES: &[&str] = &[
     "RELAY_FEDERATION_DRAIN_TIMEOUT",
     "RELAY_FEDERATION_PEER_TIMEOUT",
     "RELAY_FEDERATION_CAPACITY_INTERVAL",
+    "RELAY_TLS_CERT_FILE",
+    "RELAY_TLS_KEY_FILE",
     "RUST_LOG",
 ];
 
@@ -93,6 +95,7 @@ fn defaults_when_nothing_is_set() {
         metrics_addr: MetricsAddr::Socket(socket("127.0.0.1:8081")),
         metrics_token: None,
         tls_verified: false,
+        tls: None,
         max_connections: 100_000,
         max_message_size: 1_048_576,
         handshake_timeout_secs: 10,
@@ -706,6 +709,32 @@ fn tls_proxy_warning_on_non_loopback_listener() {
     assert_eq!(tls_warnings(&[("RELAY_LISTEN_ADDR", "[::1]:8080")]), 0);
     let text = config(&[]).startup_warnings().join("\n");
     assert!(text.contains("TLS") && text.contains("proxy"), "{text}");
+    // TLS built in: no proxy to warn about (§2.1).
+    let built_in = [
+        ("RELAY_TLS_CERT_FILE", "/etc/relay/cert.pem"),
+        ("RELAY_TLS_KEY_FILE", "/etc/relay/key.pem"),
+    ];
+    assert_eq!(tls_warnings(&built_in), 0);
+}
+
+#[test]
+fn tls_files_are_set_together_or_not_at_all() {
+    let both = config(&[
+        ("RELAY_TLS_CERT_FILE", " /etc/relay/cert.pem "),
+        ("RELAY_TLS_KEY_FILE", "/etc/relay/key.pem"),
+    ]);
+    let files = both.tls.expect("both set");
+    assert_eq!(files.cert, std::path::PathBuf::from("/etc/relay/cert.pem"));
+    assert_eq!(files.key, std::path::PathBuf::from("/etc/relay/key.pem"));
+    assert_eq!(config(&[("RELAY_TLS_CERT_FILE", " ")]).tls, None);
+    for (given, missing) in [
+        ("RELAY_TLS_CERT_FILE", "RELAY_TLS_KEY_FILE"),
+        ("RELAY_TLS_KEY_FILE", "RELAY_TLS_CERT_FILE"),
+    ] {
+        let error = load(&[(given, "/etc/relay/file.pem")]).unwrap_err();
+        assert_eq!(error.variable, missing);
+        assert!(error.to_string().contains(given), "{error}");
+    }
 }
 
 #[test]

@@ -29,6 +29,7 @@ mod session_hints;
 mod session_state;
 mod shard_rules;
 mod structure;
+mod tls_certs;
 mod wsframe_allocation;
 mod wsframe_interop;
 mod wsframe_reader;

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use vauchi_relay::metrics::{
-    Global, Limiter, OffloadReceivedResult, OffloadSentResult, PeerState, RejectCode, ShardMetrics,
-    render,
+    Global, Limiter, OffloadReceivedResult, OffloadSentResult, PeerState, Refusal, RejectCode,
+    ShardMetrics, TlsListener, render,
 };
 use vauchi_relay::protocol::codes::ErrorCode;
 
@@ -35,7 +35,17 @@ const SPEC: &[(&str, &str, &[&str])] = &[
     ("relay_offload_sent_total", "counter", &["result"]),
     ("relay_offload_received_total", "counter", &["result"]),
     ("relay_federation_ignored_total", "counter", &[]),
+    ("relay_connections_refused_total", "counter", &["reason"]),
+    ("relay_tls_reload_failures_total", "counter", &[]),
 ];
+
+/// Families whose samples exist only where they apply: the certificate expiry of
+/// a listener with TLS (§12.2: absent without TLS).
+const WHERE_APPLICABLE: &[(&str, &str, &[&str])] = &[(
+    "relay_tls_certificate_expiry_timestamp_seconds",
+    "gauge",
+    &["listener"],
+)];
 
 const CODES: &[&str] = &[
     "malformed_frame",
@@ -400,6 +410,39 @@ fn shards(count: usize) -> Vec<ShardMetrics> {
 }
 
 #[test]
+fn certificate_expiry_appears_per_listener_with_tls_and_refusals_by_reason() {
+    let global = Global::new(2);
+    let metrics = shards(2);
+    global.set_certificate_expiry(TlsListener::Main, 1_900_000_000);
+    global.inc_tls_reload_failures();
+    metrics[0].inc_refused(Refusal::Global);
+    metrics[1].inc_refused(Refusal::PerIp);
+    metrics[1].inc_refused(Refusal::PerIp);
+    let text = render(&metrics, &global);
+    let exposition = validate(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let expiry = "relay_tls_certificate_expiry_timestamp_seconds";
+    assert_eq!(exposition.value(expiry, &[("listener", "main")]), 1.9e9);
+    assert_eq!(
+        exposition.samples[expiry].len(),
+        1,
+        "no federation listener"
+    );
+    global.set_certificate_expiry(TlsListener::Federation, 1_800_000_000);
+    let exposition = validate(&render(&metrics, &global)).unwrap();
+    assert_eq!(
+        exposition.value(expiry, &[("listener", "federation")]),
+        1.8e9
+    );
+    assert_eq!(
+        exposition.value("relay_tls_reload_failures_total", &[]),
+        1.0
+    );
+    let refused = "relay_connections_refused_total";
+    assert_eq!(exposition.value(refused, &[("reason", "global")]), 1.0);
+    assert_eq!(exposition.value(refused, &[("reason", "per_ip")]), 2.0);
+}
+
+#[test]
 fn every_metric_is_exported_with_its_type_even_when_zero() {
     let text = render(&shards(3), &Global::new(3));
     let exposition = validate(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
@@ -417,7 +460,22 @@ fn every_metric_is_exported_with_its_type_even_when_zero() {
             assert_eq!(keys, *labels, "labels of {}", sample.name);
         }
     }
-    assert_eq!(exposition.types.len(), SPEC.len(), "no extra families");
+    for (name, kind, _) in WHERE_APPLICABLE {
+        assert_eq!(
+            exposition.types.get(*name).map(String::as_str),
+            Some(*kind),
+            "{name}"
+        );
+        assert!(
+            exposition.samples.get(*name).is_none_or(|s| s.is_empty()),
+            "{name} without TLS"
+        );
+    }
+    assert_eq!(
+        exposition.types.len(),
+        SPEC.len() + WHERE_APPLICABLE.len(),
+        "no extra families"
+    );
     for shard in ["0", "1", "2"] {
         assert_eq!(
             exposition.value("relay_blobs_stored", &[("shard", shard)]),

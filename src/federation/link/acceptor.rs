@@ -5,16 +5,15 @@
 //! Invariant: the bytes the shard read past the upgrade (`remainder`) are the
 //! start of the link's stream; they are checked for framing like the rest.
 
-use std::os::fd::{FromRawFd, RawFd};
 use std::rc::Rc;
 
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::protocol::Role;
-use glommio::net::TcpStream;
 
 use crate::mesh::InboundLink;
 use crate::process::unix_now;
+use crate::transport::{Parts, Transport};
 
 use super::super::checked::Checked;
 use super::super::messages::{self, FedMessage};
@@ -24,16 +23,16 @@ use super::established;
 use super::receive::LinkSide;
 use super::wire::{close, close_broken, next_data, send, socket_config, violation_close};
 
-type Socket = WebSocketStream<Checked<TcpStream>>;
+type Socket = WebSocketStream<Checked<Transport>>;
 
 /// The acceptor (§11.4 items 1-3) for a connection a shard upgraded.
 pub async fn accept(node: Rc<Node>, inbound: InboundLink) {
     let InboundLink {
-        fd,
+        transport,
         remainder,
         slot,
     } = inbound;
-    let Some(mut ws) = adopt(&node, fd, remainder).await else {
+    let Some(mut ws) = adopt(&node, transport, remainder).await else {
         return;
     };
     let Some(relay_id) = hello(&node, &mut ws).await else {
@@ -59,10 +58,8 @@ pub async fn accept(node: Rc<Node>, inbound: InboundLink) {
 
 /// Takes over the socket, with the bytes already read after the upgrade; `None`
 /// (closed with 1002) if those break the framing.
-async fn adopt(node: &Node, fd: RawFd, remainder: Vec<u8>) -> Option<Socket> {
-    // SAFETY: the accepting shard duplicated this fd and gave up all use of it when
-    // it sent it here; this task now owns it.
-    let mut stream = Checked::frames(unsafe { TcpStream::from_raw_fd(fd) });
+async fn adopt(node: &Node, transport: Parts, remainder: Vec<u8>) -> Option<Socket> {
+    let mut stream = Checked::frames(Transport::from_parts(transport));
     let early_ok = stream.check_early(&remainder);
     let config = Some(socket_config(node));
     let mut ws = if remainder.is_empty() {

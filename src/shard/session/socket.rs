@@ -10,11 +10,11 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_lite::io::{AsyncRead, AsyncWrite};
-use glommio::net::TcpStream;
 
 use crate::limits;
 use crate::process::ConnectionSlot;
 use crate::protocol::decode::Handshake;
+use crate::transport::Transport;
 
 use super::super::Shard;
 use super::super::deadline::Deadline;
@@ -25,7 +25,7 @@ use super::registry;
 /// Registers a session for a routing_id this shard owns and runs it to the end.
 pub async fn run(
     shard: Rc<Shard>,
-    mut stream: TcpStream,
+    mut stream: Transport,
     remainder: Vec<u8>,
     handshake: Box<Handshake>,
     slot: ConnectionSlot,
@@ -51,13 +51,13 @@ pub async fn run(
     registry::close(&shard, &handle);
     shard.shared.sessions_open.fetch_sub(1, Relaxed);
     shard.metrics().connections_active.dec();
-    let _ = stream.shutdown(std::net::Shutdown::Both).await;
+    stream.shutdown().await;
     drop(slot);
 }
 
 /// The connection's socket and its timer.
 struct Io<'a> {
-    stream: &'a mut TcpStream,
+    stream: &'a mut Transport,
     timer: &'a mut Deadline,
 }
 
@@ -88,6 +88,12 @@ fn drive(
                 Poll::Ready(Ok(n)) => progress |= conn.wrote(shard, handle, n),
                 Poll::Pending => break,
             }
+        }
+        // A TLS write may keep its last records until flushed (plain: a no-op).
+        if conn.unwritten().is_empty()
+            && let Poll::Ready(Err(_)) = Pin::new(&mut *io.stream).poll_flush(cx)
+        {
+            return Poll::Ready(());
         }
         match conn.after_write(handle, now) {
             Flow::Again => continue,

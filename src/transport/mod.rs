@@ -1,0 +1,135 @@
+//! The byte stream under a main-port connection: plain TCP, or TLS built in (§2.8).
+//! Everything above it (HTTP, frames, sessions, federation links) reads and writes
+//! a [`Transport`] and does not know which. A transport with no I/O in flight comes
+//! apart into [`Parts`] that another executor puts back together, so that a TLS
+//! session moves to the owner shard as a plain one does.
+
+pub mod certs;
+pub mod tls;
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_lite::io::{AsyncRead, AsyncWrite};
+use futures_rustls::rustls::ServerConnection;
+use glommio::net::TcpStream;
+
+use tls::TlsServer;
+
+pub enum Transport {
+    Plain(TcpStream),
+    Tls(Box<TlsServer>),
+}
+
+/// A transport taken apart: a duplicate of its socket's fd and, for TLS, the
+/// session state. It owns the fd: dropped unused, it closes it.
+pub struct Parts {
+    fd: OwnedFd,
+    tls: Option<Box<ServerConnection>>,
+}
+
+impl std::fmt::Debug for Parts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parts")
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl Transport {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Transport::Plain(tcp) => tcp,
+            Transport::Tls(tls) => tls.tcp(),
+        }
+    }
+
+    /// Takes the transport apart for another executor. Call it only with no read
+    /// or write in flight (glommio streams have no `into_raw_fd`, so the fd is
+    /// duplicated and the stream dropped: GLOMMIO-NOTES).
+    pub fn into_parts(self) -> io::Result<Parts> {
+        // SAFETY of the borrow: the stream is alive for the whole statement.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.tcp().as_raw_fd()) }.try_clone_to_owned()?;
+        let tls = match self {
+            Transport::Plain(_) => None,
+            Transport::Tls(tls) => Some(Box::new(tls.into_parts().1)),
+        };
+        Ok(Parts { fd, tls })
+    }
+
+    /// Puts a transport back together on this executor.
+    pub fn from_parts(parts: Parts) -> Transport {
+        // SAFETY: `parts` owns the fd, and gives it up here.
+        let tcp = unsafe { TcpStream::from_raw_fd(parts.fd.into_raw_fd()) };
+        match parts.tls {
+            None => Transport::Plain(tcp),
+            Some(conn) => Transport::Tls(Box::new(TlsServer::from_parts(tcp, *conn))),
+        }
+    }
+
+    /// Writes all of `bytes` and sends them (a TLS write may hold its last records
+    /// until flushed).
+    pub async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        use futures_lite::io::AsyncWriteExt;
+        self.write_all(bytes).await?;
+        self.flush().await
+    }
+
+    /// Ends the connection: for TLS our close_notify, if the socket takes it at
+    /// once (nothing waits for a peer that reads nothing), then both directions.
+    pub async fn shutdown(&mut self) {
+        if let Transport::Tls(tls) = self {
+            let mut once = Some(());
+            std::future::poll_fn(|cx| {
+                if once.take().is_some() {
+                    let _ = Pin::new(&mut **tls).poll_close(cx);
+                }
+                Poll::Ready(())
+            })
+            .await;
+        }
+        let _ = self.tcp().shutdown(std::net::Shutdown::Both).await;
+    }
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            Transport::Tls(tls) => Pin::new(&mut **tls).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
+            Transport::Tls(tls) => Pin::new(&mut **tls).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
+            Transport::Tls(tls) => Pin::new(&mut **tls).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(tcp) => Pin::new(tcp).poll_close(cx),
+            Transport::Tls(tls) => Pin::new(&mut **tls).poll_close(cx),
+        }
+    }
+}
