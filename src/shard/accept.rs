@@ -14,6 +14,7 @@ use glommio::net::{TcpListener, TcpStream};
 
 use crate::http::{self, HeadParse, HealthFacts, Route, RouteContext};
 use crate::limits;
+use crate::metrics::Refusal;
 use crate::protocol::CloseReason;
 use crate::protocol::decode::{self, Handshake};
 use crate::wsframe::{self, MessageReader, Step};
@@ -45,6 +46,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         if let Some(slot) = shard.shared.admit(shard.config.max_connections) {
             glommio::spawn_local(serve(Rc::clone(&shard), stream, slot)).detach();
         } else {
+            shard.metrics().inc_refused(Refusal::Global);
             if refusals.get() < limits::REFUSALS_IN_PROGRESS_MAX {
                 refusals.set(refusals.get() + 1);
                 shard.metrics().connection_errors_total.inc();

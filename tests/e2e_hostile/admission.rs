@@ -251,6 +251,16 @@ fn the_connection_over_the_limit_gets_503_until_one_closes() {
         "relay_connection_errors_total went from {errors_before} to {errors_refused} \
          after two refusals"
     );
+    let text = scrape(&relay);
+    let refused = |reason: &str| {
+        metric_value(
+            &text,
+            "relay_connections_refused_total",
+            &format!("{{reason=\"{reason}\"}}"),
+        )
+    };
+    assert_eq!(refused("global"), 2.0, "§2.10: refusals by reason");
+    assert_eq!(refused("per_ip"), 0.0);
 
     // Close one session and wait for the relay's side of the close.
     let mut closing = sessions.pop().unwrap();
