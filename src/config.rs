@@ -114,6 +114,8 @@ impl Config {
             federation_drain_timeout_secs: 0,
             federation_peer_timeout_secs: 0,
             federation_capacity_interval_secs: 0,
+            max_connections_per_ip: 0,
+            ipv6_prefix_len: 0,
         }
     }
 }

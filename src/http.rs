@@ -262,6 +262,16 @@ pub fn overloaded() -> Vec<u8> {
     )
 }
 
+/// 429: the client address has `RELAY_MAX_CONNECTIONS_PER_IP` open (§2.10).
+pub fn too_many_connections() -> Vec<u8> {
+    reply(
+        Status::TooManyRequests,
+        &[("Retry-After", "5")],
+        r#"{"error":"too many connections"}"#,
+        false,
+    )
+}
+
 /// 408: the handshake timer expired before the request head arrived (§2.2, optional).
 pub fn handshake_timeout() -> Vec<u8> {
     reply(
@@ -290,6 +300,7 @@ enum Status {
     MethodNotAllowed,
     RequestTimeout,
     UpgradeRequired,
+    TooManyRequests,
     HeadTooLarge,
     ServiceUnavailable,
 }
@@ -303,6 +314,7 @@ impl Status {
             Status::MethodNotAllowed => "405 Method Not Allowed",
             Status::RequestTimeout => "408 Request Timeout",
             Status::UpgradeRequired => "426 Upgrade Required",
+            Status::TooManyRequests => "429 Too Many Requests",
             Status::HeadTooLarge => "431 Request Header Fields Too Large",
             Status::ServiceUnavailable => "503 Service Unavailable",
         }

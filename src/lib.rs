@@ -14,6 +14,8 @@
 //!   mailboxes (the per-recipient blob index), device sync, hints, the sender map,
 //!   nonces and signatures.
 //! - [`metrics`]: per-shard counters merged at scrape time, the §12 text and listener.
+//! - [`addresses`]: open connections per client address (§2.10), exact across
+//!   shards, memory only.
 //! - [`transport`]: the byte stream under a main-port connection, plain or TLS
 //!   (§2.8), which comes apart to move between executors, and reloadable
 //!   certificates.
@@ -28,6 +30,7 @@
 //! - [`signals`]: SIGTERM, SIGINT (§14.1) and SIGHUP (§2.8) received on one thread.
 //! - [`system`]: kernel features and process limits checked at startup.
 
+pub mod addresses;
 pub mod config;
 pub mod federation;
 pub mod http;

@@ -17,6 +17,10 @@ use std::time::Duration;
 /// §2.2: refusals in progress beyond which over-limit connections are closed
 /// without a response.
 pub const REFUSALS_IN_PROGRESS_MAX: u64 = 1024;
+/// §2.10: the per-address connection counts are split over this many locks, so
+/// that shards accepting at once rarely contend (each lock guards a map bounded by
+/// the open connections).
+pub const ADDRESS_COUNT_STRIPES: usize = 64;
 /// After a failed accept (out of descriptors, say), the accept loop waits this long
 /// before it tries again, instead of spinning on the error.
 pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(10);

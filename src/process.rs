@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::addresses::{AddressCounts, AddressKey};
 use crate::metrics::{Global, ShardMetrics};
 use crate::transport::certs::ServerCerts;
 
@@ -33,6 +34,10 @@ pub struct Shared {
     pub global_metrics: Arc<Global>,
     /// Built-in TLS on the main listener (§2.8); `None`: plain TCP.
     pub main_tls: Option<ServerCerts>,
+    /// Open connections per client address (§2.10); `None`: unlimited.
+    pub addresses: Option<AddressCounts>,
+    /// `RELAY_IPV6_PREFIX_LEN`.
+    pub ipv6_prefix_len: u8,
 }
 
 impl Shared {
@@ -47,7 +52,17 @@ impl Shared {
             metrics: (0..shards).map(|_| ShardMetrics::new()).collect(),
             global_metrics: Arc::new(Global::new(shards as u32)),
             main_tls: None,
+            addresses: None,
+            ipv6_prefix_len: 64,
         }
+    }
+
+    /// The same, with at most `limit` connections per client address (0:
+    /// unlimited), IPv6 addresses grouped by their first `ipv6_prefix_len` bits.
+    pub fn with_address_limit(mut self, limit: u64, ipv6_prefix_len: u8) -> Shared {
+        self.addresses = (limit > 0).then(|| AddressCounts::new(limit));
+        self.ipv6_prefix_len = ipv6_prefix_len;
+        self
     }
 
     /// The same, with TLS built into the main listener.
@@ -66,7 +81,10 @@ impl Shared {
     /// Takes one connection slot, or `None` at the limit (§2.2).
     pub fn admit(self: &Arc<Self>, max_connections: u64) -> Option<ConnectionSlot> {
         if self.connections.fetch_add(1, Ordering::Relaxed) < max_connections {
-            Some(ConnectionSlot(Arc::clone(self)))
+            Some(ConnectionSlot {
+                shared: Arc::clone(self),
+                address: None,
+            })
         } else {
             self.connections.fetch_sub(1, Ordering::Relaxed);
             None
@@ -74,9 +92,32 @@ impl Shared {
     }
 }
 
-/// Holds one slot of `RELAY_MAX_CONNECTIONS` (§2.2) until dropped; it travels with
-/// the connection to the owner shard or the federation executor.
-pub struct ConnectionSlot(Arc<Shared>);
+/// Holds one slot of `RELAY_MAX_CONNECTIONS` (§2.2), and of its client address's
+/// `RELAY_MAX_CONNECTIONS_PER_IP` once counted (§2.10), until dropped; it travels
+/// with the connection to the owner shard or the federation executor.
+pub struct ConnectionSlot {
+    shared: Arc<Shared>,
+    address: Option<AddressKey>,
+}
+
+impl ConnectionSlot {
+    /// Counts the connection against its client address's limit (§2.10); false if
+    /// the address is at the limit. Without a limit, always true.
+    pub fn admit_address(&mut self, client: std::net::IpAddr) -> bool {
+        let Some(counts) = &self.shared.addresses else {
+            return true;
+        };
+        if self.address.is_some() {
+            return true;
+        }
+        let key = AddressKey::of(client, self.shared.ipv6_prefix_len);
+        let admitted = counts.try_add(key);
+        if admitted {
+            self.address = Some(key);
+        }
+        admitted
+    }
+}
 
 impl std::fmt::Debug for ConnectionSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -86,7 +127,10 @@ impl std::fmt::Debug for ConnectionSlot {
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+        self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        if let (Some(key), Some(counts)) = (self.address, &self.shared.addresses) {
+            counts.remove(key);
+        }
     }
 }
 

@@ -186,7 +186,9 @@ fn start_executors(
     main_tls: Option<ServerCerts>,
 ) -> Result<Running, String> {
     let shards = inits.len();
-    let shared = Shared::new(shards).with_main_tls(main_tls);
+    let shared = Shared::new(shards)
+        .with_main_tls(main_tls)
+        .with_address_limit(config.max_connections_per_ip, config.ipv6_prefix_len);
     if let Some(certs) = &shared.main_tls {
         let global = &shared.global_metrics;
         global.set_certificate_expiry(TlsListener::Main, certs.not_after());

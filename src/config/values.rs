@@ -67,6 +67,10 @@ pub struct Config {
     pub federation_drain_timeout_secs: u64,
     pub federation_peer_timeout_secs: u64,
     pub federation_capacity_interval_secs: u64,
+    /// §2.10; 0 = unlimited.
+    pub max_connections_per_ip: u64,
+    /// §2.10: IPv6 client addresses count by their first this many bits.
+    pub ipv6_prefix_len: u8,
 }
 
 impl MetricsAddr {

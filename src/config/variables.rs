@@ -382,6 +382,20 @@ pub(super) static VARIABLES: &[VarSpec] = &[
         },
         meaning: "Private key of RELAY_TLS_CERT_FILE",
     },
+    integer(
+        "RELAY_MAX_CONNECTIONS_PER_IP",
+        "0",
+        (0, 10_000_000),
+        |c, v| c.max_connections_per_ip = v,
+        "Open TCP connections on the main port per client address (0 = unlimited)",
+    ),
+    integer(
+        "RELAY_IPV6_PREFIX_LEN",
+        "64",
+        (1, 128),
+        |c, v| c.ipv6_prefix_len = narrow(v),
+        "Leading bits of an IPv6 client address that make one address for the limit",
+    ),
     VarSpec {
         name: "RUST_LOG",
         default: DefaultValue::Text("info"),

@@ -43,44 +43,54 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             }
         };
         let _ = stream.set_nodelay(true);
+        let deadline = shard
+            .deadlines
+            .at(Instant::now() + Duration::from_secs(shard.config.handshake_timeout_secs));
+        let shard = Rc::clone(&shard);
         if let Some(slot) = shard.shared.admit(shard.config.max_connections) {
-            glommio::spawn_local(serve(Rc::clone(&shard), stream, slot)).detach();
+            let refusals = Rc::clone(&refusals);
+            glommio::spawn_local(serve(shard, stream, slot, deadline, refusals)).detach();
         } else {
             shard.metrics().inc_refused(Refusal::Global);
-            if refusals.get() < limits::REFUSALS_IN_PROGRESS_MAX {
-                refusals.set(refusals.get() + 1);
-                shard.metrics().connection_errors_total.inc();
-                let refusals = Rc::clone(&refusals);
-                let deadline = shard
-                    .deadlines
-                    .at(Instant::now() + Duration::from_secs(shard.config.handshake_timeout_secs));
-                let shard = Rc::clone(&shard);
-                glommio::spawn_local(async move {
-                    refuse(&shard, stream, deadline).await;
-                    refusals.set(refusals.get() - 1);
-                })
-                .detach();
-            }
+            refuse(shard, stream, deadline, &refusals, http::overloaded());
         }
     }
 }
 
-/// Answers an over-limit connection with 503 after reading its head (§2.2), inside
-/// TLS if it is built in. The handshake timer bounds the reply too: a peer that
-/// reads nothing cannot keep a refusal in progress.
-async fn refuse(shard: &Shard, tcp: TcpStream, deadline: Deadline) {
-    let answer = async {
-        let mut stream = open(shard, tcp).await?;
-        let _ = read_head(&mut stream).await;
-        let _ = stream.send(&http::overloaded()).await;
-        stream.shutdown().await;
-        Some(())
-    };
-    futures_lite::future::or(answer, async {
-        deadline.await;
-        None
+/// Answers a connection refused at admission (§2.2 step 2, §2.10) with `reply`
+/// after reading its head, inside TLS if it is built in, or closes it at once while
+/// `REFUSALS_IN_PROGRESS_MAX` refusals are under way. It holds no slot. The
+/// handshake timer bounds the reply: a peer that reads nothing cannot keep a
+/// refusal in progress.
+fn refuse(
+    shard: Rc<Shard>,
+    tcp: TcpStream,
+    deadline: Deadline,
+    refusals: &Rc<Cell<u64>>,
+    reply: Vec<u8>,
+) {
+    shard.metrics().connection_errors_total.inc();
+    if refusals.get() >= limits::REFUSALS_IN_PROGRESS_MAX {
+        return;
+    }
+    refusals.set(refusals.get() + 1);
+    let refusals = Rc::clone(refusals);
+    glommio::spawn_local(async move {
+        let answer = async {
+            let mut stream = open(&shard, tcp).await?;
+            let _ = read_head(&mut stream).await;
+            let _ = stream.send(&reply).await;
+            stream.shutdown().await;
+            Some(())
+        };
+        futures_lite::future::or(answer, async {
+            deadline.await;
+            None
+        })
+        .await;
+        refusals.set(refusals.get() - 1);
     })
-    .await;
+    .detach();
 }
 
 /// The connection's transport: the TCP stream itself, or a TLS session whose
@@ -114,11 +124,30 @@ enum Outcome {
     Federation { remainder: Vec<u8> },
 }
 
-async fn serve(shard: Rc<Shard>, tcp: TcpStream, slot: ConnectionSlot) {
+/// One admitted connection, from its client address to its session, link or reply.
+async fn serve(
+    shard: Rc<Shard>,
+    tcp: TcpStream,
+    mut slot: ConnectionSlot,
+    mut deadline: Deadline,
+    refusals: Rc<Cell<u64>>,
+) {
+    if let Ok(peer) = tcp.peer_addr()
+        && !slot.admit_address(peer.ip())
+    {
+        // Refused connections hold no slot (§2.2 step 2).
+        drop(slot);
+        shard.metrics().inc_refused(Refusal::PerIp);
+        refuse(
+            shard,
+            tcp,
+            deadline,
+            &refusals,
+            http::too_many_connections(),
+        );
+        return;
+    }
     let upgraded = Cell::new(false);
-    let mut deadline = shard
-        .deadlines
-        .at(Instant::now() + Duration::from_secs(shard.config.handshake_timeout_secs));
     let opened = futures_lite::future::or(async { Some(open(&shard, tcp).await) }, async {
         (&mut deadline).await;
         None

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -203,11 +203,31 @@ pub struct Client<S: Read + Write = TcpStream> {
     pub ws: WebSocket<S>,
 }
 
+/// A TCP connection to `target` from `source`, a loopback address of the test's
+/// choosing (bound before connecting, which std cannot do).
+pub fn connect_from(source: IpAddr, target: SocketAddr) -> TcpStream {
+    let domain = socket2::Domain::for_address(target);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::new(source, 0).into())
+        .unwrap_or_else(|e| panic!("bind {source}: {e}"));
+    socket.connect(&target.into()).unwrap();
+    let tcp: TcpStream = socket.into();
+    tcp.set_nodelay(true).unwrap();
+    tcp.set_read_timeout(Some(STUCK)).unwrap();
+    tcp
+}
+
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).unwrap();
         stream.set_nodelay(true).unwrap();
         stream.set_read_timeout(Some(STUCK)).unwrap();
+        Client::over(stream, addr)
+    }
+
+    /// A client session over `stream`, connected to `addr`.
+    pub fn over(stream: TcpStream, addr: SocketAddr) -> Client {
         let (ws, _) = tungstenite::client::client(format!("ws://{addr}/"), stream).unwrap();
         Client { ws }
     }

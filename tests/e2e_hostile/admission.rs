@@ -5,7 +5,7 @@
 //! count in `relay_connection_errors_total` (§12.2).
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
@@ -19,6 +19,10 @@ const SLOW_CLIENTS: usize = 300;
 const HANDSHAKE_TIMEOUT_SECS: u64 = 2;
 /// A close this soon after connecting came from something other than the timer.
 const TOO_EARLY: Duration = Duration::from_secs(1);
+/// Three client addresses: Linux routes all of 127.0.0.0/8 to the loopback.
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+const SECOND: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+const THIRD: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
 
 fn scrape(relay: &Relay) -> String {
     scrape_metrics(relay)
@@ -174,9 +178,12 @@ fn slow_http_heads_are_closed_by_the_handshake_timer_while_others_are_served() {
 
 /// Sends an upgrade request: the upgraded connection, or the refusal read to EOF.
 fn try_upgrade(addr: SocketAddr) -> Result<RawWs, Response> {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_nodelay(true).unwrap();
-    stream.set_read_timeout(Some(STUCK)).unwrap();
+    try_upgrade_from(LOOPBACK, addr)
+}
+
+/// The same, from the loopback address `source`.
+fn try_upgrade_from(source: IpAddr, addr: SocketAddr) -> Result<RawWs, Response> {
+    let mut stream = connect_from(source, addr);
     stream
         .write_all(upgrade_request("/", "").as_bytes())
         .unwrap();
@@ -199,6 +206,28 @@ fn try_upgrade(addr: SocketAddr) -> Result<RawWs, Response> {
     let _ = stream.read_to_end(&mut rest);
     bytes.extend(rest);
     Err(parse_response(&bytes))
+}
+
+/// `relay_connections_refused_total{reason}` now.
+fn refused(relay: &Relay, reason: &str) -> f64 {
+    metric_value(
+        &scrape(relay),
+        "relay_connections_refused_total",
+        &format!("{{reason=\"{reason}\"}}"),
+    )
+}
+
+fn assert_too_many(response: &Response) {
+    assert_eq!(response.status, 429, "{response:?}");
+    assert_eq!(response.body_text(), r#"{"error":"too many connections"}"#);
+    assert_eq!(response.header("Retry-After"), Some("5"), "{response:?}");
+}
+
+/// A session from `source`, its HandshakeAck received (so certainly admitted).
+fn session_from(source: IpAddr, addr: SocketAddr) -> Client {
+    let mut client = Client::over(connect_from(source, addr), addr);
+    client.handshake_as(&fresh_id());
+    client
 }
 
 fn assert_overloaded(response: &Response) {
@@ -251,16 +280,8 @@ fn the_connection_over_the_limit_gets_503_until_one_closes() {
         "relay_connection_errors_total went from {errors_before} to {errors_refused} \
          after two refusals"
     );
-    let text = scrape(&relay);
-    let refused = |reason: &str| {
-        metric_value(
-            &text,
-            "relay_connections_refused_total",
-            &format!("{{reason=\"{reason}\"}}"),
-        )
-    };
-    assert_eq!(refused("global"), 2.0, "§2.10: refusals by reason");
-    assert_eq!(refused("per_ip"), 0.0);
+    assert_eq!(refused(&relay, "global"), 2.0, "§2.10: refusals by reason");
+    assert_eq!(refused(&relay, "per_ip"), 0.0);
 
     // Close one session and wait for the relay's side of the close.
     let mut closing = sessions.pop().unwrap();
@@ -292,4 +313,86 @@ fn the_connection_over_the_limit_gets_503_until_one_closes() {
     assert_overloaded(&try_upgrade(relay.addr).err().expect("over the limit again"));
     assert!(connection_errors(&relay) > errors_refused);
     drop(upgraded);
+}
+
+#[test]
+fn an_address_over_its_limit_gets_429_on_every_shard_while_other_addresses_are_admitted() {
+    let dir = TempDir::new("admission-per-ip");
+    let relay = Relay::start(
+        dir.path(),
+        &[
+            ("RELAY_MAX_CONNECTIONS_PER_IP", "2"),
+            ("RELAY_MAX_CONNECTIONS", "4"),
+            // Two shards accept: the count must be exact whichever one the kernel
+            // gives a connection to.
+            ("RELAY_SHARDS", "2"),
+        ],
+    );
+    let errors_before = connection_errors(&relay);
+    let mut first: Vec<Client> = (0..2).map(|_| session_from(LOOPBACK, relay.addr)).collect();
+
+    // The address's third connection is refused, whatever it would have been, and
+    // as often as it is tried (each attempt may reach either shard).
+    for _ in 0..4 {
+        assert_too_many(
+            &try_upgrade_from(LOOPBACK, relay.addr)
+                .err()
+                .expect("a third connection from 127.0.0.1 is refused"),
+        );
+    }
+    let mut probe = connect_from(LOOPBACK, relay.addr);
+    probe
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut bytes = Vec::new();
+    probe.read_to_end(&mut bytes).unwrap();
+    assert_too_many(&parse_response(&bytes));
+    assert_eq!(refused(&relay, "per_ip"), 5.0);
+    assert_eq!(refused(&relay, "global"), 0.0);
+    assert!(connection_errors(&relay) >= errors_before + 5);
+
+    // Another address is not affected, and the admitted sessions carry on.
+    let mut second: Vec<Client> = (0..2).map(|_| session_from(SECOND, relay.addr)).collect();
+    second[0].send_json(&update_json("u1", B, &[1]));
+    assert_eq!(second[0].recv_json()["payload"]["status"], "Stored");
+    first[1].send_json(&update_json("u2", B, &[2]));
+    assert_eq!(first[1].recv_json()["payload"]["status"], "Stored");
+
+    // Four open: the global limit applies first (§2.10), to a new address and to
+    // one at its own limit alike.
+    assert_overloaded(&try_upgrade_from(THIRD, relay.addr).err().expect("global"));
+    assert_overloaded(
+        &try_upgrade_from(LOOPBACK, relay.addr)
+            .err()
+            .expect("global"),
+    );
+    assert_eq!(refused(&relay, "global"), 2.0);
+    assert_eq!(refused(&relay, "per_ip"), 5.0);
+
+    // When one of 127.0.0.1's sessions has closed, the address gets a slot again
+    // (retrying until the relay has dropped the socket, bounded by the hang guard).
+    let mut closing = first.pop().unwrap();
+    closing.close();
+    while let Received::Json(_) = closing.recv() {}
+    let start = Instant::now();
+    let mut admitted = loop {
+        match try_upgrade_from(LOOPBACK, relay.addr) {
+            Ok(ws) => break ws,
+            Err(response) => {
+                assert!(
+                    [429, 503].contains(&response.status),
+                    "while the slot is released: {response:?}"
+                );
+                assert!(
+                    start.elapsed() < STUCK,
+                    "127.0.0.1 not admitted within {STUCK:?} after one of its sessions closed"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    };
+    admitted.send_json(&handshake_json(&fresh_id()));
+    let ack: serde_json::Value = serde_json::from_str(&admitted.recv_text()).unwrap();
+    assert_eq!(ack["payload"]["type"], "HandshakeAck");
+    drop((first, second));
 }

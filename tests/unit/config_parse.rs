@@ -40,6 +40,8 @@ const TABLE_NAMES: &[&str] = &[
     "RELAY_FEDERATION_CAPACITY_INTERVAL",
     "RELAY_TLS_CERT_FILE",
     "RELAY_TLS_KEY_FILE",
+    "RELAY_MAX_CONNECTIONS_PER_IP",
+    "RELAY_IPV6_PREFIX_LEN",
     "RUST_LOG",
 ];
 
@@ -120,6 +122,8 @@ fn defaults_when_nothing_is_set() {
         federation_drain_timeout_secs: 300,
         federation_peer_timeout_secs: 30,
         federation_capacity_interval_secs: 60,
+        max_connections_per_ip: 0,
+        ipv6_prefix_len: 64,
     };
     assert_eq!(loaded.config, expected);
 }
@@ -175,6 +179,14 @@ fn valid_values_of_every_variable() {
         ("RELAY_TLS_VERIFIED", "False", |c| !c.tls_verified),
         ("RELAY_TLS_VERIFIED", "0", |c| !c.tls_verified),
         ("RELAY_MAX_CONNECTIONS", "1", |c| c.max_connections == 1),
+        ("RELAY_MAX_CONNECTIONS_PER_IP", "0", |c| {
+            c.max_connections_per_ip == 0
+        }),
+        ("RELAY_MAX_CONNECTIONS_PER_IP", "10000000", |c| {
+            c.max_connections_per_ip == 10_000_000
+        }),
+        ("RELAY_IPV6_PREFIX_LEN", "1", |c| c.ipv6_prefix_len == 1),
+        ("RELAY_IPV6_PREFIX_LEN", "128", |c| c.ipv6_prefix_len == 128),
         ("RELAY_MAX_CONNECTIONS", "10000000", |c| {
             c.max_connections == 10_000_000
         }),
@@ -326,6 +338,10 @@ fn invalid_values_of_every_variable() {
         ("RELAY_MAX_CONNECTIONS", "0"),
         ("RELAY_MAX_CONNECTIONS", "10000001"),
         ("RELAY_MAX_CONNECTIONS", "1e5"),
+        ("RELAY_MAX_CONNECTIONS_PER_IP", "10000001"),
+        ("RELAY_MAX_CONNECTIONS_PER_IP", "-1"),
+        ("RELAY_IPV6_PREFIX_LEN", "0"),
+        ("RELAY_IPV6_PREFIX_LEN", "129"),
         ("RELAY_MAX_MESSAGE_SIZE", "255"),
         ("RELAY_MAX_MESSAGE_SIZE", "67108865"),
         ("RELAY_HANDSHAKE_TIMEOUT", "0"),

@@ -12,6 +12,7 @@ mod federation_examples;
 #[path = "../wire/mod.rs"]
 mod wire;
 
+mod addresses;
 mod config_parse;
 mod federation_dial;
 mod federation_messages;
