@@ -18,7 +18,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use parse::{BOOLEAN_EXPECTED, parse_boolean};
-pub use values::{Config, MetricsAddr, SqliteSynchronous, StorageBackend, TlsFiles};
+pub use values::{Config, MetricsAddr, ProxyProtocol, SqliteSynchronous, StorageBackend, TlsFiles};
 use variables::{DefaultValue, EXTENSIONS, Extension, TLS_CERT_FILE, TLS_KEY_FILE, VARIABLES};
 
 /// An invalid value; `Display` gives e.g.
@@ -116,6 +116,8 @@ impl Config {
             federation_capacity_interval_secs: 0,
             max_connections_per_ip: 0,
             ipv6_prefix_len: 0,
+            proxy_protocol: ProxyProtocol::Off,
+            proxy_trusted: Vec::new(),
         }
     }
 }

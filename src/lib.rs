@@ -17,8 +17,8 @@
 //! - [`addresses`]: open connections per client address (§2.10), exact across
 //!   shards, memory only.
 //! - [`transport`]: the byte stream under a main-port connection, plain or TLS
-//!   (§2.8), which comes apart to move between executors, and reloadable
-//!   certificates.
+//!   (§2.8), which comes apart to move between executors, reloadable
+//!   certificates, and the PROXY protocol header in front of it (§2.9).
 //! - [`process`]: what every thread shares: atomics, the connection slot, the clock.
 //! - [`mesh`]: the messages between executors (one struct each) and their channels.
 //! - [`federation`]: the relay-to-relay protocol (§11): its messages, and the

@@ -21,6 +21,10 @@ pub const REFUSALS_IN_PROGRESS_MAX: u64 = 1024;
 /// that shards accepting at once rarely contend (each lock guards a map bounded by
 /// the open connections).
 pub const ADDRESS_COUNT_STRIPES: usize = 64;
+/// §2.9: the most of a PROXY protocol header held in memory (a v2 header's fixed
+/// part and its longest address part; a v1 header is at most 107 bytes). A v2
+/// header's TLVs, up to 65,535 bytes with the addresses, are skipped unbuffered.
+pub const PROXY_HEADER_BUFFERED_BYTES_MAX: usize = 16 + 216;
 /// After a failed accept (out of descriptors, say), the accept loop waits this long
 /// before it tries again, instead of spinning on the error.
 pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(10);

@@ -2,7 +2,8 @@
 //! HTTP request head and its routing (PROTOCOL.md §2.3-§2.5), the WebSocket frame
 //! reader fed whole and in random small chunks (§2.6), the frame prefix, envelope,
 //! Handshake and request payloads (§3.1, §3.2, §4.2, §5), the federation messages
-//! (§11.1, §11.2), and the `RELAY_*` configuration (§13).
+//! (§11.1, §11.2), the PROXY protocol header (§2.9), and the `RELAY_*`
+//! configuration (§13).
 //!
 //! `FUZZ_CASES` sets the cases per property (default 4096, about a second in release);
 //! `FUZZ_SEED` a fixed RNG seed (default 0, so runs are reproducible) or `random`;
@@ -28,6 +29,7 @@ use vauchi_relay::limits::HEAD_BYTES_MAX;
 use vauchi_relay::protocol::decode::{
     Request, ShapeError, ValidRequest, decode_envelope, decode_handshake, decode_request, validate,
 };
+use vauchi_relay::transport::proxy_header::{self, BUFFERED_MAX, Parse, V1_LENGTH_MAX, Versions};
 use vauchi_relay::wsframe::{FirstMessageReader, LengthCheck, Step};
 
 // ---- configuration of the runs ---------------------------------------------------
@@ -1659,5 +1661,135 @@ proptest! {
             Ok(FedMessage::DrainNotice { drain_timeout_secs: 7 })
         };
         prop_assert_eq!(decoded, expected, "{}", envelope);
+    }
+}
+
+// ---- PROXY protocol header -------------------------------------------------------
+
+const ALL_VERSIONS: [Versions; 3] = [Versions::V1, Versions::V2, Versions::Any];
+
+/// A valid header of either version and the source it names.
+fn proxy_header_and_source() -> impl Strategy<Value = (Vec<u8>, Option<std::net::IpAddr>)> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let v1 = prop_oneof![
+        (any::<u32>(), any::<u32>(), any::<u16>(), any::<u16>()).prop_map(|(s, d, sp, dp)| {
+            let (s, d) = (Ipv4Addr::from(s), Ipv4Addr::from(d));
+            (
+                format!("PROXY TCP4 {s} {d} {sp} {dp}\r\n").into_bytes(),
+                Some(IpAddr::V4(s)),
+            )
+        }),
+        (any::<u128>(), any::<u128>(), any::<u16>(), any::<u16>()).prop_map(|(s, d, sp, dp)| {
+            let (s, d) = (Ipv6Addr::from(s), Ipv6Addr::from(d));
+            (
+                format!("PROXY TCP6 {s} {d} {sp} {dp}\r\n").into_bytes(),
+                Some(IpAddr::V6(s)),
+            )
+        }),
+        "( [!-~]{1,20}){0,4}"
+            .prop_map(|tail| { (format!("PROXY UNKNOWN{tail}\r\n").into_bytes(), None) }),
+    ];
+    let v2 = (
+        0u8..2,
+        0u8..4,
+        0u8..3,
+        prop::collection::vec(any::<u8>(), 216),
+        prop::collection::vec(any::<u8>(), 0..400),
+    )
+        .prop_map(|(command, family, protocol, addresses, tlvs)| {
+            let address_bytes = [0, 12, 36, 216][usize::from(family)];
+            let addresses = &addresses[..address_bytes];
+            let mut header = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+            header.push(0x20 | command);
+            header.push(family << 4 | protocol);
+            header.extend_from_slice(&((address_bytes + tlvs.len()) as u16).to_be_bytes());
+            header.extend_from_slice(addresses);
+            header.extend_from_slice(&tlvs);
+            let source = match (command, family) {
+                (1, 1) => Some(IpAddr::from(<[u8; 4]>::try_from(&addresses[..4]).unwrap())),
+                (1, 2) => Some(IpAddr::from(
+                    <[u8; 16]>::try_from(&addresses[..16]).unwrap(),
+                )),
+                _ => None,
+            };
+            (header, source)
+        });
+    prop_oneof![v1, v2]
+}
+
+/// What holds for any bytes: no panic; a verdict on a prefix stands once more
+/// bytes arrive (the reader parses each arrival's prefix, so it must not matter
+/// where the segments end); no wait beyond the buffer or a v1 header's length.
+fn check_proxy_prefixes(bytes: &[u8], versions: Versions) -> Result<(), TestCaseError> {
+    let whole = proxy_header::parse(bytes, versions);
+    for end in 0..bytes.len() {
+        let prefix = proxy_header::parse(&bytes[..end], versions);
+        match prefix {
+            Ok(Parse::Incomplete) => {}
+            Ok(Parse::Complete { .. }) | Err(_) => {
+                prop_assert_eq!(prefix, whole, "after {} of {:?}", end, bytes);
+            }
+        }
+    }
+    if whole == Ok(Parse::Incomplete) {
+        prop_assert!(bytes.len() < BUFFERED_MAX, "{:?}", bytes);
+        if bytes.first() == Some(&b'P') {
+            prop_assert!(bytes.len() < V1_LENGTH_MAX, "{:?}", bytes);
+        }
+    }
+    if let Ok(Parse::Complete { length, .. }) = whole {
+        prop_assert!(length <= 16 + 65_535);
+        // The bytes a header needs seen are all its own.
+        let needed = bytes.len().min(length);
+        prop_assert_eq!(proxy_header::parse(&bytes[..needed], versions), whole);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(fuzz_config())]
+
+    #[test]
+    fn proxy_header_arbitrary_bytes(
+        bytes in prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..300),
+            prop::collection::vec(any::<u8>(), 0..300).prop_map(|tail| {
+                let mut bytes = b"PROXY ".to_vec();
+                bytes.extend(tail);
+                bytes
+            }),
+            prop::collection::vec(any::<u8>(), 0..300).prop_map(|tail| {
+                let mut bytes = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+                bytes.extend(tail);
+                bytes
+            }),
+        ],
+    ) {
+        if out_of_time() { return Ok(()); }
+        for versions in ALL_VERSIONS {
+            check_proxy_prefixes(&bytes, versions)?;
+        }
+    }
+
+    #[test]
+    fn proxy_header_valid_and_mutated(
+        (header, source) in proxy_header_and_source(),
+        trailing in prop::collection::vec(any::<u8>(), 0..64),
+        mutations in prop::collection::vec(mutation(), 0..4),
+    ) {
+        if out_of_time() { return Ok(()); }
+        let mut bytes = header.clone();
+        bytes.extend_from_slice(&trailing);
+        let versions = if header[0] == b'P' { Versions::V1 } else { Versions::V2 };
+        let expected = Ok(Parse::Complete { length: header.len(), source });
+        prop_assert_eq!(proxy_header::parse(&bytes, versions), expected, "{:?}", bytes);
+        prop_assert_eq!(proxy_header::parse(&bytes, Versions::Any), expected);
+        let other = if versions == Versions::V1 { Versions::V2 } else { Versions::V1 };
+        prop_assert!(proxy_header::parse(&bytes, other).is_err());
+        check_proxy_prefixes(&bytes, versions)?;
+        apply(&mut bytes, &mutations);
+        for versions in ALL_VERSIONS {
+            check_proxy_prefixes(&bytes, versions)?;
+        }
     }
 }

@@ -1,7 +1,9 @@
 //! The value syntaxes shared by the variables: strict integers, booleans and
-//! decimals, socket addresses, and the federation peer list.
+//! decimals, socket addresses, CIDR lists, and the federation peer list.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+
+use ipnet::IpNet;
 
 use super::values::MetricsAddr;
 
@@ -84,4 +86,31 @@ fn normalise_peer(entry: &str) -> Option<String> {
         .bytes()
         .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#');
     (!host.is_empty() && clean).then(|| format!("{scheme}://{rest}"))
+}
+
+/// Comma-separated CIDRs, entries trimmed and empty ones dropped; host bits are
+/// cleared, and a bare address is the network of that one host. IPv4-mapped IPv6
+/// networks become IPv4 ones, as peer addresses do before they are matched.
+pub(super) fn parse_cidrs(text: &str) -> Result<Vec<IpNet>, String> {
+    let mut networks = Vec::new();
+    for entry in text.split(',').map(str::trim_ascii) {
+        if entry.is_empty() {
+            continue;
+        }
+        let network = entry
+            .parse::<IpNet>()
+            .ok()
+            .or_else(|| entry.parse::<IpAddr>().ok().map(IpNet::from))
+            .ok_or_else(|| format!("comma-separated IPv4/IPv6 CIDRs, and {entry:?} is not one"))?;
+        let network = match network {
+            IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+                Some(v4) => IpNet::new(IpAddr::V4(v4), v6.prefix_len() - 96)
+                    .expect("a prefix of at most 32 bits"),
+                None => network,
+            },
+            _ => network,
+        };
+        networks.push(network.trunc());
+    }
+    Ok(networks)
 }

@@ -24,6 +24,15 @@ pub enum MetricsAddr {
     Localhost(u16),
 }
 
+/// `RELAY_PROXY_PROTOCOL` (§2.9): which PROXY protocol header trusted sources send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyProtocol {
+    Off,
+    V1,
+    V2,
+    Any,
+}
+
 /// The certificate and key files of built-in TLS (§2.8), set together.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
@@ -71,6 +80,18 @@ pub struct Config {
     pub max_connections_per_ip: u64,
     /// §2.10: IPv6 client addresses count by their first this many bits.
     pub ipv6_prefix_len: u8,
+    pub proxy_protocol: ProxyProtocol,
+    /// The sources that must send a PROXY header (§2.9), host bits cleared.
+    pub proxy_trusted: Vec<ipnet::IpNet>,
+}
+
+impl Config {
+    /// Whether a connection from `peer` must begin with a PROXY header (§2.9).
+    pub fn proxy_trusts(&self, peer: std::net::IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        self.proxy_protocol != ProxyProtocol::Off
+            && self.proxy_trusted.iter().any(|net| net.contains(&peer))
+    }
 }
 
 impl MetricsAddr {

@@ -5,10 +5,10 @@
 use std::path::PathBuf;
 
 use super::parse::{
-    BOOLEAN_EXPECTED, parse_boolean, parse_decimal, parse_integer, parse_metrics_addr, parse_peers,
-    parse_socket_addr,
+    BOOLEAN_EXPECTED, parse_boolean, parse_cidrs, parse_decimal, parse_integer, parse_metrics_addr,
+    parse_peers, parse_socket_addr,
 };
-use super::values::{Config, SqliteSynchronous, StorageBackend, TlsFiles};
+use super::values::{Config, ProxyProtocol, SqliteSynchronous, StorageBackend, TlsFiles};
 
 pub(super) const TLS_CERT_FILE: &str = "RELAY_TLS_CERT_FILE";
 pub(super) const TLS_KEY_FILE: &str = "RELAY_TLS_KEY_FILE";
@@ -396,6 +396,36 @@ pub(super) static VARIABLES: &[VarSpec] = &[
         |c, v| c.ipv6_prefix_len = narrow(v),
         "Leading bits of an IPv6 client address that make one address for the limit",
     ),
+    VarSpec {
+        name: "RELAY_PROXY_PROTOCOL",
+        default: DefaultValue::Text("off"),
+        rule: Rule::Custom {
+            valid: "off, v1, v2 or any (any case)",
+            parse: |c, text| {
+                c.proxy_protocol = match text.to_ascii_lowercase().as_str() {
+                    "off" => ProxyProtocol::Off,
+                    "v1" => ProxyProtocol::V1,
+                    "v2" => ProxyProtocol::V2,
+                    "any" => ProxyProtocol::Any,
+                    _ => return Err("off, v1, v2 or any".to_owned()),
+                };
+                Ok(())
+            },
+        },
+        meaning: "PROXY protocol header that connections from RELAY_PROXY_TRUSTED must send",
+    },
+    VarSpec {
+        name: "RELAY_PROXY_TRUSTED",
+        default: DefaultValue::Text("127.0.0.0/8,::1/128"),
+        rule: Rule::Custom {
+            valid: "comma-separated IPv4/IPv6 CIDRs (a bare address is one host)",
+            parse: |c, text| {
+                c.proxy_trusted = parse_cidrs(text)?;
+                Ok(())
+            },
+        },
+        meaning: "Load balancers whose PROXY header names the client address",
+    },
     VarSpec {
         name: "RUST_LOG",
         default: DefaultValue::Text("info"),

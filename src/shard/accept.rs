@@ -5,6 +5,7 @@
 //! built in (§2.8) the TLS handshake comes first, under the same timer.
 
 use std::cell::Cell;
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 use futures_lite::io::AsyncReadExt;
 use glommio::net::{TcpListener, TcpStream};
 
+use crate::config::ProxyProtocol;
 use crate::http::{self, HeadParse, HealthFacts, Route, RouteContext};
 use crate::limits;
 use crate::metrics::Refusal;
@@ -23,8 +25,9 @@ use crate::keyed::auth;
 use crate::keyed::nonce::NonceVerdict;
 use crate::mesh::{HandedSession, InboundLink, MeshMessage, NonceCheck, ToFederation};
 use crate::process::ConnectionSlot;
-use crate::transport::Transport;
+use crate::transport::proxy_header::Versions;
 use crate::transport::tls::TlsServer;
+use crate::transport::{self, Transport};
 
 use super::Shard;
 use super::deadline::Deadline;
@@ -52,22 +55,32 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             glommio::spawn_local(serve(shard, stream, slot, deadline, refusals)).detach();
         } else {
             shard.metrics().inc_refused(Refusal::Global);
-            refuse(shard, stream, deadline, &refusals, http::overloaded());
+            let reply = http::overloaded();
+            refuse(shard, stream, deadline, &refusals, reply, HeaderRead::No);
         }
     }
 }
 
+/// Whether a refused connection's PROXY header (§2.9), if it must send one, has
+/// been read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum HeaderRead {
+    Yes,
+    No,
+}
+
 /// Answers a connection refused at admission (§2.2 step 2, §2.10) with `reply`
-/// after reading its head, inside TLS if it is built in, or closes it at once while
-/// `REFUSALS_IN_PROGRESS_MAX` refusals are under way. It holds no slot. The
-/// handshake timer bounds the reply: a peer that reads nothing cannot keep a
-/// refusal in progress.
+/// after reading its head (behind its PROXY header, inside TLS if built in), or
+/// closes it at once while `REFUSALS_IN_PROGRESS_MAX` refusals are under way. It
+/// holds no slot. The handshake timer bounds the reply: a peer that reads nothing
+/// cannot keep a refusal in progress.
 fn refuse(
     shard: Rc<Shard>,
-    tcp: TcpStream,
+    mut tcp: TcpStream,
     deadline: Deadline,
     refusals: &Rc<Cell<u64>>,
     reply: Vec<u8>,
+    header: HeaderRead,
 ) {
     shard.metrics().connection_errors_total.inc();
     if refusals.get() >= limits::REFUSALS_IN_PROGRESS_MAX {
@@ -77,6 +90,9 @@ fn refuse(
     let refusals = Rc::clone(refusals);
     glommio::spawn_local(async move {
         let answer = async {
+            if header == HeaderRead::No && shard.config.proxy_protocol != ProxyProtocol::Off {
+                client_address(&shard, &mut tcp).await?;
+            }
             let mut stream = open(&shard, tcp).await?;
             let _ = read_head(&mut stream).await;
             let _ = stream.send(&reply).await;
@@ -91,6 +107,24 @@ fn refuse(
         refusals.set(refusals.get() - 1);
     })
     .detach();
+}
+
+/// The connection's client address (§2.9): the source that a trusted load
+/// balancer's PROXY header names, else the TCP peer's. `None`: a trusted source
+/// sent something other than a header of the configured version, or went away.
+async fn client_address(shard: &Shard, tcp: &mut TcpStream) -> Option<IpAddr> {
+    let peer = tcp.peer_addr().ok()?.ip().to_canonical();
+    if !shard.config.proxy_trusts(peer) {
+        return Some(peer);
+    }
+    let versions = match shard.config.proxy_protocol {
+        ProxyProtocol::V1 => Versions::V1,
+        ProxyProtocol::V2 => Versions::V2,
+        // proxy_trusts is false when the protocol is off.
+        ProxyProtocol::Any | ProxyProtocol::Off => Versions::Any,
+    };
+    let source = transport::read_proxy_header(tcp, versions).await.ok()?;
+    Some(source.map_or(peer, |source| source.to_canonical()))
 }
 
 /// The connection's transport: the TCP stream itself, or a TLS session whose
@@ -127,25 +161,31 @@ enum Outcome {
 /// One admitted connection, from its client address to its session, link or reply.
 async fn serve(
     shard: Rc<Shard>,
-    tcp: TcpStream,
+    mut tcp: TcpStream,
     mut slot: ConnectionSlot,
     mut deadline: Deadline,
     refusals: Rc<Cell<u64>>,
 ) {
-    if let Ok(peer) = tcp.peer_addr()
-        && !slot.admit_address(peer.ip())
-    {
-        // Refused connections hold no slot (§2.2 step 2).
-        drop(slot);
-        shard.metrics().inc_refused(Refusal::PerIp);
-        refuse(
-            shard,
-            tcp,
-            deadline,
-            &refusals,
-            http::too_many_connections(),
-        );
-        return;
+    let proxied = shard.config.proxy_protocol != ProxyProtocol::Off;
+    if proxied || shard.shared.addresses.is_some() {
+        let client = futures_lite::future::or(client_address(&shard, &mut tcp), async {
+            (&mut deadline).await;
+            None
+        })
+        .await;
+        let Some(client) = client else {
+            // No valid PROXY header in time (§2.9): closed without a response.
+            shard.metrics().connection_errors_total.inc();
+            return;
+        };
+        if !slot.admit_address(client) {
+            // Refused connections hold no slot (§2.2 step 2).
+            drop(slot);
+            shard.metrics().inc_refused(Refusal::PerIp);
+            let reply = http::too_many_connections();
+            refuse(shard, tcp, deadline, &refusals, reply, HeaderRead::Yes);
+            return;
+        }
     }
     let upgraded = Cell::new(false);
     let opened = futures_lite::future::or(async { Some(open(&shard, tcp).await) }, async {

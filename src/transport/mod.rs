@@ -5,6 +5,7 @@
 //! session moves to the owner shard as a plain one does.
 
 pub mod certs;
+pub mod proxy_header;
 pub mod tls;
 
 use std::io;
@@ -12,7 +13,9 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use futures_lite::io::{AsyncRead, AsyncWrite};
+use std::net::IpAddr;
+
+use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use futures_rustls::rustls::ServerConnection;
 use glommio::net::TcpStream;
 
@@ -130,6 +133,52 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(tcp) => Pin::new(tcp).poll_close(cx),
             Transport::Tls(tls) => Pin::new(&mut **tls).poll_close(cx),
+        }
+    }
+}
+
+/// Reads a PROXY protocol header (§2.9) from a trusted connection, consuming
+/// exactly its bytes so that TLS or HTTP starts right after it, and returns the
+/// source it names (`None`: keep the TCP peer address). An error means: not a
+/// header of `versions`, or the peer closed first. The caller bounds the wait.
+///
+/// Bytes are peeked, and consumed only once they are known to be the header's: an
+/// incomplete beginning is consumed (so that the next peek waits for new bytes
+/// instead of returning the same ones), a complete header exactly to its end.
+pub async fn read_proxy_header(
+    tcp: &mut TcpStream,
+    versions: proxy_header::Versions,
+) -> io::Result<Option<IpAddr>> {
+    let mut header = [0u8; crate::limits::PROXY_HEADER_BUFFERED_BYTES_MAX];
+    let mut consumed = 0;
+    loop {
+        let seen = tcp.peek(&mut header[consumed..]).await?;
+        if seen == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let parsed = proxy_header::parse(&header[..consumed + seen], versions)
+            .map_err(|invalid| io::Error::new(io::ErrorKind::InvalidData, invalid.0))?;
+        match parsed {
+            proxy_header::Parse::Incomplete => {
+                // parse never asks for more than the buffer holds.
+                assert!(consumed + seen < header.len());
+                tcp.read_exact(&mut header[consumed..consumed + seen])
+                    .await?;
+                consumed += seen;
+            }
+            proxy_header::Parse::Complete { length, source } => {
+                let buffered = length.min(consumed + seen);
+                tcp.read_exact(&mut header[consumed..buffered]).await?;
+                // The TLVs of a v2 header past what was peeked: skipped.
+                let rest = (length - buffered) as u64;
+                let skipped =
+                    futures_lite::io::copy((&mut *tcp).take(rest), futures_lite::io::sink())
+                        .await?;
+                if skipped < rest {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                return Ok(source);
+            }
         }
     }
 }

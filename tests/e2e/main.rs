@@ -16,6 +16,7 @@ mod handshake;
 mod http;
 mod metrics;
 mod privacy;
+mod proxy_protocol;
 mod relay;
 mod session_errors;
 mod shutdown;

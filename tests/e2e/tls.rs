@@ -104,6 +104,11 @@ fn tls_connect(addr: SocketAddr, config: &Arc<ClientConfig>) -> Tls {
     let tcp = TcpStream::connect(addr).unwrap();
     tcp.set_nodelay(true).unwrap();
     tcp.set_read_timeout(Some(STUCK)).unwrap();
+    tls_over(tcp, config)
+}
+
+/// A completed TLS handshake for `localhost` over `tcp`.
+fn tls_over(tcp: TcpStream, config: &Arc<ClientConfig>) -> Tls {
     let name = ServerName::try_from("localhost").unwrap();
     let conn = ClientConnection::new(Arc::clone(config), name).unwrap();
     let mut tls = StreamOwned::new(conn, tcp);
@@ -421,4 +426,52 @@ fn a_backlog_reaches_a_reader_that_falls_behind_in_full() {
         let update = receiver.recv_json();
         assert_eq!(update["payload"]["type"], "EncryptedUpdate");
     }
+}
+
+#[test]
+fn behind_a_proxy_protocol_header_comes_tls_and_the_header_names_the_client() {
+    let (data, certs, ca) = (
+        TempDir::new("tls-proxy-data"),
+        TempDir::new("tls-proxy-certs"),
+        Ca::new(),
+    );
+    ca.leaf(certs.path(), 2031);
+    let relay = tls_relay(
+        &data,
+        &certs,
+        &[
+            ("RELAY_PROXY_PROTOCOL", "v1"),
+            ("RELAY_MAX_CONNECTIONS_PER_IP", "1"),
+            ("RELAY_SHARDS", "2"),
+        ],
+    );
+    let client = ca.client();
+    let behind = |source: &str| {
+        let mut tcp = TcpStream::connect(relay.addr).unwrap();
+        tcp.set_read_timeout(Some(STUCK)).unwrap();
+        let header = format!("PROXY TCP4 {source} 127.0.0.1 40000 443\r\n");
+        tcp.write_all(header.as_bytes()).unwrap();
+        tls_over(tcp, &client)
+    };
+    // A wss:// session for client 198.51.100.1 (handed to its owner shard).
+    let (ws, _) = tungstenite::client::client("ws://localhost/", behind("198.51.100.1")).unwrap();
+    let mut session = Client { ws };
+    session.handshake_as(&fresh_id());
+    session.send_json(&update_json("u1", B, b"sealed"));
+    assert_eq!(session.recv_json()["payload"]["status"], "Stored");
+
+    // Its second connection is refused inside TLS; another client's is served.
+    let request = |source: &str| {
+        let mut tls = behind(source);
+        tls.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut response = Vec::new();
+        tls.read_to_end(&mut response).unwrap();
+        String::from_utf8(response).unwrap()
+    };
+    let refused = request("198.51.100.1");
+    assert!(refused.starts_with("HTTP/1.1 429 "), "{refused}");
+    let served = request("198.51.100.2");
+    assert!(served.starts_with("HTTP/1.1 200 OK\r\n"), "{served}");
+    session.close();
 }

@@ -5,8 +5,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use vauchi_relay::config::{
-    Config, ConfigError, Loaded, MetricsAddr, SqliteSynchronous, StorageBackend, help_text,
+    Config, ConfigError, Loaded, MetricsAddr, ProxyProtocol, SqliteSynchronous, StorageBackend,
+    help_text,
 };
+
+fn net(text: &str) -> ipnet::IpNet {
+    text.parse().unwrap()
+}
 
 /// Every variable of the §13.2 table, in table order.
 const TABLE_NAMES: &[&str] = &[
@@ -42,6 +47,8 @@ const TABLE_NAMES: &[&str] = &[
     "RELAY_TLS_KEY_FILE",
     "RELAY_MAX_CONNECTIONS_PER_IP",
     "RELAY_IPV6_PREFIX_LEN",
+    "RELAY_PROXY_PROTOCOL",
+    "RELAY_PROXY_TRUSTED",
     "RUST_LOG",
 ];
 
@@ -124,6 +131,8 @@ fn defaults_when_nothing_is_set() {
         federation_capacity_interval_secs: 60,
         max_connections_per_ip: 0,
         ipv6_prefix_len: 64,
+        proxy_protocol: ProxyProtocol::Off,
+        proxy_trusted: vec![net("127.0.0.0/8"), net("::1/128")],
     };
     assert_eq!(loaded.config, expected);
 }
@@ -187,6 +196,38 @@ fn valid_values_of_every_variable() {
         }),
         ("RELAY_IPV6_PREFIX_LEN", "1", |c| c.ipv6_prefix_len == 1),
         ("RELAY_IPV6_PREFIX_LEN", "128", |c| c.ipv6_prefix_len == 128),
+        ("RELAY_PROXY_PROTOCOL", "v1", |c| {
+            c.proxy_protocol == ProxyProtocol::V1
+        }),
+        ("RELAY_PROXY_PROTOCOL", "V2", |c| {
+            c.proxy_protocol == ProxyProtocol::V2
+        }),
+        ("RELAY_PROXY_PROTOCOL", "Any", |c| {
+            c.proxy_protocol == ProxyProtocol::Any
+        }),
+        ("RELAY_PROXY_PROTOCOL", "OFF", |c| {
+            c.proxy_protocol == ProxyProtocol::Off
+        }),
+        ("RELAY_PROXY_TRUSTED", "10.0.0.0/8", |c| {
+            c.proxy_trusted == [net("10.0.0.0/8")]
+        }),
+        // Trimmed entries, host bits cleared, bare addresses as single hosts,
+        // IPv4-mapped networks as IPv4 ones, empty entries dropped.
+        (
+            "RELAY_PROXY_TRUSTED",
+            " 10.1.2.3/16 , 2001:db8::7/32,,192.0.2.9",
+            |c| {
+                c.proxy_trusted
+                    == [
+                        net("10.1.0.0/16"),
+                        net("2001:db8::/32"),
+                        net("192.0.2.9/32"),
+                    ]
+            },
+        ),
+        ("RELAY_PROXY_TRUSTED", "::ffff:10.0.0.0/104,fd00::1", |c| {
+            c.proxy_trusted == [net("10.0.0.0/8"), net("fd00::1/128")]
+        }),
         ("RELAY_MAX_CONNECTIONS", "10000000", |c| {
             c.max_connections == 10_000_000
         }),
@@ -342,6 +383,14 @@ fn invalid_values_of_every_variable() {
         ("RELAY_MAX_CONNECTIONS_PER_IP", "-1"),
         ("RELAY_IPV6_PREFIX_LEN", "0"),
         ("RELAY_IPV6_PREFIX_LEN", "129"),
+        ("RELAY_PROXY_PROTOCOL", "on"),
+        ("RELAY_PROXY_PROTOCOL", "v3"),
+        ("RELAY_PROXY_PROTOCOL", "true"),
+        ("RELAY_PROXY_TRUSTED", "10.0.0.0/33"),
+        ("RELAY_PROXY_TRUSTED", "::1/129"),
+        ("RELAY_PROXY_TRUSTED", "localhost"),
+        ("RELAY_PROXY_TRUSTED", "10.0.0.0/8,10.0.0/8"),
+        ("RELAY_PROXY_TRUSTED", "10.0.0.0/-1"),
         ("RELAY_MAX_MESSAGE_SIZE", "255"),
         ("RELAY_MAX_MESSAGE_SIZE", "67108865"),
         ("RELAY_HANDSHAKE_TIMEOUT", "0"),

@@ -26,6 +26,7 @@ mod protocol_codes;
 mod protocol_decode;
 mod protocol_encode;
 mod protocol_ids;
+mod proxy_header;
 mod session_hints;
 mod session_state;
 mod shard_rules;
