@@ -3,9 +3,10 @@
 //!
 //! Layout: `net` (epoll and sockets via libc), `wire` (WebSocket frames and the
 //! protocol's messages, built from templates and scanned, not fully parsed),
-//! `pool` (one thread's connections and event loop), `common` (options, clock,
-//! windows, tallies), `store`, `live`, `connections` (drain, idle, churn) are
-//! the scenarios, `relay` starts the relay under test, and this file parses
+//! `pool` (one thread's connections and event loop), `tls` (`--tls`: rustls
+//! sessions driven by the pool, the throwaway certificate), `common` (options,
+//! clock, windows, tallies), `store`, `live`, `connections` (drain, idle, churn)
+//! are the scenarios, `relay` starts the relay under test, and this file parses
 //! options, runs worker threads and prints the report.
 
 #[path = "loadgen/common.rs"]
@@ -22,6 +23,8 @@ mod pool;
 mod relay;
 #[path = "loadgen/store.rs"]
 mod store;
+#[path = "loadgen/tls.rs"]
+mod tls;
 #[path = "loadgen/wire.rs"]
 mod wire;
 
@@ -49,7 +52,11 @@ scenarios:
             --duration. Reports handshakes/s.
   selftest  checks the generator's own codec.
 options:
-  --url ws://host:port[/path]  relay to load (default: start target/release/vauchi-relay)
+  --url ws[s]://host:port[/path]  relay to load (default: start target/release/vauchi-relay)
+  --tls                        wss://: the relay started here gets a throwaway self-signed
+                               certificate (trusted alone); with --url, use a wss:// URL
+  --tls-ca PEM                 certificates to trust for an external wss:// relay
+                               (default: the platform's trust store)
   --backend memory|sqlite      storage of the relay started here (default memory)
   --shards N                   RELAY_SHARDS of the relay started here (default 2)
   --relay-bin PATH             relay binary to start
@@ -62,6 +69,8 @@ options:
 struct Cli {
     scenario: String,
     url: Option<String>,
+    tls: bool,
+    tls_ca: Option<PathBuf>,
     backend: String,
     shards: usize,
     relay_bin: PathBuf,
@@ -75,6 +84,8 @@ fn parse_cli() -> Result<Cli, String> {
     let mut cli = Cli {
         scenario: String::new(),
         url: None,
+        tls: false,
+        tls_ca: None,
         backend: "memory".to_string(),
         shards: 2,
         relay_bin: relay::default_binary(),
@@ -99,6 +110,10 @@ fn parse_cli() -> Result<Cli, String> {
             cli.scenario = arg;
             continue;
         }
+        if arg == "--tls" {
+            cli.tls = true;
+            continue;
+        }
         let value = args.next().ok_or_else(|| format!("{arg} needs a value"))?;
         let number = |value: &str| {
             value
@@ -108,6 +123,7 @@ fn parse_cli() -> Result<Cli, String> {
         let options = &mut cli.options;
         match arg.as_str() {
             "--url" => cli.url = Some(value),
+            "--tls-ca" => cli.tls_ca = Some(PathBuf::from(value)),
             "--backend" => cli.backend = value,
             "--shards" => cli.shards = number(&value)? as usize,
             "--relay-bin" => cli.relay_bin = PathBuf::from(value),
@@ -127,14 +143,31 @@ fn parse_cli() -> Result<Cli, String> {
     if cli.scenario.is_empty() {
         return Err("no scenario given".to_string());
     }
+    match &cli.url {
+        Some(url) if cli.tls && !url.starts_with("wss://") => {
+            return Err("--tls with --url needs a wss:// URL".to_string());
+        }
+        Some(url) if cli.tls_ca.is_some() && !url.starts_with("wss://") => {
+            return Err("--tls-ca needs a wss:// URL".to_string());
+        }
+        None if cli.tls_ca.is_some() => {
+            return Err(
+                "--tls-ca is for --url: a relay started here has its own certificate".into(),
+            );
+        }
+        _ => {}
+    }
     Ok(cli)
 }
 
-/// `ws://host:port[/path]` -> resolved target.
-fn parse_url(url: &str) -> Result<Target, String> {
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or_else(|| format!("{url}: only ws:// URLs are supported"))?;
+/// `ws://` or `wss://host:port[/path]` -> resolved target; `trust` says which
+/// certificates a wss:// relay may present.
+fn parse_url(url: &str, trust: &tls::Trust) -> Result<Target, String> {
+    let (rest, secure) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+        (Some(rest), _) => (rest, false),
+        (_, Some(rest)) => (rest, true),
+        _ => return Err(format!("{url}: only ws:// and wss:// URLs are supported")),
+    };
     let (host, path) = match rest.find('/') {
         Some(slash) => (&rest[..slash], &rest[slash..]),
         None => (rest, "/"),
@@ -144,10 +177,15 @@ fn parse_url(url: &str) -> Result<Target, String> {
         .map_err(|error| format!("{host}: {error}"))?
         .find(|address| address.is_ipv4())
         .ok_or_else(|| format!("{host}: no IPv4 address"))?;
+    let tls = match secure {
+        true => Some(tls::Client::new(trust, host)?),
+        false => None,
+    };
     Ok(Target {
         address,
         host: host.to_string(),
         path: path.to_string(),
+        tls,
     })
 }
 
@@ -261,6 +299,15 @@ impl Results {
         if io.malformed_messages > 0 {
             self.add("malformed_messages", io.malformed_messages);
         }
+        if io.tls_errors > 0 {
+            self.add("tls_errors", io.tls_errors);
+        }
+        if let Some(error) = &io.tls_first_error {
+            self.add("tls_first_error", error);
+        }
+        for (suite, count) in &io.tls_sessions {
+            self.add(&format!("tls[{suite}]"), count);
+        }
         for (status, count) in &io.refused_upgrades {
             self.add(&format!("upgrade_refused[{status}]"), count);
         }
@@ -290,34 +337,17 @@ fn main() {
     if cli.scenario == "selftest" {
         wire::self_test();
         relay::self_test();
+        tls::self_test();
         println!("loadgen selftest: ok");
         return;
     }
     common::base();
     let open_files = net::raise_open_file_limit();
-    let (relay, target, backend) = match &cli.url {
-        Some(url) => (None, parse_url(url), "external".to_string()),
-        None => match relay::Relay::start(&cli.relay_bin, &cli.backend, cli.shards, &[]) {
-            Ok(relay) => {
-                let url = format!("ws://{}/", relay.address);
-                (Some(relay), parse_url(&url), cli.backend.clone())
-            }
-            Err(message) => {
-                eprintln!("loadgen: {message}\n(build it first: cargo build --release)");
-                std::process::exit(1);
-            }
-        },
-    };
-    let target = match target {
-        Ok(target) => Arc::new(target),
-        Err(message) => {
-            eprintln!("loadgen: {message}");
-            std::process::exit(2);
-        }
-    };
+    let (relay, target, backend) = relay_and_target(&cli);
     let relay_pid = cli.relay_pid.or(relay.as_ref().map(|relay| relay.pid()));
+    let scheme = if target.tls.is_some() { "wss" } else { "ws" };
     eprintln!(
-        "loadgen: {} against ws://{}{} (backend {backend}, {} thread(s), open-file limit {open_files})",
+        "loadgen: {} against {scheme}://{}{} (backend {backend}, {} thread(s), open-file limit {open_files})",
         cli.scenario, target.address, target.path, cli.options.threads
     );
     let mut results = Results {
@@ -375,6 +405,43 @@ fn main() {
         eprintln!("loadgen: {message}");
         std::process::exit(1);
     }
+}
+
+/// The relay under test (started here unless `--url` names one), the target to
+/// load and the backend label; exits on failure.
+fn relay_and_target(cli: &Cli) -> (Option<relay::Relay>, Arc<Target>, String) {
+    let (relay, target, backend) = match &cli.url {
+        Some(url) => {
+            let trust = match &cli.tls_ca {
+                Some(path) => tls::Trust::CaFile(path.clone()),
+                None => tls::Trust::Platform,
+            };
+            (None, parse_url(url, &trust), "external".to_string())
+        }
+        None => match relay::Relay::start(&cli.relay_bin, &cli.backend, cli.shards, &[], cli.tls) {
+            Ok(relay) => {
+                let (scheme, trust) = match &relay.certificate {
+                    Some(der) => ("wss", tls::Trust::Certificate(der.clone())),
+                    None => ("ws", tls::Trust::Platform),
+                };
+                let url = format!("{scheme}://{}/", relay.address);
+                (Some(relay), parse_url(&url, &trust), cli.backend.clone())
+            }
+            Err(message) => {
+                eprintln!("loadgen: {message}\n(build it first: cargo build --release)");
+                std::process::exit(1);
+            }
+        },
+    };
+    let target = match target {
+        Ok(target) => Arc::new(target),
+        Err(message) => {
+            eprintln!("loadgen: {message}");
+            drop(relay); // exit skips destructors: stop the relay started here first
+            std::process::exit(2);
+        }
+    };
+    (relay, target, backend)
 }
 
 fn thread_slots(cli: &Cli, total: usize) -> Vec<usize> {

@@ -1,13 +1,15 @@
 //! The connections of one worker thread and its event loop. A connection goes
 //! Connecting -> Upgrading -> AwaitAck -> Open; the scenario (a `Driver`) sees it
 //! open, sees each message the relay sends on it, and decides what to send. All
-//! output queued during one loop turn leaves in one write per connection.
+//! output queued during one loop turn leaves in one write per connection; with
+//! `--tls` it is sealed in one rustls write first (`tls.rs`), then sent the same way.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::net::{self, EVENT_HUP, EVENT_IN, EVENT_OUT, Epoll};
+use crate::tls;
 use crate::wire::{self, Reply, Rng, UpgradeReply};
 
 /// Where the relay is and how to address it.
@@ -15,6 +17,8 @@ pub struct Target {
     pub address: SocketAddr,
     pub host: String,
     pub path: String,
+    /// `wss://`: every connection speaks TLS.
+    pub tls: Option<tls::Client>,
 }
 
 impl Target {
@@ -48,9 +52,27 @@ pub struct Conn {
     pub connect_started: Instant,
     rx: Vec<u8>,
     fragment: Vec<u8>,
+    /// Frames queued for the next write (plaintext when the connection has TLS).
     tx: Vec<u8>,
+    /// TLS: the session, and its records not yet accepted by the kernel.
+    tls: Option<Box<tls::Session>>,
+    sealed: Vec<u8>,
     waiting_writable: bool,
     dirty: bool,
+}
+
+impl Conn {
+    /// The bytes for the socket: the queued frames, or with TLS their records
+    /// (the frames sealed now, in one write).
+    fn outgoing(&mut self) -> &mut Vec<u8> {
+        match &mut self.tls {
+            Some(session) => {
+                session.seal(&mut self.tx, &mut self.sealed);
+                &mut self.sealed
+            }
+            None => &mut self.tx,
+        }
+    }
 }
 
 /// Transport-level outcomes, counted per thread and merged for the report.
@@ -61,13 +83,30 @@ pub struct IoStats {
     pub closed_by_relay: u64,
     pub close_codes: BTreeMap<u16, u64>,
     pub malformed_messages: u64,
+    /// Failed TLS sessions (bad records, certificate refused), and why the first did.
+    pub tls_errors: u64,
+    pub tls_first_error: Option<String>,
+    /// Connections opened, by negotiated TLS version and cipher suite.
+    pub tls_sessions: BTreeMap<String, u64>,
 }
 
 impl IoStats {
+    fn tls_failed(&mut self, error: String) {
+        self.tls_errors += 1;
+        self.tls_first_error.get_or_insert(error);
+    }
+
     pub fn merge(&mut self, other: &IoStats) {
         self.connect_errors += other.connect_errors;
         self.closed_by_relay += other.closed_by_relay;
         self.malformed_messages += other.malformed_messages;
+        self.tls_errors += other.tls_errors;
+        if self.tls_first_error.is_none() {
+            self.tls_first_error = other.tls_first_error.clone();
+        }
+        for (suite, count) in &other.tls_sessions {
+            *self.tls_sessions.entry(suite.clone()).or_default() += count;
+        }
         for (status, count) in &other.refused_upgrades {
             *self.refused_upgrades.entry(status.clone()).or_default() += count;
         }
@@ -98,6 +137,8 @@ pub struct Pool {
     source_counter: u64,
     rng: Rng,
     read_buffer: Vec<u8>,
+    /// TLS: the plaintext of one read.
+    plain: Vec<u8>,
     message: Vec<u8>,
     unix_secs: u64,
     pub stats: IoStats,
@@ -128,6 +169,8 @@ impl Pool {
                 rx: Vec::new(),
                 fragment: Vec::new(),
                 tx: Vec::new(),
+                tls: None,
+                sealed: Vec::new(),
                 waiting_writable: false,
                 dirty: false,
             })
@@ -140,6 +183,7 @@ impl Pool {
             source_counter: source_offset,
             rng: Rng::new(seed),
             read_buffer: vec![0; READ_BUFFER_BYTES],
+            plain: Vec::new(),
             message: Vec::new(),
             unix_secs: wire::unix_now_secs(),
             stats: IoStats::default(),
@@ -164,7 +208,7 @@ impl Pool {
 
     /// Bytes queued on `slot` and not yet accepted by the kernel.
     pub fn unsent_bytes(&self, slot: usize) -> usize {
-        self.conns[slot].tx.len()
+        self.conns[slot].tx.len() + self.conns[slot].sealed.len()
     }
 
     fn key(&self, slot: usize) -> u64 {
@@ -206,15 +250,21 @@ impl Pool {
     /// Queues one protocol message (prefix + JSON, as built by `wire`) on `slot`.
     pub fn send(&mut self, slot: usize, message: &[u8]) {
         let mask = self.rng.mask();
+        wire::encode_frame(&mut self.conns[slot].tx, wire::OPCODE_BINARY, message, mask);
+        self.mark_dirty(slot);
+    }
+
+    /// Makes sure `slot` is flushed at the end of this loop turn.
+    fn mark_dirty(&mut self, slot: usize) {
         let conn = &mut self.conns[slot];
-        wire::encode_frame(&mut conn.tx, wire::OPCODE_BINARY, message, mask);
         if !conn.dirty {
             conn.dirty = true;
             self.dirty.push(slot);
         }
     }
 
-    /// Closes `slot`; when graceful, a Close frame (1000) goes out first.
+    /// Closes `slot`; when graceful, a Close frame (1000) goes out first (with TLS,
+    /// followed by close_notify).
     pub fn close(&mut self, slot: usize, graceful: bool) {
         if graceful && self.conns[slot].phase == Phase::Open {
             let mask = self.rng.mask();
@@ -225,7 +275,16 @@ impl Pool {
                 &1000u16.to_be_bytes(),
                 mask,
             );
-            let _ = net::write(conn.fd, &conn.tx);
+            if let Some(session) = &mut conn.tls {
+                session.seal(&mut conn.tx, &mut conn.sealed);
+                session.close(&mut conn.sealed);
+            }
+            let out = if conn.tls.is_some() {
+                &conn.sealed
+            } else {
+                &conn.tx
+            };
+            let _ = net::write(conn.fd, out);
         }
         self.release(slot);
     }
@@ -241,6 +300,8 @@ impl Pool {
         conn.rx = Vec::new();
         conn.fragment = Vec::new();
         conn.tx.clear();
+        conn.tls = None;
+        conn.sealed.clear();
         conn.waiting_writable = false;
     }
 
@@ -266,24 +327,29 @@ impl Pool {
     fn flush_one(&mut self, slot: usize) {
         let key = self.key(slot);
         let conn = &mut self.conns[slot];
-        if conn.fd < 0 || conn.tx.is_empty() || conn.phase == Phase::Connecting {
+        if conn.fd < 0 || conn.phase == Phase::Connecting {
+            return;
+        }
+        let fd = conn.fd;
+        let out = conn.outgoing();
+        if out.is_empty() {
             return;
         }
         let mut written = 0;
-        while written < conn.tx.len() {
-            match net::write(conn.fd, &conn.tx[written..]) {
+        while written < out.len() {
+            match net::write(fd, &out[written..]) {
                 Ok(count) => written += count,
                 Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => {
                     // The read side reports the end of the connection.
-                    conn.tx.clear();
+                    out.clear();
                     return;
                 }
             }
         }
-        conn.tx.drain(..written);
-        let want_writable = !conn.tx.is_empty();
+        out.drain(..written);
+        let want_writable = !out.is_empty();
         if want_writable != conn.waiting_writable {
             conn.waiting_writable = want_writable;
             let interest = if want_writable {
@@ -304,15 +370,22 @@ impl Pool {
         key_bytes[..8].copy_from_slice(&self.rng.next().to_ne_bytes());
         key_bytes[8..].copy_from_slice(&self.rng.next().to_ne_bytes());
         let request = wire::upgrade_request(&self.target.host, &self.target.path, key_bytes);
+        // With TLS the request waits in the session until its handshake has finished.
+        let session = match self.target.tls.as_ref().map(tls::Client::session) {
+            None => None,
+            Some(Ok(session)) => Some(Box::new(session)),
+            Some(Err(error)) => {
+                self.stats.tls_failed(error);
+                return false;
+            }
+        };
         let key = self.key(slot);
         let conn = &mut self.conns[slot];
         conn.phase = Phase::Upgrading;
+        conn.tls = session;
         conn.tx.extend_from_slice(&request);
         let _ = self.epoll.modify(conn.fd, EVENT_IN, key);
-        if !conn.dirty {
-            conn.dirty = true;
-            self.dirty.push(slot);
-        }
+        self.mark_dirty(slot);
         true
     }
 
@@ -386,22 +459,64 @@ fn handle(pool: &mut Pool, driver: &mut impl Driver, key: u64, events: u32) {
         }
     };
     let now = Instant::now();
+    if pool.conns[slot].tls.is_none() {
+        take_input(pool, driver, slot, generation, &mut buffer[..count], now);
+        pool.read_buffer = buffer;
+        return;
+    }
+    let mut plain = std::mem::take(&mut pool.plain);
+    plain.clear();
+    let session = pool.conns[slot].tls.as_mut().expect("checked above");
+    let opened = session.open(&buffer[..count], &mut plain);
+    // Handshake messages, or the request held until the handshake finished.
+    if session.wants_write() {
+        pool.mark_dirty(slot);
+    }
+    pool.read_buffer = buffer;
+    match opened {
+        Err(error) => {
+            pool.stats.tls_failed(error);
+            pool.fail(slot, driver, now);
+        }
+        Ok(closed) => {
+            if !plain.is_empty() {
+                take_input(pool, driver, slot, generation, &mut plain, now);
+            }
+            if closed && pool.conns[slot].generation == generation {
+                pool.stats.closed_by_relay += 1;
+                pool.fail(slot, driver, now);
+            }
+        }
+    }
+    pool.plain = plain;
+}
+
+/// Hands the bytes of one read (decrypted, with TLS) to `consume`, after what an
+/// earlier read left of an incomplete frame; keeps what is left of this one.
+fn take_input(
+    pool: &mut Pool,
+    driver: &mut impl Driver,
+    slot: usize,
+    generation: u32,
+    input: &mut [u8],
+    now: Instant,
+) {
+    let count = input.len();
     let mut pending = std::mem::take(&mut pool.conns[slot].rx);
     let outcome = if pending.is_empty() {
-        let outcome = consume(pool, driver, slot, generation, &mut buffer[..count], now);
+        let outcome = consume(pool, driver, slot, generation, input, now);
         if let Consumed::Upto(used) = outcome {
-            pending.extend_from_slice(&buffer[used..count]);
+            pending.extend_from_slice(&input[used..count]);
         }
         outcome
     } else {
-        pending.extend_from_slice(&buffer[..count]);
+        pending.extend_from_slice(input);
         let outcome = consume(pool, driver, slot, generation, &mut pending, now);
         if let Consumed::Upto(used) = outcome {
             pending.drain(..used);
         }
         outcome
     };
-    pool.read_buffer = buffer;
     match outcome {
         Consumed::Upto(_) if pool.conns[slot].generation == generation => {
             pool.conns[slot].rx = pending
@@ -482,12 +597,8 @@ fn consume(
             }
             wire::OPCODE_PING => {
                 let mask = pool.rng.mask();
-                let conn = &mut pool.conns[slot];
-                wire::encode_frame(&mut conn.tx, 0xA, &bytes[payload], mask);
-                if !conn.dirty {
-                    conn.dirty = true;
-                    pool.dirty.push(slot);
-                }
+                wire::encode_frame(&mut pool.conns[slot].tx, 0xA, &bytes[payload], mask);
+                pool.mark_dirty(slot);
             }
             _ => {}
         }
@@ -502,6 +613,13 @@ fn deliver(pool: &mut Pool, driver: &mut impl Driver, slot: usize, message: &[u8
     };
     if pool.conns[slot].phase == Phase::AwaitAck && reply.kind == b"HandshakeAck" {
         pool.conns[slot].phase = Phase::Open;
+        if let Some(session) = &pool.conns[slot].tls {
+            *pool
+                .stats
+                .tls_sessions
+                .entry(session.describe())
+                .or_default() += 1;
+        }
         driver.opened(pool, slot, now);
     } else {
         driver.received(pool, slot, &reply, now);

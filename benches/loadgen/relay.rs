@@ -1,6 +1,6 @@
 //! Starting the relay under test (release binary, fresh data directory, limits
-//! lifted so they do not interfere), learning its port from its log, reading
-//! its VmRSS, and stopping it.
+//! lifted so they do not interfere, with `--tls` a throwaway certificate),
+//! learning its port from its log, reading its VmRSS, and stopping it.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -14,6 +14,8 @@ pub struct Relay {
     child: Child,
     data_dir: PathBuf,
     pub address: SocketAddr,
+    /// With TLS, the DER of its self-signed certificate (the one the client trusts).
+    pub certificate: Option<Vec<u8>>,
     /// The last lines the relay logged, shown if it dies.
     log_tail: Arc<Mutex<Vec<String>>>,
 }
@@ -37,6 +39,7 @@ impl Relay {
         backend: &str,
         shards: usize,
         extra_env: &[(String, String)],
+        tls: bool,
     ) -> Result<Self, String> {
         let data_dir = std::env::temp_dir().join(format!(
             "vauchi-loadgen-{}-{}",
@@ -63,6 +66,16 @@ impl Relay {
         for (name, value) in extra_env {
             command.env(name, value);
         }
+        // The relay ignores files in its data directory that are not its own.
+        let certificate = if tls {
+            let (cert, key, der) = crate::tls::self_signed(&data_dir)?;
+            command
+                .env("RELAY_TLS_CERT_FILE", cert)
+                .env("RELAY_TLS_KEY_FILE", key);
+            Some(der)
+        } else {
+            None
+        };
         let mut child = command
             .spawn()
             .map_err(|error| format!("cannot start {}: {error}", binary.display()))?;
@@ -92,6 +105,7 @@ impl Relay {
             child,
             data_dir,
             address: "0.0.0.0:0".parse().expect("literal"),
+            certificate,
             log_tail,
         };
         match address_rx.recv_timeout(STARTUP_TIMEOUT) {
