@@ -3,11 +3,12 @@
 //!
 //! Layout: `net` (epoll and sockets via libc), `wire` (WebSocket frames and the
 //! protocol's messages, built from templates and scanned, not fully parsed),
-//! `pool` (one thread's connections and event loop), `tls` (`--tls`: rustls
-//! sessions driven by the pool, the throwaway certificate), `common` (options,
-//! clock, windows, tallies), `store`, `live`, `connections` (drain, idle, churn)
-//! are the scenarios, `relay` starts the relay under test, and this file parses
-//! options, runs worker threads and prints the report.
+//! `pool` (one thread's connections and event loop; its read path in
+//! `inbound`), `tls` (`--tls`: rustls sessions driven by the pool, the throwaway
+//! certificate), `common` (options, clock, windows, tallies), `store`, `live`,
+//! `connections` (drain, idle, churn) are the scenarios, `relay` starts the relay
+//! under test, and this file parses options, runs worker threads and prints the
+//! report.
 
 #[path = "loadgen/common.rs"]
 mod common;
