@@ -200,6 +200,9 @@ pub const FEDERATION_TLS_GATHER_BYTES: usize = 64 * 1024;
 /// The same for a TLS connection on the main port (`transport::tls`): one coalesced
 /// write's records go out in one send.
 pub const TLS_GATHER_BYTES: usize = WRITE_COALESCE_BYTES + 1024;
+/// The largest gathering buffer a TLS session keeps between writes; a larger one
+/// (a backlog's burst) is freed after its send, so idle sessions stay small.
+pub const TLS_SCRATCH_KEPT_BYTES_MAX: usize = 4096;
 /// The read buffer of each link's WebSocket (tungstenite's default is 128 KiB);
 /// a larger message is read in several reads, within the federation size limit.
 pub const FEDERATION_READ_BUFFER_BYTES: usize = 16 * 1024;

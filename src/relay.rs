@@ -308,19 +308,15 @@ impl Finished {
     }
 }
 
-/// The main listener's certificates (§2.8), if TLS is built in.
+/// The main listener's certificates (§2.8), if TLS is built in: the files of the
+/// parsed configuration (trimmed, set together, empty meaning unset).
 fn main_certs(config: &Config) -> Result<Option<ServerCerts>, String> {
-    // TEMPORARY until the configuration parses these variables.
-    let _ = config;
-    let (Ok(cert), Ok(key)) = (
-        std::env::var("RELAY_TLS_CERT_FILE"),
-        std::env::var("RELAY_TLS_KEY_FILE"),
-    ) else {
+    let Some(files) = &config.tls else {
         return Ok(None);
     };
     ServerCerts::load(CertFiles {
-        cert: cert.into(),
-        key: key.into(),
+        cert: files.cert.clone(),
+        key: files.key.clone(),
         cert_variable: "RELAY_TLS_CERT_FILE",
         key_variable: "RELAY_TLS_KEY_FILE",
     })

@@ -160,6 +160,19 @@ fn parse_v2(bytes: &[u8]) -> Result<Parse, Invalid> {
     let Some(&family_protocol) = bytes.get(13) else {
         return Ok(Parse::Incomplete);
     };
+    let Some(length) = bytes.get(14..16) else {
+        return Ok(Parse::Incomplete);
+    };
+    let declared = usize::from(u16::from_be_bytes([length[0], length[1]]));
+    let length = V2_FIXED_BYTES + declared;
+    if local {
+        // The balancer's own connection: its protocol block, family included,
+        // is discarded unread, as the PROXY protocol's description says.
+        return Ok(Parse::Complete {
+            length,
+            source: None,
+        });
+    }
     // AF_UNSPEC, AF_INET, AF_INET6, AF_UNIX; UNSPEC, STREAM, DGRAM.
     let address_bytes = match family_protocol >> 4 {
         0 => 0,
@@ -170,18 +183,6 @@ fn parse_v2(bytes: &[u8]) -> Result<Parse, Invalid> {
     };
     if family_protocol & 0x0f > 2 {
         return Err(Invalid("v2 transport protocol unknown"));
-    }
-    let Some(length) = bytes.get(14..16) else {
-        return Ok(Parse::Incomplete);
-    };
-    let declared = usize::from(u16::from_be_bytes([length[0], length[1]]));
-    let length = V2_FIXED_BYTES + declared;
-    if local {
-        // The addresses, if any, are the proxy's own: ignored.
-        return Ok(Parse::Complete {
-            length,
-            source: None,
-        });
     }
     if declared < address_bytes {
         return Err(Invalid("v2 length shorter than its addresses"));

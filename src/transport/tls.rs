@@ -16,7 +16,7 @@ use futures_lite::io::{AsyncRead, AsyncWrite};
 use futures_rustls::rustls::{ServerConfig, ServerConnection};
 use glommio::net::TcpStream;
 
-use crate::limits::TLS_GATHER_BYTES;
+use crate::limits::{TLS_GATHER_BYTES, TLS_SCRATCH_KEPT_BYTES_MAX};
 
 pub struct TlsServer {
     tcp: TcpStream,
@@ -226,7 +226,11 @@ impl Write for Sink<'_, '_> {
         }
         // A partial send reports the bytes taken from the front, as writev would.
         let result = self.send(&scratch);
-        *self.scratch = scratch;
+        // A session that once gathered a large backlog does not keep its buffer
+        // for life: at 100,000 sessions that would be gigabytes.
+        if scratch.capacity() <= TLS_SCRATCH_KEPT_BYTES_MAX {
+            *self.scratch = scratch;
+        }
         result
     }
 

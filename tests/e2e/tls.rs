@@ -475,3 +475,32 @@ fn behind_a_proxy_protocol_header_comes_tls_and_the_header_names_the_client() {
     assert!(served.starts_with("HTTP/1.1 200 OK\r\n"), "{served}");
     session.close();
 }
+
+/// Regression: the relay once read the certificate paths from the environment
+/// again instead of from the parsed configuration, so padded values stopped
+/// startup, empty ones (unset, §13.1) too, and a path that was not UTF-8 left the
+/// listener plain without a warning.
+#[test]
+fn the_certificate_paths_are_the_configurations_trimmed_and_empty_means_unset() {
+    let (data, certs, ca) = (
+        TempDir::new("tls-trim-data"),
+        TempDir::new("tls-trim-certs"),
+        Ca::new(),
+    );
+    let leaf = ca.leaf(certs.path(), 2031);
+    let cert = format!(" {} ", cert_file(certs.path()).display());
+    let key = format!("\t{}\n", key_file(certs.path()).display());
+    let relay = Relay::start(
+        data.path(),
+        &[("RELAY_TLS_CERT_FILE", &cert), ("RELAY_TLS_KEY_FILE", &key)],
+    );
+    assert_eq!(served_certificate(relay.addr, &ca.client()), leaf.der);
+    drop(relay);
+
+    let plain = Relay::start(
+        data.path(),
+        &[("RELAY_TLS_CERT_FILE", ""), ("RELAY_TLS_KEY_FILE", " ")],
+    );
+    let health = crate::wire::http_exchange(plain.addr, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(health.status, 200, "{health:?}");
+}

@@ -197,6 +197,8 @@ fn v2_headers_name_their_source_and_count_their_tlvs() {
         (v2(0, 0x00, &[], 0), None),
         (v2(0, 0x11, &inet([203, 0, 113, 7]), 0), None),
         (v2(0, 0x11, &[], 0), None),
+        // Even with a family and protocol it does not know: LOCAL discards them.
+        (v2(0, 0x4f, &[], 0), None),
     ];
     for (header, source) in cases {
         for versions in [Versions::V2, Versions::Any] {
