@@ -1,6 +1,6 @@
 //! End-to-end tests of the client protocol against the relay binary on 127.0.0.1:
-//! HTTP, the Handshake, delivery, features, session errors, metrics, privacy,
-//! shutdown and startup.
+//! HTTP, the Handshake, delivery, features, session errors, metrics and the
+//! monitoring files of `scripts/`, privacy, shutdown and startup.
 //!
 //! One test binary per area (linking each of 46 files against the crate took most
 //! of a fresh `cargo test --release`); each module is one former test file.
@@ -15,6 +15,7 @@ mod features;
 mod handshake;
 mod http;
 mod metrics;
+mod monitoring;
 mod privacy;
 mod proxy_protocol;
 mod relay;

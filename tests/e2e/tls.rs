@@ -23,19 +23,19 @@ use crate::wire::fresh_id;
 
 type Tls = StreamOwned<ClientConnection, TcpStream>;
 
-/// A throwaway certificate authority.
-struct Ca {
+/// A throwaway certificate authority (also used by `monitoring.rs`).
+pub(super) struct Ca {
     issuer: CertifiedIssuer<'static, KeyPair>,
 }
 
 /// A certificate written to disk: its files, its DER and its `notAfter`.
-struct Leaf {
+pub(super) struct Leaf {
     der: Vec<u8>,
     not_after: i64,
 }
 
 impl Ca {
-    fn new() -> Ca {
+    pub(super) fn new() -> Ca {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params
@@ -48,7 +48,7 @@ impl Ca {
 
     /// A certificate for localhost and 127.0.0.1 expiring on `year`-06-30, written
     /// as `cert.pem` and `key.pem` in `dir`.
-    fn leaf(&self, dir: &Path, year: i32) -> Leaf {
+    pub(super) fn leaf(&self, dir: &Path, year: i32) -> Leaf {
         let key = KeyPair::generate().unwrap();
         let mut params =
             CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
@@ -88,7 +88,7 @@ fn key_file(dir: &Path) -> PathBuf {
 }
 
 /// A relay with TLS built in, its certificate files in `certs`.
-fn tls_relay(data: &TempDir, certs: &TempDir, extra: &[(&str, &str)]) -> Relay {
+pub(super) fn tls_relay(data: &TempDir, certs: &TempDir, extra: &[(&str, &str)]) -> Relay {
     let cert = cert_file(certs.path());
     let key = key_file(certs.path());
     let mut vars = vec![
