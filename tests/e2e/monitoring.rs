@@ -1,6 +1,6 @@
 //! The monitoring files in `scripts/` against a running relay (§12.2): every metric
-//! the Grafana dashboard queries is one the relay exports, and the dashboard has
-//! the shape Grafana imports.
+//! the Grafana dashboard and the Prometheus alert rules query is one the relay
+//! exports, and both files have the shape Grafana and Prometheus load.
 //!
 //! The scrape comes from a relay with built-in TLS, the one condition under which a
 //! §12.2 series appears only sometimes (`relay_tls_certificate_expiry_timestamp_seconds`);
@@ -12,9 +12,19 @@ use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
 
 use serde_json::Value;
+use yaml_rust2::{Yaml, YamlLoader};
 
 use crate::common::*;
 use crate::tls::{Ca, tls_relay};
+
+/// Series Prometheus writes itself for every scrape; the alert rules may use them.
+const SYNTHETIC: [&str; 5] = [
+    "up",
+    "scrape_duration_seconds",
+    "scrape_samples_scraped",
+    "scrape_samples_post_metric_relabeling",
+    "scrape_series_added",
+];
 
 fn script(name: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -224,4 +234,129 @@ fn the_dashboard_queries_only_metrics_the_relay_exports() {
         queried.contains("relay_tls_certificate_expiry_timestamp_seconds"),
         "{queried:?}"
     );
+}
+
+fn keys(hash: &yaml_rust2::yaml::Hash) -> Vec<&str> {
+    hash.keys()
+        .map(|k| k.as_str().unwrap_or("<not a string>"))
+        .collect()
+}
+
+fn is_label_name(text: &str) -> bool {
+    let mut bytes = text.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Problems with one alerting rule.
+fn check_rule(place: &str, rule: &Yaml, exported: &BTreeSet<String>) -> Vec<String> {
+    const RULE_KEYS: [&str; 6] = [
+        "alert",
+        "expr",
+        "for",
+        "keep_firing_for",
+        "labels",
+        "annotations",
+    ];
+    let mut problems = Vec::new();
+    let Some(hash) = rule.as_hash() else {
+        return vec![format!("{place}: not a mapping")];
+    };
+    for key in keys(hash) {
+        if !RULE_KEYS.contains(&key) {
+            problems.push(format!("{place}: unknown key {key}"));
+        }
+    }
+    if !rule["alert"].as_str().is_some_and(is_label_name) {
+        problems.push(format!("{place}: alert {:?} is not a name", rule["alert"]));
+    }
+    match rule["expr"].as_str().filter(|e| !e.trim().is_empty()) {
+        Some(expr) => {
+            problems.extend(check_expr(place, expr, exported, &SYNTHETIC));
+            if promql::metric_names(expr).is_ok_and(|n| n.is_empty()) {
+                problems.push(format!("{place}: expr queries no metric"));
+            }
+        }
+        None => problems.push(format!("{place}: no expr")),
+    }
+    for key in ["for", "keep_firing_for"] {
+        let value = &rule[key];
+        let required = key == "for";
+        if (required || !value.is_badvalue()) && !value.as_str().is_some_and(promql::is_duration) {
+            problems.push(format!("{place}: {key} {value:?} is not a duration"));
+        }
+    }
+    let severity = rule["labels"]["severity"].as_str();
+    if !matches!(severity, Some("warning" | "critical")) {
+        problems.push(format!("{place}: severity {severity:?}"));
+    }
+    for part in ["labels", "annotations"] {
+        let Some(hash) = rule[part].as_hash() else {
+            problems.push(format!("{place}: no {part}"));
+            continue;
+        };
+        for (key, value) in hash {
+            let key = key.as_str().unwrap_or("");
+            let text = value.as_str();
+            if !is_label_name(key) || text.is_none() {
+                problems.push(format!("{place}: {part}.{key:?} = {value:?}"));
+            }
+            let text = text.unwrap_or("");
+            if text.matches("{{").count() != text.matches("}}").count() {
+                problems.push(format!("{place}: {part}.{key} has unclosed {{{{"));
+            }
+        }
+    }
+    if rule["annotations"]["summary"]
+        .as_str()
+        .is_none_or(|s| s.trim().is_empty())
+    {
+        problems.push(format!("{place}: no annotations.summary"));
+    }
+    problems
+}
+
+#[test]
+fn the_alert_rules_parse_and_use_only_metrics_the_relay_exports() {
+    const GROUP_KEYS: [&str; 5] = ["name", "interval", "limit", "query_offset", "rules"];
+    let exported = exported_names();
+    let documents = YamlLoader::load_from_str(&script("prometheus-alerts.yml")).unwrap();
+    assert_eq!(documents.len(), 1, "one YAML document");
+    let root = &documents[0];
+    assert_eq!(root.as_hash().map(keys), Some(vec!["groups"]));
+    let groups = root["groups"].as_vec().expect("groups: a list");
+    assert!(!groups.is_empty());
+    let mut problems = Vec::new();
+    let mut group_names = HashSet::new();
+    let mut alerts = 0;
+    for (g, group) in groups.iter().enumerate() {
+        let name = group["name"].as_str().unwrap_or("");
+        let at = format!("groups[{g}] {name:?}");
+        for key in group.as_hash().map(keys).unwrap_or_default() {
+            if !GROUP_KEYS.contains(&key) {
+                problems.push(format!("{at}: unknown key {key}"));
+            }
+        }
+        if name.is_empty() || !group_names.insert(name) {
+            problems.push(format!("{at}: the name is empty or repeated"));
+        }
+        let interval = &group["interval"];
+        if !interval.is_badvalue() && !interval.as_str().is_some_and(promql::is_duration) {
+            problems.push(format!("{at}: interval {interval:?}"));
+        }
+        let rules = group["rules"].as_vec().cloned().unwrap_or_default();
+        if rules.is_empty() {
+            problems.push(format!("{at}: no rules"));
+        }
+        for (r, rule) in rules.iter().enumerate() {
+            let alert = rule["alert"].as_str().unwrap_or("");
+            let place = format!("{at}.rules[{r}] {alert:?}");
+            problems.extend(check_rule(&place, rule, &exported));
+            alerts += 1;
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+    assert!(alerts > 0);
 }
