@@ -44,18 +44,26 @@ impl AddressKey {
 /// so that shards rarely wait on each other.
 pub struct AddressCounts {
     limit: u64,
+    ipv6_prefix_len: u8,
     stripes: Box<[Mutex<HashMap<AddressKey, u64, ahash::RandomState>>]>,
 }
 
 impl AddressCounts {
-    /// Counts against `limit` (at least 1) connections per address.
-    pub fn new(limit: u64) -> AddressCounts {
+    /// Counts against `limit` (at least 1) connections per address, IPv6
+    /// addresses grouped by their first `ipv6_prefix_len` bits.
+    pub fn new(limit: u64, ipv6_prefix_len: u8) -> AddressCounts {
         AddressCounts {
             limit: limit.max(1),
+            ipv6_prefix_len,
             stripes: (0..ADDRESS_COUNT_STRIPES)
                 .map(|_| Mutex::new(HashMap::default()))
                 .collect(),
         }
+    }
+
+    /// The address `ip` counts as.
+    pub fn key(&self, ip: IpAddr) -> AddressKey {
+        AddressKey::of(ip, self.ipv6_prefix_len)
     }
 
     /// Counts one more connection of `key`, or refuses it at the limit.

@@ -36,8 +36,6 @@ pub struct Shared {
     pub main_tls: Option<ServerCerts>,
     /// Open connections per client address (§2.10); `None`: unlimited.
     pub addresses: Option<AddressCounts>,
-    /// `RELAY_IPV6_PREFIX_LEN`.
-    pub ipv6_prefix_len: u8,
 }
 
 impl Shared {
@@ -53,15 +51,13 @@ impl Shared {
             global_metrics: Arc::new(Global::new(shards as u32)),
             main_tls: None,
             addresses: None,
-            ipv6_prefix_len: 64,
         }
     }
 
     /// The same, with at most `limit` connections per client address (0:
     /// unlimited), IPv6 addresses grouped by their first `ipv6_prefix_len` bits.
     pub fn with_address_limit(mut self, limit: u64, ipv6_prefix_len: u8) -> Shared {
-        self.addresses = (limit > 0).then(|| AddressCounts::new(limit));
-        self.ipv6_prefix_len = ipv6_prefix_len;
+        self.addresses = (limit > 0).then(|| AddressCounts::new(limit, ipv6_prefix_len));
         self
     }
 
@@ -110,7 +106,7 @@ impl ConnectionSlot {
         if self.address.is_some() {
             return true;
         }
-        let key = AddressKey::of(client, self.shared.ipv6_prefix_len);
+        let key = counts.key(client);
         let admitted = counts.try_add(key);
         if admitted {
             self.address = Some(key);

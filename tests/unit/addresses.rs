@@ -37,7 +37,7 @@ fn ipv4_addresses_are_whole_and_ipv4_mapped_ipv6_counts_as_ipv4() {
 
 #[test]
 fn each_address_has_its_own_count_up_to_the_limit() {
-    let counts = AddressCounts::new(2);
+    let counts = AddressCounts::new(2, 64);
     let (a, b) = (key("192.0.2.1", 64), key("2001:db8::1", 64));
     assert!(counts.try_add(a));
     assert!(counts.try_add(a));
@@ -72,7 +72,7 @@ fn each_address_has_its_own_count_up_to_the_limit() {
 fn the_counts_are_exact_under_threads_that_add_and_remove_at_once() {
     const THREADS: usize = 8;
     const ROUNDS: usize = 2_000;
-    let counts = std::sync::Arc::new(AddressCounts::new(3));
+    let counts = std::sync::Arc::new(AddressCounts::new(3, 64));
     let contested = key("198.51.100.7", 64);
     let handles: Vec<_> = (0..THREADS)
         .map(|t| {
