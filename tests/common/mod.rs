@@ -2,6 +2,8 @@
 //! a fresh data directory, and speak the client protocol over real WebSockets.
 #![allow(dead_code)]
 
+pub mod ca;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

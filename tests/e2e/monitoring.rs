@@ -14,8 +14,9 @@ use std::path::PathBuf;
 use serde_json::Value;
 use yaml_rust2::{Yaml, YamlLoader};
 
+use crate::common::ca::Ca;
 use crate::common::*;
-use crate::tls::{Ca, tls_relay};
+use crate::tls::tls_relay;
 
 /// Series Prometheus writes itself for every scrape; the alert rules may use them.
 const SYNTHETIC: [&str; 5] = [

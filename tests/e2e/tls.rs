@@ -8,84 +8,18 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures_rustls::rustls::pki_types::{CertificateDer, ServerName};
-use futures_rustls::rustls::{self, ClientConfig, ClientConnection, RootCertStore, StreamOwned};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
-};
+use futures_rustls::rustls::pki_types::ServerName;
+use futures_rustls::rustls::{ClientConfig, ClientConnection, StreamOwned};
 
+use crate::common::ca::{Ca, cert_file, key_file};
 use crate::common::*;
 use crate::wire::fresh_id;
 
 type Tls = StreamOwned<ClientConnection, TcpStream>;
-
-/// A throwaway certificate authority (also used by `monitoring.rs`).
-pub(super) struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-/// A certificate written to disk: its files, its DER and its `notAfter`.
-pub(super) struct Leaf {
-    der: Vec<u8>,
-    not_after: i64,
-}
-
-impl Ca {
-    pub(super) fn new() -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "relay test CA");
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        Ca { issuer }
-    }
-
-    /// A certificate for localhost and 127.0.0.1 expiring on `year`-06-30, written
-    /// as `cert.pem` and `key.pem` in `dir`.
-    pub(super) fn leaf(&self, dir: &Path, year: i32) -> Leaf {
-        let key = KeyPair::generate().unwrap();
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        params.not_after = rcgen::date_time_ymd(year, 6, 30);
-        let not_after = params.not_after.unix_timestamp();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        std::fs::write(cert_file(dir), cert.pem()).unwrap();
-        std::fs::write(key_file(dir), key.serialize_pem()).unwrap();
-        Leaf {
-            der: cert.der().to_vec(),
-            not_after,
-        }
-    }
-
-    fn client(&self) -> Arc<ClientConfig> {
-        let mut roots = RootCertStore::empty();
-        roots
-            .add(CertificateDer::from(self.issuer.der().to_vec()))
-            .unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Arc::new(config)
-    }
-}
-
-fn cert_file(dir: &Path) -> PathBuf {
-    dir.join("cert.pem")
-}
-
-fn key_file(dir: &Path) -> PathBuf {
-    dir.join("key.pem")
-}
 
 /// A relay with TLS built in, its certificate files in `certs`.
 pub(super) fn tls_relay(data: &TempDir, certs: &TempDir, extra: &[(&str, &str)]) -> Relay {

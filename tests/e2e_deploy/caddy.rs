@@ -10,12 +10,13 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 
+use crate::common::ca::{Ca, Leaf};
 use crate::common::*;
 use crate::harness::*;
 use crate::wire::fresh_id;
 
 /// The README's site block, with this test's address and files.
-fn recipe(listen: SocketAddr, relay: SocketAddr, files: &ServerFiles) -> String {
+fn recipe(listen: SocketAddr, relay: SocketAddr, files: &Leaf) -> String {
     format!(
         "https://localhost:{port} {{
 	tls {cert} {key}
@@ -49,7 +50,7 @@ fn config(listen: SocketAddr, recipe: &str) -> String {
 
 /// Caddy on a free port in front of `relay`, TLS with `files`; its home, data
 /// and configuration directories are `dir`.
-fn start_caddy(dir: &Path, relay: SocketAddr, files: &ServerFiles) -> Proxy {
+fn start_caddy(dir: &Path, relay: SocketAddr, files: &Leaf) -> Proxy {
     let listen = free_port();
     let caddyfile = dir.join("Caddyfile");
     std::fs::write(&caddyfile, config(listen, &recipe(listen, relay, files))).unwrap();
@@ -72,7 +73,7 @@ fn behind_caddy_wss_sessions_and_https_probes_reach_the_plain_relay() {
         TempDir::new("deploy-caddy"),
         Ca::new(),
     );
-    let files = ca.server_files(dir.path());
+    let files = ca.leaf(dir.path(), 2031);
     let relay = Relay::start(data.path(), &[]);
     let caddy = start_caddy(dir.path(), relay.addr, &files);
     let client = ca.client();

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::common::ca::{Ca, Leaf};
 use crate::common::*;
 use crate::harness::*;
 use crate::wire::fresh_id;
@@ -21,7 +22,7 @@ const NGINX: &str = "/usr/sbin/nginx";
 const STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
 
 /// The README's `stream` block, with this test's ports and files.
-fn recipe(listen: SocketAddr, relay: SocketAddr, files: &ServerFiles) -> String {
+fn recipe(listen: SocketAddr, relay: SocketAddr, files: &Leaf) -> String {
     format!(
         "stream {{
     # The relay never logs client addresses (section 14.2); nor does the proxy.
@@ -66,7 +67,7 @@ events {{
 }
 
 /// nginx on a free port in front of `relay`, TLS with `files`.
-fn start_nginx(dir: &Path, relay: SocketAddr, files: &ServerFiles) -> Proxy {
+fn start_nginx(dir: &Path, relay: SocketAddr, files: &Leaf) -> Proxy {
     assert!(
         Path::new(STREAM_MODULE).exists(),
         "no {STREAM_MODULE}: install the Debian package `libnginx-mod-stream`"
@@ -120,7 +121,7 @@ fn behind_nginx_the_per_address_limit_counts_the_client_not_nginx() {
         TempDir::new("deploy-nginx"),
         Ca::new(),
     );
-    let files = ca.server_files(dir.path());
+    let files = ca.leaf(dir.path(), 2031);
     let relay = Relay::start(
         data.path(),
         &[
