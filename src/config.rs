@@ -18,8 +18,15 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use parse::{BOOLEAN_EXPECTED, parse_boolean};
-pub use values::{Config, MetricsAddr, ProxyProtocol, SqliteSynchronous, StorageBackend, TlsFiles};
-use variables::{DefaultValue, EXTENSIONS, Extension, TLS_CERT_FILE, TLS_KEY_FILE, VARIABLES};
+pub use parse::{is_relay_id, normalise_peer};
+pub use values::{
+    Config, FederationTlsFiles, MetricsAddr, ProxyProtocol, SqliteSynchronous, StorageBackend,
+    TlsFiles,
+};
+use variables::{
+    DefaultValue, EXTENSIONS, Extension, FEDERATION_TLS_CA, FEDERATION_TLS_CERT,
+    FEDERATION_TLS_KEY, TLS_CERT_FILE, TLS_KEY_FILE, VARIABLES,
+};
 
 /// An invalid value; `Display` gives e.g.
 /// `invalid RELAY_RATE_LIMIT="abc": expected an integer 1..=1000000`.
@@ -67,7 +74,8 @@ impl Config {
             .collect();
         let config = apply_variables(&given)?;
         check_tls_pair(&config)?;
-        let mut warnings = check_extensions(&given, &config)?;
+        check_federation_tls(&config)?;
+        let mut warnings = check_extensions(&given)?;
         let known = |name: &str| {
             VARIABLES.iter().any(|spec| spec.name == name)
                 || EXTENSIONS.iter().any(|(known, _)| *known == name)
@@ -118,6 +126,11 @@ impl Config {
             ipv6_prefix_len: 0,
             proxy_protocol: ProxyProtocol::Off,
             proxy_trusted: Vec::new(),
+            federation_tls: None,
+            federation_mtls_addr: None,
+            gossip_enabled: false,
+            gossip_interval_secs: 0,
+            peer_ttl_secs: 0,
         }
     }
 }
@@ -170,18 +183,66 @@ fn check_tls_pair(config: &Config) -> Result<(), ConfigError> {
     }
 }
 
+/// The three mTLS files are set together or not at all, whether or not federation
+/// is enabled (§15.3); with them, every peer is dialled over `wss://`, because a
+/// `ws://` peer could not be authenticated. The mTLS listener's default address
+/// must exist.
+fn check_federation_tls(config: &Config) -> Result<(), ConfigError> {
+    let Some(files) = &config.federation_tls else {
+        return Ok(());
+    };
+    let given = [
+        (FEDERATION_TLS_CERT, &files.cert),
+        (FEDERATION_TLS_KEY, &files.key),
+        (FEDERATION_TLS_CA, &files.ca),
+    ];
+    let set: Vec<&str> = given
+        .iter()
+        .filter(|(_, path)| !path.as_os_str().is_empty())
+        .map(|(name, _)| *name)
+        .collect();
+    if let Some((missing, _)) = given.iter().find(|(_, path)| path.as_os_str().is_empty()) {
+        return Err(ConfigError {
+            variable: (*missing).to_owned(),
+            value: String::new(),
+            expected: format!(
+                "a path: RELAY_FEDERATION_TLS_CERT, _KEY and _CA are set together, \
+                 and {} is set",
+                set.join(" and ")
+            ),
+        });
+    }
+    if let Some(plain) = config
+        .federation_peers
+        .iter()
+        .find(|p| p.starts_with("ws://"))
+    {
+        return Err(ConfigError {
+            variable: "RELAY_FEDERATION_PEERS".to_owned(),
+            value: plain.clone(),
+            expected: "wss:// URLs only: federation mTLS is configured \
+                       (RELAY_FEDERATION_TLS_CERT), and a ws:// peer could not be \
+                       authenticated"
+                .to_owned(),
+        });
+    }
+    if config.federation_mtls_addr().is_none() {
+        return Err(ConfigError {
+            variable: "RELAY_FEDERATION_MTLS_ADDR".to_owned(),
+            value: String::new(),
+            expected: "an address: its default, the RELAY_LISTEN_ADDR port + 2, is past 65535"
+                .to_owned(),
+        });
+    }
+    Ok(())
+}
+
 const NOISE_REQUIRED_EXPECTED: &str = "false or unset: this relay does not implement the \
      Noise transport (PROTOCOL.md §15.1), so it cannot require it";
-const MTLS_EXPECTED: &str = "unset while RELAY_FEDERATION_ENABLED is true: federation mTLS \
-     is not supported (PROTOCOL.md §15.3), and federating without the configured \
-     authentication would be a downgrade";
 
 /// Checks the §15 variables that are set, in their table's order: refuses those
 /// that cannot be honoured, returns a warning for each one that is ignored.
-fn check_extensions(
-    given: &BTreeMap<String, String>,
-    config: &Config,
-) -> Result<Vec<String>, ConfigError> {
+fn check_extensions(given: &BTreeMap<String, String>) -> Result<Vec<String>, ConfigError> {
     let mut warnings = Vec::new();
     for (name, extension) in EXTENSIONS {
         let raw = given.get(*name).map_or("", String::as_str);
@@ -200,13 +261,6 @@ fn check_extensions(
                 Some(true) => return Err(error(NOISE_REQUIRED_EXPECTED)),
                 Some(false) => {}
             },
-            Extension::MtlsCredential if config.federation_enabled => {
-                return Err(error(MTLS_EXPECTED));
-            }
-            Extension::MtlsCredential => warnings.push(format!(
-                "{name} is ignored: federation is disabled, and federation mTLS \
-                 is not supported (PROTOCOL.md §15.3)"
-            )),
             // Warnings never carry the value: RELAY_NOISE_STATIC_KEY is a private key.
             Extension::Ignored(reason) => {
                 warnings.push(format!("{name} is ignored: {reason}"));
@@ -241,9 +295,8 @@ pub fn help_text() -> String {
         );
     }
     text.push_str(
-        "Not supported (§15): RELAY_REQUIRE_NOISE_ENCRYPTION=true and, with federation \
-         enabled, RELAY_FEDERATION_TLS_CERT/_KEY/_CA stop startup; the other Noise, gossip \
-         and mTLS variables are ignored with a warning.\n",
+        "Not supported (§15.1): RELAY_REQUIRE_NOISE_ENCRYPTION=true stops startup; \
+         RELAY_NOISE_STATIC_KEY is ignored with a warning.\n",
     );
     text
 }

@@ -93,6 +93,8 @@ fn request_of(parsed: &httparse::Request<'_, '_>) -> Request {
 #[derive(Debug, Clone, Copy)]
 pub struct RouteContext {
     pub federation_enabled: bool,
+    /// Federation mTLS is in effect: `/federation` here is refused (§15.3).
+    pub federation_mtls: bool,
     pub draining: bool,
 }
 
@@ -118,7 +120,8 @@ pub enum HealthPath {
 
 /// Routes a request. An upgrade (§2.5) is a `GET` with the upgrade tokens; it is
 /// checked in this order: draining (503), `/federation` while federation is off
-/// (404), `Sec-WebSocket-Version` (426), `Sec-WebSocket-Key` (400). Any other `GET`
+/// (404) or while mTLS is in effect (403, §15.3), `Sec-WebSocket-Version` (426),
+/// `Sec-WebSocket-Key` (400). Any other `GET`
 /// or `HEAD`, including a `HEAD` with upgrade headers, takes the plain rows.
 pub fn route(request: &Request, context: RouteContext) -> Route {
     let head_only = match request.method.as_str() {
@@ -145,6 +148,25 @@ pub fn route(request: &Request, context: RouteContext) -> Route {
     Route::Health { path, head_only }
 }
 
+/// Routes a request on the federation mTLS listener (§15.3): exactly a WebSocket
+/// upgrade at `/federation` (checked as on the main port); anything else `404`.
+pub fn route_mtls(request: &Request, draining: bool) -> Route {
+    if request.method != "GET" || !request.is_upgrade || request.path != "/federation" {
+        return Route::Reply(reply(
+            Status::NotFound,
+            &[],
+            r#"{"error":"not found"}"#,
+            false,
+        ));
+    }
+    let context = RouteContext {
+        federation_enabled: true,
+        federation_mtls: false,
+        draining,
+    };
+    route_upgrade(request, context)
+}
+
 fn route_upgrade(request: &Request, context: RouteContext) -> Route {
     let federation = request.path == "/federation";
     if context.draining {
@@ -160,6 +182,14 @@ fn route_upgrade(request: &Request, context: RouteContext) -> Route {
             Status::NotFound,
             &[],
             r#"{"error":"federation disabled"}"#,
+            false,
+        ));
+    }
+    if federation && context.federation_mtls {
+        return Route::Reply(reply(
+            Status::Forbidden,
+            &[],
+            r#"{"error":"federation requires mTLS"}"#,
             false,
         ));
     }
@@ -296,6 +326,7 @@ fn method_not_allowed() -> Vec<u8> {
 enum Status {
     Ok,
     BadRequest,
+    Forbidden,
     NotFound,
     MethodNotAllowed,
     RequestTimeout,
@@ -310,6 +341,7 @@ impl Status {
         match self {
             Status::Ok => "200 OK",
             Status::BadRequest => "400 Bad Request",
+            Status::Forbidden => "403 Forbidden",
             Status::NotFound => "404 Not Found",
             Status::MethodNotAllowed => "405 Method Not Allowed",
             Status::RequestTimeout => "408 Request Timeout",

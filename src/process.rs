@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::addresses::{AddressCounts, AddressKey};
-use crate::metrics::{Global, ShardMetrics};
+use crate::metrics::{Global, ShardMetrics, TlsListener};
 use crate::transport::certs::ServerCerts;
 
 /// State shared by every executor thread: atomics, and the main listener's
@@ -34,6 +34,9 @@ pub struct Shared {
     pub global_metrics: Arc<Global>,
     /// Built-in TLS on the main listener (§2.8); `None`: plain TCP.
     pub main_tls: Option<ServerCerts>,
+    /// Federation mTLS (§15.3), in effect (federation enabled); `None`: plain
+    /// federation on the main port.
+    pub federation_tls: Option<ServerCerts>,
     /// Open connections per client address (§2.10); `None`: unlimited.
     pub addresses: Option<AddressCounts>,
 }
@@ -50,6 +53,7 @@ impl Shared {
             metrics: (0..shards).map(|_| ShardMetrics::new()).collect(),
             global_metrics: Arc::new(Global::new(shards as u32)),
             main_tls: None,
+            federation_tls: None,
             addresses: None,
         }
     }
@@ -61,10 +65,25 @@ impl Shared {
         self
     }
 
-    /// The same, with TLS built into the main listener.
-    pub fn with_main_tls(mut self, certs: Option<ServerCerts>) -> Shared {
-        self.main_tls = certs;
+    /// The same, with TLS built into the main listener and federation mTLS.
+    pub fn with_tls(
+        mut self,
+        main: Option<ServerCerts>,
+        federation: Option<ServerCerts>,
+    ) -> Shared {
+        self.main_tls = main;
+        self.federation_tls = federation;
         self
+    }
+
+    /// The TLS listeners in effect and their certificates (§2.8).
+    pub fn certificates(&self) -> impl Iterator<Item = (TlsListener, &ServerCerts)> {
+        let main = self.main_tls.as_ref().map(|c| (TlsListener::Main, c));
+        let federation = self
+            .federation_tls
+            .as_ref()
+            .map(|c| (TlsListener::Federation, c));
+        main.into_iter().chain(federation)
     }
 
     pub fn blob_count(&self) -> u64 {

@@ -144,6 +144,9 @@ fn open_sqlite(
 pub fn start(config: Config) -> Result<(Running, DataDirLock), String> {
     // Files named by the configuration are part of it (§13.4 step 1).
     let main_tls = main_certs(&config)?;
+    // Loaded even with federation disabled, so that a bad file stops startup
+    // (§15.3); in effect only with federation enabled.
+    let federation_tls = federation_certs(&config)?.filter(|_| config.federation_enabled);
     let lock = lock_data_dir(&config.data_dir)?;
     let relay_id = load_relay_id(&config);
     let shards = shard_count(&config);
@@ -157,7 +160,11 @@ pub fn start(config: Config) -> Result<(Running, DataDirLock), String> {
     let inits = open_stores(&config, shards)?;
     let metrics_addr = config.metrics_addr.clone();
     let metrics_token = config.metrics_token.clone();
-    let running = start_executors(Arc::new(config), relay_id.clone(), inits, main_tls)?;
+    let certs = Certs {
+        main: main_tls,
+        federation: federation_tls,
+    };
+    let running = start_executors(Arc::new(config), relay_id.clone(), inits, certs)?;
     let shared = &running.shared;
     let (metrics, global) = (
         Arc::clone(&shared.metrics),
@@ -183,15 +190,15 @@ fn start_executors(
     config: Arc<Config>,
     relay_id: String,
     inits: Vec<ShardInit>,
-    main_tls: Option<ServerCerts>,
+    certs: Certs,
 ) -> Result<Running, String> {
     let shards = inits.len();
     let shared = Shared::new(shards)
-        .with_main_tls(main_tls)
+        .with_tls(certs.main, certs.federation)
         .with_address_limit(config.max_connections_per_ip, config.ipv6_prefix_len);
-    if let Some(certs) = &shared.main_tls {
+    for (listener, certs) in shared.certificates() {
         let global = &shared.global_metrics;
-        global.set_certificate_expiry(TlsListener::Main, certs.not_after());
+        global.set_certificate_expiry(listener, certs.not_after());
     }
     let shared = Arc::new(shared);
     let (senders, inboxes) = mesh::channels(shards);
@@ -257,23 +264,31 @@ impl Running {
         }
     }
 
-    /// SIGHUP (§2.8): new connections get the certificate files as they are now;
-    /// if one does not load, the certificate in use stays.
+    /// SIGHUP (§2.8, §15.3): new connections (and links dialled from now on) get
+    /// the certificate files as they are now; if one does not load, that
+    /// listener's certificate in use stays.
     pub fn reload(&self) {
-        let Some(certs) = &self.shared.main_tls else {
-            tracing::info!("SIGHUP: no TLS certificates to reload");
-            return;
-        };
         let global = &self.shared.global_metrics;
-        match certs.reload() {
-            Ok(()) => {
-                global.set_certificate_expiry(TlsListener::Main, certs.not_after());
-                tracing::info!("SIGHUP: TLS certificates reloaded");
+        let mut any = false;
+        for (listener, certs) in self.shared.certificates() {
+            any = true;
+            let name = match listener {
+                TlsListener::Main => "main",
+                TlsListener::Federation => "federation mTLS",
+            };
+            match certs.reload() {
+                Ok(()) => {
+                    global.set_certificate_expiry(listener, certs.not_after());
+                    tracing::info!("SIGHUP: {name} TLS certificates reloaded");
+                }
+                Err(message) => {
+                    global.inc_tls_reload_failures();
+                    tracing::error!("SIGHUP: keeping the {name} certificate in use: {message}");
+                }
             }
-            Err(message) => {
-                global.inc_tls_reload_failures();
-                tracing::error!("SIGHUP: keeping the certificate in use: {message}");
-            }
+        }
+        if !any {
+            tracing::info!("SIGHUP: no TLS certificates to reload");
         }
     }
 
@@ -319,6 +334,28 @@ fn main_certs(config: &Config) -> Result<Option<ServerCerts>, String> {
         key: files.key.clone(),
         cert_variable: "RELAY_TLS_CERT_FILE",
         key_variable: "RELAY_TLS_KEY_FILE",
+        ca: None,
     })
     .map(Some)
+}
+
+/// The federation mTLS certificates (§15.3), if the three files are configured.
+fn federation_certs(config: &Config) -> Result<Option<ServerCerts>, String> {
+    let Some(files) = &config.federation_tls else {
+        return Ok(None);
+    };
+    ServerCerts::load(CertFiles {
+        cert: files.cert.clone(),
+        key: files.key.clone(),
+        cert_variable: "RELAY_FEDERATION_TLS_CERT",
+        key_variable: "RELAY_FEDERATION_TLS_KEY",
+        ca: Some((files.ca.clone(), "RELAY_FEDERATION_TLS_CA")),
+    })
+    .map(Some)
+}
+
+/// The certificates of the TLS listeners in effect.
+struct Certs {
+    main: Option<ServerCerts>,
+    federation: Option<ServerCerts>,
 }

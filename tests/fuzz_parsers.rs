@@ -159,18 +159,22 @@ fn chunks<'a>(bytes: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
 const CONTEXTS: [RouteContext; 4] = [
     RouteContext {
         federation_enabled: false,
+        federation_mtls: false,
         draining: false,
     },
     RouteContext {
         federation_enabled: true,
+        federation_mtls: false,
         draining: false,
     },
     RouteContext {
         federation_enabled: false,
+        federation_mtls: false,
         draining: true,
     },
     RouteContext {
         federation_enabled: true,
+        federation_mtls: false,
         draining: true,
     },
 ];

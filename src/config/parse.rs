@@ -73,8 +73,10 @@ pub(super) fn parse_peers(text: &str) -> Result<Vec<String>, String> {
     Ok(peers)
 }
 
-/// `ws://host[:port][/path]` or `wss://...`; the scheme is lower-cased.
-fn normalise_peer(entry: &str) -> Option<String> {
+/// `ws://host[:port][/path]` or `wss://...`, trimmed; the scheme is lower-cased
+/// and one trailing `/` removed (§13.2). Gossiped URLs are read by the same rule.
+pub fn normalise_peer(entry: &str) -> Option<String> {
+    let entry = entry.trim_ascii();
     let (scheme, rest) = entry.split_once("://")?;
     let scheme = scheme.to_ascii_lowercase();
     if scheme != "ws" && scheme != "wss" {
@@ -113,4 +115,9 @@ pub(super) fn parse_cidrs(text: &str) -> Result<Vec<IpNet>, String> {
         networks.push(network.trunc());
     }
     Ok(networks)
+}
+
+/// A relay id (§13.2): 1 to 128 printable ASCII characters without spaces.
+pub fn is_relay_id(text: &str) -> bool {
+    !text.is_empty() && text.len() <= 128 && text.bytes().all(|b| b.is_ascii_graphic())
 }

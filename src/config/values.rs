@@ -40,6 +40,15 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
+/// The three files of federation mTLS (§15.3), set together; one not given is an
+/// empty path until `Config::from_vars` refuses it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FederationTlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub listen_addr: SocketAddr,
@@ -83,6 +92,14 @@ pub struct Config {
     pub proxy_protocol: ProxyProtocol,
     /// The sources that must send a PROXY header (§2.9), host bits cleared.
     pub proxy_trusted: Vec<ipnet::IpNet>,
+    /// Federation mTLS (§15.3); `None`: federation links are plain WebSockets on
+    /// the main port.
+    pub federation_tls: Option<FederationTlsFiles>,
+    /// `None`: the listen IP with its port + 2 (see [`Config::federation_mtls_addr`]).
+    pub federation_mtls_addr: Option<SocketAddr>,
+    pub gossip_enabled: bool,
+    pub gossip_interval_secs: u64,
+    pub peer_ttl_secs: u64,
 }
 
 impl Config {
@@ -91,6 +108,27 @@ impl Config {
         let peer = peer.to_canonical();
         self.proxy_protocol != ProxyProtocol::Off
             && self.proxy_trusted.iter().any(|net| net.contains(&peer))
+    }
+}
+
+impl Config {
+    /// Federation mTLS is in effect: configured, with federation enabled (§15.3).
+    pub fn federation_mtls(&self) -> bool {
+        self.federation_enabled && self.federation_tls.is_some()
+    }
+
+    /// The mTLS listener's address (§15.3): as set, else the main listener's IP
+    /// with its port + 2 (an ephemeral main port gives an ephemeral one). `None`
+    /// only when that default would be past port 65535.
+    pub fn federation_mtls_addr(&self) -> Option<SocketAddr> {
+        if let Some(addr) = self.federation_mtls_addr {
+            return Some(addr);
+        }
+        let mut addr = self.listen_addr;
+        if addr.port() != 0 {
+            addr.set_port(addr.port().checked_add(2)?);
+        }
+        Some(addr)
     }
 }
 
@@ -114,8 +152,9 @@ impl std::fmt::Display for MetricsAddr {
 }
 
 impl Config {
-    /// The warnings of §2.1 (TLS must be terminated by a proxy) and §12.1 (metrics
-    /// open to the network without a token), for `main` to log after binding.
+    /// The warnings of §2.1 (TLS must be terminated by a proxy), §14.3 (federation
+    /// without mTLS) and §12.1 (metrics open to the network without a token), for
+    /// `main` to log after binding.
     pub fn startup_warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
         let proxied = self.tls.is_none() && !self.tls_verified;
@@ -124,6 +163,17 @@ impl Config {
                 "RELAY_LISTEN_ADDR={} is not a loopback address and this relay terminates \
                  no TLS: TLS must be terminated by a reverse proxy in front of it \
                  (set RELAY_TLS_VERIFIED=true once it is)",
+                self.listen_addr
+            ));
+        }
+        let loopback = self.listen_addr.ip().to_canonical().is_loopback();
+        if self.federation_enabled && self.federation_tls.is_none() && !loopback {
+            warnings.push(format!(
+                "federation is enabled on RELAY_LISTEN_ADDR={}, which is not a loopback \
+                 address, without mTLS: anyone who can reach /federation can claim a relay \
+                 id and offer blobs, stored without per-user quotas up to \
+                 RELAY_FEDERATION_OFFLOAD_REFUSE of the storage (set \
+                 RELAY_FEDERATION_TLS_CERT, _KEY and _CA, PROTOCOL.md §15.3)",
                 self.listen_addr
             ));
         }

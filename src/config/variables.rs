@@ -5,13 +5,18 @@
 use std::path::PathBuf;
 
 use super::parse::{
-    BOOLEAN_EXPECTED, parse_boolean, parse_cidrs, parse_decimal, parse_integer, parse_metrics_addr,
-    parse_peers, parse_socket_addr,
+    BOOLEAN_EXPECTED, is_relay_id, parse_boolean, parse_cidrs, parse_decimal, parse_integer,
+    parse_metrics_addr, parse_peers, parse_socket_addr,
 };
-use super::values::{Config, ProxyProtocol, SqliteSynchronous, StorageBackend, TlsFiles};
+use super::values::{
+    Config, FederationTlsFiles, ProxyProtocol, SqliteSynchronous, StorageBackend, TlsFiles,
+};
 
 pub(super) const TLS_CERT_FILE: &str = "RELAY_TLS_CERT_FILE";
 pub(super) const TLS_KEY_FILE: &str = "RELAY_TLS_KEY_FILE";
+pub(super) const FEDERATION_TLS_CERT: &str = "RELAY_FEDERATION_TLS_CERT";
+pub(super) const FEDERATION_TLS_KEY: &str = "RELAY_FEDERATION_TLS_KEY";
+pub(super) const FEDERATION_TLS_CA: &str = "RELAY_FEDERATION_TLS_CA";
 
 /// The TLS files given so far (the other one stays an empty path until set).
 fn tls_files(c: &mut Config) -> &mut TlsFiles {
@@ -47,6 +52,11 @@ pub(super) enum Rule {
         valid: &'static str,
         parse: fn(&mut Config, &str) -> Result<(), String>,
     },
+    /// A path to one of the federation mTLS files (§15.3).
+    Path {
+        valid: &'static str,
+        field: fn(&mut FederationTlsFiles) -> &mut PathBuf,
+    },
     /// Read by another component (the log subscriber); listed for `--help` only.
     External {
         valid: &'static str,
@@ -65,6 +75,12 @@ impl Rule {
             }
             Rule::Boolean(set) => set(config, parse_boolean(text).ok_or(BOOLEAN_EXPECTED)?),
             Rule::Custom { parse, .. } => parse(config, text)?,
+            Rule::Path { field, .. } => {
+                let files = config
+                    .federation_tls
+                    .get_or_insert_with(FederationTlsFiles::default);
+                *field(files) = PathBuf::from(text);
+            }
             Rule::External { .. } => {}
         }
         Ok(())
@@ -74,7 +90,9 @@ impl Rule {
         match self {
             Rule::Integer { min, max, .. } => format!("{min}..={max}"),
             Rule::Boolean(_) => "true, 1, false or 0".to_owned(),
-            Rule::Custom { valid, .. } | Rule::External { valid } => (*valid).to_owned(),
+            Rule::Custom { valid, .. } | Rule::Path { valid, .. } | Rule::External { valid } => {
+                (*valid).to_owned()
+            }
         }
     }
 }
@@ -285,8 +303,7 @@ pub(super) static VARIABLES: &[VarSpec] = &[
         rule: Rule::Custom {
             valid: "1-128 printable ASCII characters, no spaces",
             parse: |c, text| {
-                let valid = text.len() <= 128 && text.bytes().all(|b| b.is_ascii_graphic());
-                if !valid {
+                if !is_relay_id(text) {
                     return Err(RELAY_ID_EXPECTED.to_owned());
                 }
                 c.federation_relay_id = Some(text.to_owned());
@@ -426,6 +443,56 @@ pub(super) static VARIABLES: &[VarSpec] = &[
         },
         meaning: "Load balancers whose PROXY header names the client address",
     },
+    federation_tls_file(
+        FEDERATION_TLS_CERT,
+        "a PEM file: this relay's certificate chain, leaf first; the three set together",
+        |files| &mut files.cert,
+        "Federation mTLS: this relay's certificate (reloaded on SIGHUP)",
+    ),
+    federation_tls_file(
+        FEDERATION_TLS_KEY,
+        "a PEM file: PKCS#8, PKCS#1 or SEC1 private key",
+        |files| &mut files.key,
+        "Federation mTLS: its private key",
+    ),
+    federation_tls_file(
+        FEDERATION_TLS_CA,
+        "a PEM file: one or more CA certificates",
+        |files| &mut files.ca,
+        "Federation mTLS: the authorities whose certificates peers must present",
+    ),
+    VarSpec {
+        name: "RELAY_FEDERATION_MTLS_ADDR",
+        default: DefaultValue::Absent("the RELAY_LISTEN_ADDR IP, its port + 2"),
+        rule: Rule::Custom {
+            valid: "IPv4:port or [IPv6]:port",
+            parse: |c, text| {
+                c.federation_mtls_addr = Some(parse_socket_addr(text).ok_or(LISTEN_EXPECTED)?);
+                Ok(())
+            },
+        },
+        meaning: "Federation mTLS listener (when the three files are set)",
+    },
+    VarSpec {
+        name: "RELAY_FEDERATION_GOSSIP_ENABLED",
+        default: DefaultValue::Text("false"),
+        rule: Rule::Boolean(|c, value| c.gossip_enabled = value),
+        meaning: "Advertise peers on outbound links and remember advertised ones",
+    },
+    integer(
+        "RELAY_FEDERATION_GOSSIP_INTERVAL",
+        "120",
+        (1, 86_400),
+        |c, v| c.gossip_interval_secs = v,
+        "Seconds between peer advertisements",
+    ),
+    integer(
+        "RELAY_FEDERATION_PEER_TTL",
+        "3600",
+        (1, 604_800),
+        |c, v| c.peer_ttl_secs = v,
+        "Seconds a discovered peer is remembered after its last advertisement",
+    ),
     VarSpec {
         name: "RUST_LOG",
         default: DefaultValue::Text("info"),
@@ -451,6 +518,22 @@ const fn integer(
     }
 }
 
+/// One of the three federation mTLS files (§15.3); the others stay empty paths
+/// until set.
+const fn federation_tls_file(
+    name: &'static str,
+    valid: &'static str,
+    field: fn(&mut FederationTlsFiles) -> &mut PathBuf,
+    meaning: &'static str,
+) -> VarSpec {
+    VarSpec {
+        name,
+        default: DefaultValue::Absent("unset"),
+        rule: Rule::Path { valid, field },
+        meaning,
+    }
+}
+
 /// Narrows a range-checked integer to its field's type.
 fn narrow<T: TryFrom<u64>>(value: u64) -> T {
     // Invariant: every Integer rule's `max` fits the type of the field it sets;
@@ -461,37 +544,14 @@ fn narrow<T: TryFrom<u64>>(value: u64) -> T {
 pub(super) enum Extension {
     /// Cannot be honoured, so `true` stops startup (§15.1).
     RequireNoise,
-    /// mTLS certificate, key or CA: stops startup if federation is enabled (§15.3).
-    MtlsCredential,
     /// Ignored with a warning giving this reason.
     Ignored(&'static str),
 }
 
 const NOISE_IGNORED: &str = "this relay does not implement the Noise transport (PROTOCOL.md §15.1)";
-const GOSSIP_IGNORED: &str = "gossip peer discovery is not supported (PROTOCOL.md §15.2)";
-const MTLS_IGNORED: &str = "federation mTLS is not supported (PROTOCOL.md §15.3)";
 
 /// The §15 variables, in the order they are checked.
 pub(super) static EXTENSIONS: &[(&str, Extension)] = &[
     ("RELAY_REQUIRE_NOISE_ENCRYPTION", Extension::RequireNoise),
     ("RELAY_NOISE_STATIC_KEY", Extension::Ignored(NOISE_IGNORED)),
-    (
-        "RELAY_FEDERATION_GOSSIP_ENABLED",
-        Extension::Ignored(GOSSIP_IGNORED),
-    ),
-    (
-        "RELAY_FEDERATION_GOSSIP_INTERVAL",
-        Extension::Ignored(GOSSIP_IGNORED),
-    ),
-    (
-        "RELAY_FEDERATION_PEER_TTL",
-        Extension::Ignored(GOSSIP_IGNORED),
-    ),
-    ("RELAY_FEDERATION_TLS_CERT", Extension::MtlsCredential),
-    ("RELAY_FEDERATION_TLS_KEY", Extension::MtlsCredential),
-    ("RELAY_FEDERATION_TLS_CA", Extension::MtlsCredential),
-    (
-        "RELAY_FEDERATION_MTLS_ADDR",
-        Extension::Ignored(MTLS_IGNORED),
-    ),
 ];

@@ -186,6 +186,10 @@ pub async fn open_plain(
 /// A `wss://` link's byte stream.
 pub type TlsLink = TlsStream<GatherWrites<TcpStream>>;
 
+/// A `wss://` link and the peer's certificate (DER), for the identity check of
+/// mTLS (§15.3).
+pub type TlsOpened = (WebSocketStream<Checked<TlsLink>>, Vec<u8>);
+
 /// `wss://`: TCP, TLS verified against `tls`'s roots for the URL's host (sent as
 /// SNI unless it is an IP address), then the upgrade to `target`. A certificate
 /// that fails verification ends the handshake with the matching alert.
@@ -194,7 +198,7 @@ pub async fn open_tls(
     tls: &Arc<ClientConfig>,
     target: &str,
     config: WebSocketConfig,
-) -> Result<WebSocketStream<Checked<TlsLink>>, DialError> {
+) -> Result<TlsOpened, DialError> {
     let name = ServerName::try_from(peer.host.clone())
         .map_err(|_| DialError::Tls("the host is not a valid DNS name or IP address".into()))?;
     let stream = GatherWrites::new(connect(peer).await?);
@@ -202,7 +206,14 @@ pub async fn open_tls(
         .connect(name, stream)
         .await
         .map_err(|e| DialError::Tls(e.to_string()))?;
-    upgrade(target, stream, config).await
+    let certificate = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|cert| cert.as_ref().to_vec())
+        .unwrap_or_default();
+    Ok((upgrade(target, stream, config).await?, certificate))
 }
 
 /// A stream whose vectored writes send the buffers together. glommio's

@@ -8,6 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use std::net::SocketAddr;
+
+use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
@@ -18,6 +21,7 @@ use crate::process::{Shared, unix_now};
 use super::dial;
 use super::link;
 use super::messages::{self, FedMessage};
+use super::mtls;
 use super::node::{LinkOut, Node};
 use super::offload;
 use super::registry::LinkId;
@@ -49,25 +53,45 @@ pub fn start(
     finished: std::sync::mpsc::Sender<Option<std::thread::JoinHandle<()>>>,
 ) -> Result<Federation, String> {
     let (commands, inbox) = flume::bounded(limits::FEDERATION_COMMAND_QUEUE_DEPTH);
-    // The trust store is read here, on the main thread, not on the executor.
-    let tls = config
-        .federation_peers
-        .iter()
-        .any(|url| url.starts_with("wss://"))
-        .then(dial::client_config);
+    // The trust store is read here, on the main thread, not on the executor. With
+    // mTLS, peers are verified against its CA instead (§15.3).
+    let mtls = shared.federation_tls.is_some();
+    let tls = (!mtls
+        && config
+            .federation_peers
+            .iter()
+            .any(|url| url.starts_with("wss://")))
+    .then(dial::client_config);
+    let mtls_addr = config.federation_mtls_addr().filter(|_| mtls);
     shared.federation_running.store(true, Ordering::Relaxed);
     let running = Arc::clone(&shared);
     let shared_running = Arc::clone(&shared);
     // The peer gauges hold the configured peers (as disconnected) before the relay
     // says it is listening, not from whenever the executor gets to run.
-    let (published, first_publish) = std::sync::mpsc::channel::<()>();
+    // So does the mTLS listener's bind (its address, or why it failed).
+    let (published, first_publish) =
+        std::sync::mpsc::channel::<Result<Option<SocketAddr>, String>>();
     let executor = LocalExecutorBuilder::new(Placement::Unbound)
         .name("federation")
         .io_memory(limits::EXECUTOR_IO_MEMORY_BYTES)
         .spawn(move || async move {
             let node = Rc::new(Node::new(config, shared, relay_id, shards, tls));
+            let bound = match mtls_addr.map(TcpListener::bind).transpose() {
+                Ok(listener) => listener,
+                Err(error) => {
+                    let addr = mtls_addr.map(|a| a.to_string()).unwrap_or_default();
+                    let why = format!("cannot bind RELAY_FEDERATION_MTLS_ADDR={addr}: {error}");
+                    let _ = published.send(Err(why));
+                    running.federation_running.store(false, Ordering::Relaxed);
+                    return;
+                }
+            };
+            let local = bound.as_ref().and_then(|l| l.local_addr().ok());
+            if let Some(listener) = bound {
+                glommio::spawn_local(mtls::listen(Rc::clone(&node), listener)).detach();
+            }
             node.publish_peers();
-            let _ = published.send(());
+            let _ = published.send(Ok(local));
             run(node, inbox).await;
             running.federation_running.store(false, Ordering::Relaxed);
             let _ = finished.send(None);
@@ -75,11 +99,19 @@ pub fn start(
         .map_err(|error| format!("could not start the federation executor: {error}"))?;
     // An executor that fails before publishing drops the sender: no wait for ever,
     // and the start fails.
-    if first_publish.recv().is_err() {
-        shared_running
-            .federation_running
-            .store(false, Ordering::Relaxed);
-        return Err("the federation executor stopped while starting".to_owned());
+    match first_publish.recv() {
+        Ok(Ok(local)) => {
+            if let Some(local) = local {
+                tracing::info!("federation mTLS on {local}");
+            }
+        }
+        Ok(Err(why)) => return Err(why),
+        Err(_) => {
+            shared_running
+                .federation_running
+                .store(false, Ordering::Relaxed);
+            return Err("the federation executor stopped while starting".to_owned());
+        }
     }
     Ok(Federation {
         commands,

@@ -6,6 +6,7 @@
 //! - [`link`]: initiator, acceptor and the established link loop (§11.4-§11.6).
 //! - [`checked`]: the link's byte stream, checked for non-minimal frame lengths.
 //! - [`dial`]: opening an outbound link: TCP, TLS for `wss://` peers, the upgrade.
+//! - [`mtls`]: the federation mTLS listener (§15.3).
 //! - [`offload`]: the offload manager (§11.7).
 //! - [`node`]: the executor's shared state: links, pending offers, the mesh.
 //! - [`executor`]: starting the executor, its commands and its drain (§14.1).
@@ -15,6 +16,7 @@ pub mod dial;
 pub mod executor;
 pub mod link;
 pub mod messages;
+pub mod mtls;
 pub mod node;
 pub mod offload;
 pub mod registry;

@@ -94,7 +94,7 @@ fn refuse(
                 client_address(&shard, &mut tcp).await?;
             }
             let mut stream = open(&shard, tcp).await?;
-            let _ = read_head(&mut stream).await;
+            let _ = transport::read_head(&mut stream).await;
             let _ = stream.send(&reply).await;
             stream.shutdown().await;
             Some(())
@@ -305,31 +305,13 @@ async fn wait_for_close(stream: &mut Transport, reader: &mut MessageReader) {
     }
 }
 
-/// Reads a request head, bounded by §2.3. Returns the parse result and the buffer.
-async fn read_head(stream: &mut Transport) -> Option<(HeadParse, Vec<u8>)> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; limits::HEAD_READ_CHUNK_BYTES];
-    loop {
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        match http::parse_head(&buf) {
-            HeadParse::Partial if buf.len() <= limits::HEAD_BYTES_MAX => continue,
-            HeadParse::Partial => return Some((HeadParse::TooLarge, buf)),
-            parsed => return Some((parsed, buf)),
-        }
-    }
-}
-
 async fn pre_session(
     shard: &Shard,
     stream: &mut Transport,
     upgraded: &Cell<bool>,
     reader: &mut MessageReader,
 ) -> Outcome {
-    let Some((parsed, buf)) = read_head(stream).await else {
+    let Some((parsed, buf)) = transport::read_head(stream).await else {
         return Outcome::Done;
     };
     let (head_len, request) = match parsed {
@@ -346,6 +328,7 @@ async fn pre_session(
     let shared = &shard.shared;
     let context = RouteContext {
         federation_enabled: shard.federation.is_some(),
+        federation_mtls: shared.federation_tls.is_some(),
         draining: shared.draining.load(Ordering::Relaxed),
     };
     match http::route(&request, context) {

@@ -1,7 +1,9 @@
-//! Certificates for a TLS listener (§2.8): the PEM files loaded into a rustls
-//! server configuration, kept behind a lock so that SIGHUP can swap in new ones
-//! while connections use the old (each connection takes the configuration in use
-//! when it begins), and the `notAfter` of the certificate in use.
+//! Certificates for a TLS listener (§2.8, §15.3): the PEM files loaded into a
+//! rustls server configuration (and, for federation mTLS, the client configuration
+//! that dials peers with the same certificate), kept behind a lock so that SIGHUP
+//! can swap in new ones while connections use the old (each connection takes the
+//! configuration in use when it begins), and the `notAfter` of the certificate in
+//! use.
 //!
 //! The private key is read into rustls and nowhere else: no error names more of
 //! it than its variable.
@@ -9,9 +11,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use futures_rustls::rustls::crypto::CryptoProvider;
 use futures_rustls::rustls::pki_types::pem::PemObject;
 use futures_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use futures_rustls::rustls::{self, ServerConfig};
+use futures_rustls::rustls::server::WebPkiClientVerifier;
+use futures_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
+
+/// TLS 1.3 and 1.2 (§2.8, §15.3).
+static VERSIONS: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
 
 /// The certificate and key files of a listener, and the variables that named them
 /// (for messages).
@@ -21,6 +29,10 @@ pub struct CertFiles {
     pub key: PathBuf,
     pub cert_variable: &'static str,
     pub key_variable: &'static str,
+    /// Federation mTLS (§15.3): the authorities peers' certificates must chain to,
+    /// and its variable. With it, the listener requires a client certificate, and
+    /// a client configuration dials peers with this certificate.
+    pub ca: Option<(PathBuf, &'static str)>,
 }
 
 /// A listener's TLS configuration, replaceable while connections use the old one.
@@ -32,6 +44,8 @@ pub struct ServerCerts {
 #[derive(Clone)]
 struct Loaded {
     config: Arc<ServerConfig>,
+    /// With a CA: dialling peers, presenting this certificate, trusting the CA.
+    client: Option<Arc<ClientConfig>>,
     not_after: i64,
 }
 
@@ -48,6 +62,11 @@ impl ServerCerts {
     /// The configuration for a connection that begins now.
     pub fn config(&self) -> Arc<ServerConfig> {
         Arc::clone(&self.read().config)
+    }
+
+    /// The configuration for a peer dialled now (mTLS only).
+    pub fn client_config(&self) -> Option<Arc<ClientConfig>> {
+        self.read().client.clone()
     }
 
     /// `notAfter` of the certificate in use, in unix seconds.
@@ -77,7 +96,7 @@ fn load(files: &CertFiles) -> Result<Loaded, String> {
         )
     };
     let chain = read_chain(&files.cert).map_err(cert_error)?;
-    let not_after = not_after(&chain[0]).ok_or_else(|| {
+    let not_after = super::x509::not_after(&chain[0]).ok_or_else(|| {
         cert_error("the first certificate has no readable validity period".into())
     })?;
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|error| {
@@ -88,23 +107,72 @@ fn load(files: &CertFiles) -> Result<Loaded, String> {
             key_error(&error)
         )
     })?;
+    let mismatch = |error: rustls::Error| {
+        format!(
+            "cannot use {} with {}: {error}",
+            files.key_variable, files.cert_variable
+        )
+    };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| format!("cannot configure TLS: {e}"))?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|error| {
-            format!(
-                "cannot use {} with {}: {error}",
-                files.key_variable, files.cert_variable
-            )
-        })?;
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(VERSIONS)
+        .map_err(|e| format!("cannot configure TLS: {e}"))?;
+    let (mut config, client) = match &files.ca {
+        None => {
+            let config = builder
+                .with_no_client_auth()
+                .with_single_cert(chain, key)
+                .map_err(mismatch)?;
+            (config, None)
+        }
+        Some((path, variable)) => {
+            let roots = read_roots(path)
+                .map_err(|why| format!("cannot load {variable} ({}): {why}", path.display()))?;
+            let client = client_config(&provider, roots.clone(), chain.clone(), key.clone_key())
+                .map_err(mismatch)?;
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+                    .build()
+                    .map_err(|e| format!("{variable} cannot verify peers: {e}"))?;
+            let config = builder
+                .with_client_cert_verifier(verifier)
+                .with_single_cert(chain, key)
+                .map_err(mismatch)?;
+            (config, Some(Arc::new(client)))
+        }
+    };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Loaded {
         config: Arc::new(config),
+        client,
         not_after,
     })
+}
+
+/// Dialling federation peers (§15.3): this certificate presented, the peer's
+/// verified against `roots` alone (not the system's) and the URL's host.
+fn client_config(
+    provider: &Arc<CryptoProvider>,
+    roots: RootCertStore,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<ClientConfig, rustls::Error> {
+    let mut config = ClientConfig::builder_with_provider(Arc::clone(provider))
+        .with_protocol_versions(VERSIONS)?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// The CA certificates of a PEM file; at least one must be usable.
+fn read_roots(path: &Path) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(read_chain(path)?);
+    if added == 0 {
+        return Err("no usable CA certificate in the file".into());
+    }
+    Ok(roots)
 }
 
 fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -126,92 +194,4 @@ fn key_error(error: &rustls::pki_types::pem::Error) -> String {
         Error::NoItemsFound => "no PKCS#8, PKCS#1 or SEC1 private key in the file".into(),
         _ => "the file is not a readable PEM private key".into(),
     }
-}
-
-/// The `notAfter` of an X.509 certificate (DER) in unix seconds: Certificate ->
-/// tbsCertificate -> [version], serialNumber, signature, issuer, validity.
-pub fn not_after(cert: &[u8]) -> Option<i64> {
-    let (certificate, _) = der_element(cert, 0x30)?;
-    let (mut tbs, _) = der_element(certificate, 0x30)?;
-    if tbs.first() == Some(&0xa0) {
-        tbs = der_element(tbs, 0xa0)?.1;
-    }
-    let (_, rest) = der_element(tbs, 0x02)?;
-    let (_, rest) = der_element(rest, 0x30)?;
-    let (_, rest) = der_element(rest, 0x30)?;
-    let (validity, _) = der_element(rest, 0x30)?;
-    let (_, after) = der_time(validity)?;
-    der_time(after).map(|(seconds, _)| seconds)
-}
-
-/// One DER element of the given tag: its content and what follows it.
-fn der_element(bytes: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
-    let (&first, rest) = bytes.split_first()?;
-    if first != tag {
-        return None;
-    }
-    let (&len, mut rest) = rest.split_first()?;
-    let len = if len < 0x80 {
-        usize::from(len)
-    } else {
-        let count = usize::from(len & 0x7f);
-        if count == 0 || count > 4 || rest.len() < count {
-            return None;
-        }
-        let (digits, after) = rest.split_at(count);
-        rest = after;
-        digits
-            .iter()
-            .fold(0usize, |n, &d| (n << 8) | usize::from(d))
-    };
-    (rest.len() >= len).then(|| rest.split_at(len))
-}
-
-/// A UTCTime (YYMMDDHHMMSSZ, years 1950-2049) or GeneralizedTime
-/// (YYYYMMDDHHMMSSZ): unix seconds and what follows.
-fn der_time(bytes: &[u8]) -> Option<(i64, &[u8])> {
-    let (text, rest, year) = match bytes.first()? {
-        0x17 => {
-            let (text, rest) = der_element(bytes, 0x17)?;
-            let yy = digits(text.get(..2)?)?;
-            (
-                text.get(2..)?,
-                rest,
-                if yy < 50 { 2000 + yy } else { 1900 + yy },
-            )
-        }
-        0x18 => {
-            let (text, rest) = der_element(bytes, 0x18)?;
-            (text.get(4..)?, rest, digits(text.get(..4)?)?)
-        }
-        _ => return None,
-    };
-    if text.len() != 11 || text[10] != b'Z' {
-        return None;
-    }
-    let field = |at: usize| digits(&text[at..at + 2]);
-    let (month, day) = (field(0)?, field(2)?);
-    let (hour, minute, second) = (field(4)?, field(6)?, field(8)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
-        return None;
-    }
-    let days = days_from_civil(year, month, day);
-    Some((days * 86_400 + hour * 3_600 + minute * 60 + second, rest))
-}
-
-fn digits(text: &[u8]) -> Option<i64> {
-    text.iter().try_fold(0i64, |n, &c| {
-        c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
-    })
-}
-
-/// Days from 1970-01-01 to a proleptic Gregorian date.
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month_index = (month + 9) % 12;
-    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
 }

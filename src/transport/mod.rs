@@ -7,6 +7,7 @@
 pub mod certs;
 pub mod proxy_header;
 pub mod tls;
+pub mod x509;
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
@@ -18,6 +19,9 @@ use std::net::IpAddr;
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use futures_rustls::rustls::ServerConnection;
 use glommio::net::TcpStream;
+
+use crate::http::{self, HeadParse};
+use crate::limits;
 
 use tls::TlsServer;
 
@@ -149,7 +153,7 @@ pub async fn read_proxy_header(
     tcp: &mut TcpStream,
     versions: proxy_header::Versions,
 ) -> io::Result<Option<IpAddr>> {
-    let mut header = [0u8; crate::limits::PROXY_HEADER_BUFFERED_BYTES_MAX];
+    let mut header = [0u8; limits::PROXY_HEADER_BUFFERED_BYTES_MAX];
     let mut consumed = 0;
     loop {
         let seen = tcp.peek(&mut header[consumed..]).await?;
@@ -179,6 +183,24 @@ pub async fn read_proxy_header(
                 }
                 return Ok(source);
             }
+        }
+    }
+}
+
+/// Reads a request head, bounded by §2.3. Returns the parse result and the buffer.
+pub async fn read_head(stream: &mut Transport) -> Option<(HeadParse, Vec<u8>)> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; limits::HEAD_READ_CHUNK_BYTES];
+    loop {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        match http::parse_head(&buf) {
+            HeadParse::Partial if buf.len() <= limits::HEAD_BYTES_MAX => continue,
+            HeadParse::Partial => return Some((HeadParse::TooLarge, buf)),
+            parsed => return Some((parsed, buf)),
         }
     }
 }

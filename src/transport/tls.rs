@@ -54,6 +54,12 @@ impl TlsServer {
         &self.tcp
     }
 
+    /// The peer's certificate (DER), once the handshake verified one (§15.3).
+    pub fn peer_certificate(&self) -> Option<&[u8]> {
+        let chain = self.conn.peer_certificates()?;
+        chain.first().map(|cert| cert.as_ref())
+    }
+
     /// Runs the handshake to its end; an error (alert sent where rustls made one)
     /// or EOF fails it.
     pub async fn handshake(&mut self) -> io::Result<()> {

@@ -49,6 +49,13 @@ const TABLE_NAMES: &[&str] = &[
     "RELAY_IPV6_PREFIX_LEN",
     "RELAY_PROXY_PROTOCOL",
     "RELAY_PROXY_TRUSTED",
+    "RELAY_FEDERATION_TLS_CERT",
+    "RELAY_FEDERATION_TLS_KEY",
+    "RELAY_FEDERATION_TLS_CA",
+    "RELAY_FEDERATION_MTLS_ADDR",
+    "RELAY_FEDERATION_GOSSIP_ENABLED",
+    "RELAY_FEDERATION_GOSSIP_INTERVAL",
+    "RELAY_FEDERATION_PEER_TTL",
     "RUST_LOG",
 ];
 
@@ -133,6 +140,11 @@ fn defaults_when_nothing_is_set() {
         ipv6_prefix_len: 64,
         proxy_protocol: ProxyProtocol::Off,
         proxy_trusted: vec![net("127.0.0.0/8"), net("::1/128")],
+        federation_tls: None,
+        federation_mtls_addr: None,
+        gossip_enabled: false,
+        gossip_interval_secs: 120,
+        peer_ttl_secs: 3600,
     };
     assert_eq!(loaded.config, expected);
 }
@@ -353,6 +365,22 @@ fn valid_values_of_every_variable() {
         ("RELAY_FEDERATION_CAPACITY_INTERVAL", "86400", |c| {
             c.federation_capacity_interval_secs == 86_400
         }),
+        ("RELAY_FEDERATION_MTLS_ADDR", "[::]:8443", |c| {
+            c.federation_mtls_addr == Some(socket("[::]:8443"))
+        }),
+        ("RELAY_FEDERATION_GOSSIP_ENABLED", "TRUE", |c| {
+            c.gossip_enabled
+        }),
+        ("RELAY_FEDERATION_GOSSIP_INTERVAL", "1", |c| {
+            c.gossip_interval_secs == 1
+        }),
+        ("RELAY_FEDERATION_GOSSIP_INTERVAL", "86400", |c| {
+            c.gossip_interval_secs == 86_400
+        }),
+        ("RELAY_FEDERATION_PEER_TTL", "1", |c| c.peer_ttl_secs == 1),
+        ("RELAY_FEDERATION_PEER_TTL", "604800", |c| {
+            c.peer_ttl_secs == 604_800
+        }),
     ];
     for (name, value, check) in cases {
         let parsed = config(&[(name, value)]);
@@ -460,6 +488,13 @@ fn invalid_values_of_every_variable() {
         ("RELAY_FEDERATION_PEER_TIMEOUT", "3601"),
         ("RELAY_FEDERATION_CAPACITY_INTERVAL", "0"),
         ("RELAY_FEDERATION_CAPACITY_INTERVAL", "86401"),
+        ("RELAY_FEDERATION_MTLS_ADDR", "localhost:8443"),
+        ("RELAY_FEDERATION_MTLS_ADDR", "8443"),
+        ("RELAY_FEDERATION_GOSSIP_ENABLED", "yes"),
+        ("RELAY_FEDERATION_GOSSIP_INTERVAL", "0"),
+        ("RELAY_FEDERATION_GOSSIP_INTERVAL", "86401"),
+        ("RELAY_FEDERATION_PEER_TTL", "0"),
+        ("RELAY_FEDERATION_PEER_TTL", "604801"),
     ];
     for (name, value) in cases {
         assert_rejects(&[(name, value)], name, value);
@@ -667,22 +702,23 @@ fn noise_static_key_is_ignored_with_a_warning() {
 }
 
 #[test]
-fn gossip_variables_are_ignored_with_a_warning() {
-    for name in [
-        "RELAY_FEDERATION_GOSSIP_ENABLED",
+fn gossip_variables_are_validated_not_warned_about() {
+    let loaded = load(&[
+        ("RELAY_FEDERATION_GOSSIP_ENABLED", "true"),
+        ("RELAY_FEDERATION_GOSSIP_INTERVAL", "30"),
+        ("RELAY_FEDERATION_PEER_TTL", "600"),
+    ])
+    .expect("valid");
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let c = loaded.config;
+    assert!(c.gossip_enabled);
+    assert_eq!((c.gossip_interval_secs, c.peer_ttl_secs), (30, 600));
+    // Validated even with federation disabled (§13.1).
+    assert_rejects(
+        &[("RELAY_FEDERATION_GOSSIP_INTERVAL", "0")],
         "RELAY_FEDERATION_GOSSIP_INTERVAL",
-        "RELAY_FEDERATION_PEER_TTL",
-    ] {
-        let loaded =
-            load(&[(name, "true"), ("RELAY_FEDERATION_ENABLED", "true")]).expect("ignored");
-        assert_eq!(loaded.warnings.len(), 1, "{name}: {:?}", loaded.warnings);
-        assert!(loaded.warnings[0].contains(name), "{:?}", loaded.warnings);
-        assert!(
-            loaded.warnings[0].contains("gossip"),
-            "{:?}",
-            loaded.warnings
-        );
-    }
+        "0",
+    );
 }
 
 #[test]
@@ -710,39 +746,129 @@ fn require_noise_encryption_true_stops_startup() {
     }
 }
 
+const MTLS_FILES: [(&str, &str); 3] = [
+    ("RELAY_FEDERATION_TLS_CERT", "/etc/relay/fed-cert.pem"),
+    ("RELAY_FEDERATION_TLS_KEY", "/etc/relay/fed-key.pem"),
+    ("RELAY_FEDERATION_TLS_CA", "/etc/relay/fed-ca.pem"),
+];
+
 #[test]
-fn mtls_variables_stop_startup_when_federation_is_enabled() {
-    for name in [
-        "RELAY_FEDERATION_TLS_CERT",
-        "RELAY_FEDERATION_TLS_KEY",
-        "RELAY_FEDERATION_TLS_CA",
-    ] {
-        let error = assert_rejects(
-            &[
-                ("RELAY_FEDERATION_ENABLED", "true"),
-                (name, "/etc/relay/x.pem"),
-            ],
-            name,
-            "/etc/relay/x.pem",
-        );
-        assert!(error.expected.contains("mTLS"), "{error}");
-        // Disabled federation: ignored with a warning.
-        let found = warnings(&[(name, "/etc/relay/x.pem")]);
-        assert_eq!(found.len(), 1, "{found:?}");
-        assert!(found[0].contains(name), "{found:?}");
-        // Empty means unset.
-        assert!(load(&[("RELAY_FEDERATION_ENABLED", "true"), (name, " ")]).is_ok());
+fn mtls_files_are_read_together() {
+    for federation in ["true", "false"] {
+        let mut vars = MTLS_FILES.to_vec();
+        vars.push(("RELAY_FEDERATION_ENABLED", federation));
+        vars.push(("RELAY_FEDERATION_TLS_CERT", " /etc/relay/fed-cert.pem "));
+        let loaded = load(&vars).expect("valid");
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        let files = loaded.config.federation_tls.clone().expect("set");
+        assert_eq!(files.cert, PathBuf::from("/etc/relay/fed-cert.pem"));
+        assert_eq!(files.key, PathBuf::from("/etc/relay/fed-key.pem"));
+        assert_eq!(files.ca, PathBuf::from("/etc/relay/fed-ca.pem"));
+        assert_eq!(loaded.config.federation_mtls(), federation == "true");
     }
 }
 
 #[test]
-fn mtls_addr_alone_is_ignored_with_a_warning() {
-    let found = warnings(&[
-        ("RELAY_FEDERATION_ENABLED", "true"),
-        ("RELAY_FEDERATION_MTLS_ADDR", "0.0.0.0:8443"),
-    ]);
-    assert_eq!(found.len(), 1, "{found:?}");
-    assert!(found[0].contains("RELAY_FEDERATION_MTLS_ADDR"), "{found:?}");
+fn a_partial_mtls_set_stops_startup_naming_the_missing_variable() {
+    for (missing, file) in MTLS_FILES.iter().enumerate() {
+        for federation in ["true", "false"] {
+            let mut vars: Vec<(&str, &str)> = MTLS_FILES
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != missing)
+                .map(|(_, v)| *v)
+                .collect();
+            vars.push(("RELAY_FEDERATION_ENABLED", federation));
+            let error = load(&vars).unwrap_err();
+            assert_eq!(error.variable, file.0, "{error}");
+        }
+        // One alone names the first missing one too.
+        let error = load(&[*file]).unwrap_err();
+        assert_ne!(error.variable, file.0, "{error}");
+        assert!(error.to_string().contains(file.0), "{error}");
+    }
+    // Empty means unset.
+    assert_eq!(
+        config(&[("RELAY_FEDERATION_TLS_CA", " ")]).federation_tls,
+        None
+    );
+}
+
+#[test]
+fn mtls_refuses_a_ws_peer() {
+    let mut vars = MTLS_FILES.to_vec();
+    vars.push(("RELAY_FEDERATION_ENABLED", "true"));
+    vars.push((
+        "RELAY_FEDERATION_PEERS",
+        "wss://a.example, ws://b.example:8080",
+    ));
+    let error = load(&vars).unwrap_err();
+    assert_eq!(error.variable, "RELAY_FEDERATION_PEERS");
+    assert!(error.value.contains("ws://b.example:8080"), "{error}");
+    assert!(error.expected.contains("wss://"), "{error}");
+    vars.pop();
+    vars.push((
+        "RELAY_FEDERATION_PEERS",
+        "wss://a.example,wss://b.example:8443",
+    ));
+    assert!(load(&vars).is_ok());
+}
+
+#[test]
+fn mtls_listener_address_defaults_to_listen_port_plus_two() {
+    let mut vars = MTLS_FILES.to_vec();
+    vars.push(("RELAY_LISTEN_ADDR", "10.0.0.1:8080"));
+    assert_eq!(
+        config(&vars).federation_mtls_addr(),
+        Some(socket("10.0.0.1:8082"))
+    );
+    vars.push(("RELAY_FEDERATION_MTLS_ADDR", "[::]:9443"));
+    assert_eq!(
+        config(&vars).federation_mtls_addr(),
+        Some(socket("[::]:9443"))
+    );
+    // An ephemeral main port gives an ephemeral mTLS port.
+    let ephemeral = config(&[("RELAY_LISTEN_ADDR", "127.0.0.1:0")]);
+    assert_eq!(
+        ephemeral.federation_mtls_addr(),
+        Some(socket("127.0.0.1:0"))
+    );
+    // A default past 65535 must be set by hand.
+    let mut high = MTLS_FILES.to_vec();
+    high.push(("RELAY_LISTEN_ADDR", "0.0.0.0:65535"));
+    assert_eq!(
+        load(&high).unwrap_err().variable,
+        "RELAY_FEDERATION_MTLS_ADDR"
+    );
+    high.push(("RELAY_FEDERATION_MTLS_ADDR", "0.0.0.0:8443"));
+    assert!(load(&high).is_ok());
+}
+
+#[test]
+fn federation_without_mtls_on_a_public_listener_is_warned_about() {
+    let fed_warnings = |vars: &[(&str, &str)]| {
+        let mut all = vars.to_vec();
+        all.push(("RELAY_TLS_VERIFIED", "true"));
+        config(&all)
+            .startup_warnings()
+            .into_iter()
+            .filter(|w| w.contains("mTLS"))
+            .count()
+    };
+    let enabled = ("RELAY_FEDERATION_ENABLED", "true");
+    assert_eq!(fed_warnings(&[enabled]), 1);
+    assert_eq!(
+        fed_warnings(&[enabled, ("RELAY_LISTEN_ADDR", "[::]:8080")]),
+        1
+    );
+    assert_eq!(fed_warnings(&[]), 0);
+    assert_eq!(
+        fed_warnings(&[enabled, ("RELAY_LISTEN_ADDR", "127.0.0.1:8080")]),
+        0
+    );
+    let mut with_mtls = MTLS_FILES.to_vec();
+    with_mtls.push(enabled);
+    assert_eq!(fed_warnings(&with_mtls), 0);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 use vauchi_relay::http::{
     HeadParse, HealthPath, Request, Route, RouteContext, bad_request, handshake_timeout,
-    head_too_large, overloaded, parse_head, route,
+    head_too_large, overloaded, parse_head, route, route_mtls,
 };
 
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
@@ -13,14 +13,17 @@ const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 
 const OPEN: RouteContext = RouteContext {
     federation_enabled: true,
+    federation_mtls: false,
     draining: false,
 };
 const NO_FEDERATION: RouteContext = RouteContext {
     federation_enabled: false,
+    federation_mtls: false,
     draining: false,
 };
 const DRAINING: RouteContext = RouteContext {
     federation_enabled: true,
+    federation_mtls: false,
     draining: true,
 };
 
@@ -160,6 +163,55 @@ fn upgrade_to_federation_when_disabled_is_404() {
         r#"{"error":"federation disabled"}"#,
         false,
     );
+}
+
+#[test]
+fn upgrade_to_federation_under_mtls_is_403() {
+    let mtls = RouteContext {
+        federation_mtls: true,
+        ..OPEN
+    };
+    let bytes = expect_reply(route(&good_upgrade("/federation"), mtls));
+    check_plain(
+        &bytes,
+        "HTTP/1.1 403 Forbidden",
+        r#"{"error":"federation requires mTLS"}"#,
+        false,
+    );
+    // Clients are unaffected.
+    match route(&good_upgrade("/"), mtls) {
+        Route::ClientUpgrade { response } => check_101(&response),
+        other => panic!("{other:?}"),
+    }
+    // Draining still answers first.
+    let draining = RouteContext {
+        draining: true,
+        ..mtls
+    };
+    let bytes = expect_reply(route(&good_upgrade("/federation"), draining));
+    assert!(bytes.starts_with(b"HTTP/1.1 503"));
+}
+
+#[test]
+fn the_mtls_listener_routes_only_the_federation_upgrade() {
+    match route_mtls(&good_upgrade("/federation"), false) {
+        Route::FederationUpgrade { response } => check_101(&response),
+        other => panic!("{other:?}"),
+    }
+    for target in ["/", "/health", "/federation/", "/ws"] {
+        let bytes = expect_reply(route_mtls(&good_upgrade(target), false));
+        check_plain(
+            &bytes,
+            "HTTP/1.1 404 Not Found",
+            r#"{"error":"not found"}"#,
+            false,
+        );
+    }
+    let plain_get = request("GET /federation HTTP/1.1\r\nHost: x\r\n\r\n");
+    let bytes = expect_reply(route_mtls(&plain_get, false));
+    assert!(bytes.starts_with(b"HTTP/1.1 404"));
+    let bytes = expect_reply(route_mtls(&good_upgrade("/federation"), true));
+    assert!(bytes.starts_with(b"HTTP/1.1 503"));
 }
 
 #[test]

@@ -12,6 +12,7 @@ use vauchi_relay::wsframe::{FirstMessageReader, Step, close_frame, server_binary
 
 const CONTEXT: RouteContext = RouteContext {
     federation_enabled: false,
+    federation_mtls: false,
     draining: false,
 };
 

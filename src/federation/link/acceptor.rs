@@ -1,9 +1,11 @@
 //! The acceptor (PROTOCOL.md §11.4 items 1-3) for a `/federation` connection a
-//! shard upgraded and handed over: it reads the initiator's PeerHandshake, refuses
-//! or accepts it with a PeerHandshakeAck, registers the inbound link and runs it.
+//! shard upgraded and handed over, or one the mTLS listener upgraded (§15.3): it
+//! reads the initiator's PeerHandshake, refuses or accepts it with a
+//! PeerHandshakeAck, registers the inbound link and runs it. Over mTLS the relay id
+//! claimed must be one the peer's verified certificate names.
 //!
-//! Invariant: the bytes the shard read past the upgrade (`remainder`) are the
-//! start of the link's stream; they are checked for framing like the rest.
+//! Invariant: the bytes read past the upgrade (`remainder`) are the start of the
+//! link's stream; they are checked for framing like the rest.
 
 use std::rc::Rc;
 
@@ -12,8 +14,8 @@ use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::protocol::Role;
 
 use crate::mesh::InboundLink;
-use crate::process::unix_now;
-use crate::transport::{Parts, Transport};
+use crate::process::{ConnectionSlot, unix_now};
+use crate::transport::{Transport, x509};
 
 use super::super::checked::Checked;
 use super::super::messages::{self, FedMessage};
@@ -32,10 +34,33 @@ pub async fn accept(node: Rc<Node>, inbound: InboundLink) {
         remainder,
         slot,
     } = inbound;
+    let transport = Transport::from_parts(transport);
+    serve(node, transport, remainder, slot, None).await;
+}
+
+/// The acceptor for a connection the mTLS listener upgraded (§15.3); `identity`
+/// is the peer's verified certificate (DER).
+pub async fn accept_mtls(
+    node: Rc<Node>,
+    transport: Transport,
+    remainder: Vec<u8>,
+    slot: ConnectionSlot,
+    identity: Vec<u8>,
+) {
+    serve(node, transport, remainder, slot, Some(identity)).await;
+}
+
+async fn serve(
+    node: Rc<Node>,
+    transport: Transport,
+    remainder: Vec<u8>,
+    slot: ConnectionSlot,
+    identity: Option<Vec<u8>>,
+) {
     let Some(mut ws) = adopt(&node, transport, remainder).await else {
         return;
     };
-    let Some(relay_id) = hello(&node, &mut ws).await else {
+    let Some(relay_id) = hello(&node, &mut ws, identity.as_deref()).await else {
         return;
     };
     if node.stopping.get() {
@@ -58,8 +83,8 @@ pub async fn accept(node: Rc<Node>, inbound: InboundLink) {
 
 /// Takes over the socket, with the bytes already read after the upgrade; `None`
 /// (closed with 1002) if those break the framing.
-async fn adopt(node: &Node, transport: Parts, remainder: Vec<u8>) -> Option<Socket> {
-    let mut stream = Checked::frames(Transport::from_parts(transport));
+async fn adopt(node: &Node, transport: Transport, remainder: Vec<u8>) -> Option<Socket> {
+    let mut stream = Checked::frames(transport);
     let early_ok = stream.check_early(&remainder);
     let config = Some(socket_config(node));
     let mut ws = if remainder.is_empty() {
@@ -76,8 +101,9 @@ async fn adopt(node: &Node, transport: Parts, remainder: Vec<u8>) -> Option<Sock
 }
 
 /// Reads the initiator's PeerHandshake: its relay_id if it may link, otherwise
-/// `None`, the connection closed (a refusal answered first, §11.4 item 3).
-async fn hello(node: &Node, ws: &mut Socket) -> Option<String> {
+/// `None`, the connection closed (a refusal answered first, §11.4 item 3). Over
+/// mTLS, `identity` is the peer's certificate, which must name the relay id.
+async fn hello(node: &Node, ws: &mut Socket, identity: Option<&[u8]>) -> Option<String> {
     let first = within(node.peer_timeout(), next_data(ws)).await.flatten();
     let hello = match first {
         Some(Ok(Message::Binary(bytes))) => messages::decode(&bytes).ok(),
@@ -97,7 +123,15 @@ async fn hello(node: &Node, ws: &mut Socket) -> Option<String> {
         close(ws, 1008, "handshake required").await;
         return None;
     };
-    if let Some(reason) = refusal(node, &relay_id, version) {
+    let mismatch = identity.is_some_and(|cert| !x509::names_relay(cert, &relay_id));
+    let refused = refusal(node, &relay_id, version).or(mismatch.then_some("identity mismatch"));
+    if mismatch {
+        tracing::warn!(
+            relay_id = %relay_id,
+            "federation peer's certificate does not name the relay id it claims"
+        );
+    }
+    if let Some(reason) = refused {
         node.metrics().connection_errors_total.inc();
         let _ = send(ws, handshake_ack(node, false)).await;
         close(ws, 1008, reason).await;

@@ -15,6 +15,7 @@ use crate::limits::{
     FEDERATION_BACKOFF_JITTER, FEDERATION_BACKOFF_MAX, FEDERATION_BACKOFF_MIN, FEDERATION_STOP_POLL,
 };
 use crate::process::unix_now;
+use crate::transport::x509;
 
 use super::super::checked::Checked;
 use super::super::dial::{self, DialError, PeerAddr};
@@ -93,17 +94,26 @@ async fn attempt(node: &Rc<Node>, url: &str) -> Attempt {
     let target = format!("{url}/federation");
     let config = socket_config(node);
     if peer.tls {
-        // Loaded at start whenever a wss:// peer is configured.
-        let Some(tls) = node.tls.as_ref() else {
+        // With mTLS, the certificates in use now (SIGHUP replaces them, §15.3);
+        // otherwise the system roots, loaded at start for any wss:// peer.
+        let mtls = node.shared.federation_tls.as_ref();
+        let tls = match mtls {
+            Some(certs) => certs.client_config(),
+            None => node.tls.clone(),
+        };
+        let Some(tls) = tls else {
             return Attempt::Failed;
         };
-        match within(timeout, dial::open_tls(&peer, tls, &target, config)).await {
-            Some(Ok(ws)) => handshake(node, url, ws).await,
+        match within(timeout, dial::open_tls(&peer, &tls, &target, config)).await {
+            Some(Ok((ws, certificate))) => {
+                let identity = mtls.is_some().then_some(certificate);
+                handshake(node, url, ws, identity).await
+            }
             failed => dial_failed(url, failed.and_then(Result::err)),
         }
     } else {
         match within(timeout, dial::open_plain(&peer, &target, config)).await {
-            Some(Ok(ws)) => handshake(node, url, ws).await,
+            Some(Ok(ws)) => handshake(node, url, ws, None).await,
             failed => dial_failed(url, failed.and_then(Result::err)),
         }
     }
@@ -124,10 +134,13 @@ fn dial_failed(url: &str, error: Option<DialError>) -> Attempt {
 }
 
 /// The initiator's handshake on an opened link, then the link until it ends.
+/// Over mTLS, `identity` is the acceptor's certificate, which must name the relay
+/// id its PeerHandshakeAck claims (§15.3).
 async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     node: &Rc<Node>,
     url: &str,
     mut ws: WebSocketStream<Checked<S>>,
+    identity: Option<Vec<u8>>,
 ) -> Attempt {
     let hello = FedMessage::PeerHandshake {
         relay_id: node.relay_id.clone(),
@@ -141,6 +154,15 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(peer) => peer,
         Err(ended) => return ended,
     };
+    if identity.is_some_and(|cert| !x509::names_relay(&cert, &relay_id)) {
+        tracing::warn!(
+            peer = %url,
+            relay_id = %relay_id,
+            "federation peer's certificate does not name the relay id it claims"
+        );
+        close(&mut ws, 1008, "identity mismatch").await;
+        return Attempt::Failed;
+    }
     if node.stopping.get() {
         // Shutdown began during the handshake: this link is not opened (§14.1).
         close(&mut ws, 1001, "server shutting down").await;

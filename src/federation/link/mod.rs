@@ -21,5 +21,5 @@ mod initiator;
 mod receive;
 mod wire;
 
-pub use acceptor::accept;
+pub use acceptor::{accept, accept_mtls};
 pub use initiator::initiate;
