@@ -13,4 +13,5 @@ mod wire;
 
 mod faults;
 mod links;
+mod mtls;
 mod tls;

@@ -17,7 +17,6 @@ use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use crate::common::*;
 use crate::fedwire::*;
@@ -163,29 +162,6 @@ fn complete_handshake(peer: &FedPeer) {
     let (raw, _) = peer.recv_message();
     let report = expect_layout(&raw, &["type", "used_bytes", "max_bytes", "blob_count"]);
     assert_eq!(payload_type(&report), "CapacityReport", "{raw}");
-}
-
-/// Waits (bounded by `STUCK`) for a log line holding every one of `parts`.
-fn wait_log(relay: &Relay, parts: &[&str]) -> String {
-    let deadline = Instant::now() + STUCK;
-    loop {
-        let found = relay
-            .log
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|line| parts.iter().all(|part| line.contains(part)))
-            .cloned();
-        if let Some(line) = found {
-            return line;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no log line with {parts:?} within {STUCK:?}: {:?}",
-            tail(relay)
-        );
-        std::thread::sleep(POLL);
-    }
 }
 
 /// The relay is still running and serving: a client completes its handshake and

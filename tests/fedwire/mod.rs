@@ -147,6 +147,37 @@ pub fn signal(relay: &Relay, signal: i32) {
     assert_eq!(result, 0);
 }
 
+/// Waits (bounded by `STUCK`) for a log line holding every one of `parts`.
+pub fn wait_log(relay: &Relay, parts: &[&str]) -> String {
+    let deadline = Instant::now() + STUCK;
+    loop {
+        let found = relay
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|line| parts.iter().all(|part| line.contains(part)))
+            .cloned();
+        if let Some(line) = found {
+            return line;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no log line with {parts:?} within {STUCK:?}: {:?}",
+            tail(relay)
+        );
+        std::thread::sleep(POLL);
+    }
+}
+
+/// How many log lines hold every one of `parts`.
+pub fn count_log(relay: &Relay, parts: &[&str]) -> usize {
+    let log = relay.log.lock().unwrap();
+    log.iter()
+        .filter(|line| parts.iter().all(|part| line.contains(part)))
+        .count()
+}
+
 // ---------------------------------------------------------------- metrics
 
 /// One scrape of a relay's `/metrics`.
@@ -549,15 +580,20 @@ impl FedPeer {
     /// Initiator role: upgrades `ws://addr/federation`. An `Err` carries the
     /// refusal (status and body).
     pub fn connect(addr: SocketAddr) -> Result<FedPeer, String> {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream.set_nodelay(true).unwrap();
-        stream.set_read_timeout(Some(STUCK)).unwrap();
-        stream.set_write_timeout(Some(STUCK)).unwrap();
-        match tungstenite::client::client(format!("ws://{addr}/federation"), stream) {
-            Ok((ws, _)) => {
-                let socket = ws.get_ref().try_clone().unwrap();
-                Ok(FedPeer::run(ws, "/federation".to_owned(), &socket))
-            }
+        let stream = connect_stream(addr);
+        let socket = stream.try_clone().unwrap();
+        FedPeer::connect_on(stream, &format!("ws://{addr}/federation"), &socket)
+    }
+
+    /// Initiator role on a stream layered over a connection (TLS, say): upgrades
+    /// to `url`. `socket` is the TCP connection under it (a clone).
+    pub fn connect_on<S: Read + Write + Send + 'static>(
+        stream: S,
+        url: &str,
+        socket: &TcpStream,
+    ) -> Result<FedPeer, String> {
+        match tungstenite::client::client(url, stream) {
+            Ok((ws, _)) => Ok(FedPeer::run(ws, "/federation".to_owned(), socket)),
             Err(HandshakeError::Failure(tungstenite::Error::Http(response))) => Err(format!(
                 "the relay refused the /federation upgrade: {} {}",
                 response.status(),
@@ -673,6 +709,15 @@ impl FedPeer {
             }
         }
     }
+}
+
+/// A blocking connection to `addr` with `STUCK` read and write timeouts.
+pub fn connect_stream(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream.set_read_timeout(Some(STUCK)).unwrap();
+    stream.set_write_timeout(Some(STUCK)).unwrap();
+    stream
 }
 
 /// Waits (bounded by `STUCK`) for the relay to connect to `listener`; the
