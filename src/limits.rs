@@ -235,6 +235,12 @@ pub const FEDERATION_REFUSED_BLOBS_MAX: usize = 4096;
 /// §11.4 item 4: offers from peers remembered to answer a repeated offer without
 /// storing twice.
 pub const FEDERATION_RECEIVED_OFFERS_MAX: usize = 65_536;
+/// §15.2: peers remembered from gossip (the one advertised least recently is
+/// forgotten first).
+pub const FEDERATION_DISCOVERED_PEERS_MAX: usize = 1024;
+/// §15.2: how often the gossip task looks whether an advertisement is due and
+/// forgets expired discoveries (so the gauge falls when they expire).
+pub const FEDERATION_GOSSIP_TICK: Duration = Duration::from_secs(1);
 /// §11.7 step 2: blobs offered per batch.
 pub const OFFLOAD_BATCH_BLOBS_MAX: usize = 10;
 /// Blobs remembered as too large for the federation size limit, so they are not

@@ -23,7 +23,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence, RngSeed};
 use serde_json::{Map, Value, json};
 use vauchi_relay::config::Config;
-use vauchi_relay::federation::messages::{self as fed, FedMessage, Ignored};
+use vauchi_relay::federation::messages::{self as fed, AdvertisedPeer, FedMessage, Ignored};
 use vauchi_relay::http::{self, HeadParse, Route, RouteContext};
 use vauchi_relay::limits::HEAD_BYTES_MAX;
 use vauchi_relay::protocol::decode::{
@@ -1030,7 +1030,7 @@ proptest! {
 
 // ---- federation messages ------------------------------------------------------------
 
-/// The §11.2 types (the first `FED_KNOWN_TYPES`), then some that are not.
+/// The §11.2 and §15.2 types (the first `FED_KNOWN_TYPES`), then some that are not.
 const FED_PAYLOAD_TYPES: &[&str] = &[
     "PeerHandshake",
     "PeerHandshakeAck",
@@ -1041,11 +1041,12 @@ const FED_PAYLOAD_TYPES: &[&str] = &[
     "DrainAck",
     "OffloadRequest",
     "PeerAdvertisement",
+    "PeerAdvertisementAck",
     "Handshake",
     "drainack",
     "",
 ];
-const FED_KNOWN_TYPES: usize = 8;
+const FED_KNOWN_TYPES: usize = 10;
 
 fn is_fed_type(kind: &str) -> bool {
     FED_PAYLOAD_TYPES[..FED_KNOWN_TYPES].contains(&kind)
@@ -1076,6 +1077,11 @@ const FED_MEMBERS: &[&str] = &[
     "drain_timeout_secs",
     "count",
     "total_bytes",
+    "peers",
+    "url",
+    "capacity_pct",
+    "last_seen_secs",
+    "new_peers_count",
 ];
 
 /// A value for a federation field: any JSON, or one near the fields' types and ranges.
@@ -1182,6 +1188,22 @@ fn fed_message() -> impl Strategy<Value = FedMessage> {
         Just(FedMessage::DrainAck),
         (any::<u64>(), any::<u64>())
             .prop_map(|(count, total_bytes)| { FedMessage::OffloadRequest { count, total_bytes } }),
+        prop::collection::vec((fed_text(), fed_text(), any::<u8>(), any::<u64>()), 0..4).prop_map(
+            |entries| FedMessage::PeerAdvertisement {
+                peers: entries
+                    .into_iter()
+                    .map(
+                        |(relay_id, url, capacity_pct, last_seen_secs)| AdvertisedPeer {
+                            relay_id,
+                            url,
+                            capacity_pct,
+                            last_seen_secs,
+                        }
+                    )
+                    .collect(),
+            }
+        ),
+        any::<u64>().prop_map(|n| FedMessage::PeerAdvertisementAck { new_peers_count: n }),
     ]
 }
 

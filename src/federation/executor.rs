@@ -19,6 +19,7 @@ use crate::mesh::{MeshMessage, ToFederation};
 use crate::process::{Shared, unix_now};
 
 use super::dial;
+use super::gossip;
 use super::link;
 use super::messages::{self, FedMessage};
 use super::mtls;
@@ -131,6 +132,9 @@ async fn run(node: Rc<Node>, inbox: flume::Receiver<ToFederation>) {
                 }
                 glommio::spawn_local(capacity_reports(Rc::clone(&node))).detach();
                 glommio::spawn_local(offload::manage(Rc::clone(&node))).detach();
+                if node.config.gossip_enabled {
+                    glommio::spawn_local(gossip::run(Rc::clone(&node))).detach();
+                }
             }
             ToFederation::Shutdown => break,
         }

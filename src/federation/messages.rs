@@ -18,93 +18,13 @@ use crate::protocol::encode::{BYTES_JSON_BYTES_PER_ELEMENT, envelope, with_new_i
 /// JSON bytes of the members of the widest payload (PeerHandshakeAck): their names,
 /// punctuation and numbers at their widest, without strings and `data`.
 const MEMBERS_JSON_BYTES: usize = 160;
+/// The same for one `PeerAdvertisement` entry, without its two strings.
+const ADVERTISED_PEER_JSON_BYTES: usize = 80;
 
-/// A federation message (§11.2), its fields as on the wire.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FedMessage {
-    /// Initiator, first message.
-    PeerHandshake {
-        relay_id: String,
-        version: u8,
-        /// The initiator's own `RELAY_LISTEN_ADDR`, informational.
-        listen_addr: String,
-    },
-    /// Acceptor's answer to `PeerHandshake`.
-    PeerHandshakeAck {
-        relay_id: String,
-        version: u8,
-        accepted: bool,
-        capacity_used_bytes: u64,
-        capacity_max_bytes: u64,
-    },
-    /// Initiator only.
-    OffloadBlob {
-        /// The sender's local blob id.
-        blob_id: String,
-        /// 64-hex, not checked by the codec.
-        routing_id: String,
-        data: Vec<u8>,
-        created_at_secs: u64,
-        /// Lower-case hex SHA-256 of `data` ([`integrity_hash`]), not checked by the codec.
-        integrity_hash: String,
-        hop_count: u8,
-    },
-    /// Acceptor's answer to `OffloadBlob`; `reason` is written as `null` when `None`.
-    OffloadAck {
-        blob_id: String,
-        accepted: bool,
-        reason: Option<String>,
-    },
-    CapacityReport {
-        used_bytes: u64,
-        max_bytes: u64,
-        blob_count: u64,
-    },
-    DrainNotice {
-        drain_timeout_secs: u64,
-    },
-    DrainAck,
-    /// Defined for compatibility: this version never sends it and ignores it.
-    OffloadRequest {
-        count: u64,
-        total_bytes: u64,
-    },
-}
+mod raw;
+mod values;
 
-impl FedMessage {
-    /// The payload `"type"` of this message.
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            FedMessage::PeerHandshake { .. } => "PeerHandshake",
-            FedMessage::PeerHandshakeAck { .. } => "PeerHandshakeAck",
-            FedMessage::OffloadBlob { .. } => "OffloadBlob",
-            FedMessage::OffloadAck { .. } => "OffloadAck",
-            FedMessage::CapacityReport { .. } => "CapacityReport",
-            FedMessage::DrainNotice { .. } => "DrainNotice",
-            FedMessage::DrainAck => "DrainAck",
-            FedMessage::OffloadRequest { .. } => "OffloadRequest",
-        }
-    }
-}
-
-/// Why a received federation message is ignored (§11.1): each is counted in
-/// `relay_federation_ignored_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ignored {
-    /// Shorter than 4 bytes, a length prefix other than the text's length, or a text
-    /// that is not UTF-8 (§3.1).
-    MalformedFrame,
-    /// The text is not a JSON envelope of §3.2: not JSON, not an object, an envelope
-    /// member missing, repeated or mistyped, or a payload without one string `"type"`.
-    BadEnvelope,
-    /// The envelope `version` is a non-negative integer other than 1.
-    UnsupportedVersion,
-    /// The payload `"type"` is not one of §11.2 (`PeerAdvertisement` included).
-    UnknownType,
-    /// A field of the type is missing, repeated, of the wrong JSON type or out of its
-    /// range (`version` and `hop_count` are u8).
-    BadPayload,
-}
+pub use values::{AdvertisedPeer, FedMessage, Ignored};
 
 /// Decodes one binary WebSocket message (frame of §3.1 + envelope of §3.2 + a
 /// federation payload). Never panics; the work is linear in the message length.
@@ -129,6 +49,8 @@ fn decode_payload(payload_type: &str, payload: &str) -> Result<FedMessage, Ignor
         "DrainNotice" => fields::<raw::DrainNotice>(payload)?.into_message(),
         "DrainAck" => fields::<raw::DrainAck>(payload)?.into_message(),
         "OffloadRequest" => fields::<raw::OffloadRequest>(payload)?.into_message(),
+        "PeerAdvertisement" => fields::<raw::PeerAdvertisement>(payload)?.into_message(),
+        "PeerAdvertisementAck" => fields::<raw::PeerAdvertisementAck>(payload)?.into_message(),
         _ => return Err(Ignored::UnknownType),
     };
     Ok(message)
@@ -243,6 +165,29 @@ pub fn encode_with_id(message: &FedMessage, now_secs: u64, message_id: &str) -> 
             frame.literal(",\"total_bytes\":");
             frame.number(*total_bytes);
         }
+        FedMessage::PeerAdvertisement { peers } => {
+            frame.literal(",\"peers\":[");
+            for (i, peer) in peers.iter().enumerate() {
+                frame.literal(if i == 0 {
+                    "{\"relay_id\":"
+                } else {
+                    ",{\"relay_id\":"
+                });
+                frame.string(&peer.relay_id);
+                frame.literal(",\"url\":");
+                frame.string(&peer.url);
+                frame.literal(",\"capacity_pct\":");
+                frame.number(u64::from(peer.capacity_pct));
+                frame.literal(",\"last_seen_secs\":");
+                frame.number(peer.last_seen_secs);
+                frame.literal("}");
+            }
+            frame.literal("]");
+        }
+        FedMessage::PeerAdvertisementAck { new_peers_count } => {
+            frame.literal(",\"new_peers_count\":");
+            frame.number(*new_peers_count);
+        }
     }
     frame.finish()
 }
@@ -272,10 +217,15 @@ fn json_bytes(message: &FedMessage) -> usize {
         FedMessage::OffloadAck {
             blob_id, reason, ..
         } => blob_id.len() + reason.as_ref().map_or(0, String::len),
+        FedMessage::PeerAdvertisement { peers } => peers
+            .iter()
+            .map(|p| ADVERTISED_PEER_JSON_BYTES + p.relay_id.len() + p.url.len())
+            .sum(),
         FedMessage::CapacityReport { .. }
         | FedMessage::DrainNotice { .. }
         | FedMessage::DrainAck
-        | FedMessage::OffloadRequest { .. } => 0,
+        | FedMessage::OffloadRequest { .. }
+        | FedMessage::PeerAdvertisementAck { .. } => 0,
     };
     MEMBERS_JSON_BYTES + variable
 }
@@ -284,177 +234,4 @@ fn json_bytes(message: &FedMessage) -> usize {
 /// Appendix A.4).
 pub fn integrity_hash(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
-}
-
-/// The serde shapes of the payloads that have fields. serde derive refuses a missing,
-/// repeated or mistyped known member (an integer beyond u8 included) and ignores
-/// unknown ones, which is what §3.3 asks for; `Bytes` is read only from a JSON array
-/// of integers 0–255. Each shape's `into_message` takes every field by name, so a
-/// field added to a shape and not to its message does not compile.
-mod raw {
-    use serde::Deserialize;
-
-    use super::FedMessage;
-
-    #[derive(Deserialize)]
-    pub(super) struct PeerHandshake {
-        relay_id: String,
-        version: u8,
-        listen_addr: String,
-    }
-
-    impl PeerHandshake {
-        pub(super) fn into_message(self) -> FedMessage {
-            let PeerHandshake {
-                relay_id,
-                version,
-                listen_addr,
-            } = self;
-            FedMessage::PeerHandshake {
-                relay_id,
-                version,
-                listen_addr,
-            }
-        }
-    }
-
-    #[derive(Deserialize)]
-    pub(super) struct PeerHandshakeAck {
-        relay_id: String,
-        version: u8,
-        accepted: bool,
-        capacity_used_bytes: u64,
-        capacity_max_bytes: u64,
-    }
-
-    impl PeerHandshakeAck {
-        pub(super) fn into_message(self) -> FedMessage {
-            let PeerHandshakeAck {
-                relay_id,
-                version,
-                accepted,
-                capacity_used_bytes,
-                capacity_max_bytes,
-            } = self;
-            FedMessage::PeerHandshakeAck {
-                relay_id,
-                version,
-                accepted,
-                capacity_used_bytes,
-                capacity_max_bytes,
-            }
-        }
-    }
-
-    #[derive(Deserialize)]
-    pub(super) struct OffloadBlob {
-        blob_id: String,
-        routing_id: String,
-        data: crate::protocol::raw::Bytes,
-        created_at_secs: u64,
-        integrity_hash: String,
-        hop_count: u8,
-    }
-
-    impl OffloadBlob {
-        pub(super) fn into_message(self) -> FedMessage {
-            let OffloadBlob {
-                blob_id,
-                routing_id,
-                data,
-                created_at_secs,
-                integrity_hash,
-                hop_count,
-            } = self;
-            FedMessage::OffloadBlob {
-                blob_id,
-                routing_id,
-                data: data.0,
-                created_at_secs,
-                integrity_hash,
-                hop_count,
-            }
-        }
-    }
-
-    /// `reason` absent or `null` is `None` (§3.3).
-    #[derive(Deserialize)]
-    pub(super) struct OffloadAck {
-        blob_id: String,
-        accepted: bool,
-        reason: Option<String>,
-    }
-
-    impl OffloadAck {
-        pub(super) fn into_message(self) -> FedMessage {
-            let OffloadAck {
-                blob_id,
-                accepted,
-                reason,
-            } = self;
-            FedMessage::OffloadAck {
-                blob_id,
-                accepted,
-                reason,
-            }
-        }
-    }
-
-    #[derive(Deserialize)]
-    pub(super) struct CapacityReport {
-        used_bytes: u64,
-        max_bytes: u64,
-        blob_count: u64,
-    }
-
-    impl CapacityReport {
-        pub(super) fn into_message(self) -> FedMessage {
-            let CapacityReport {
-                used_bytes,
-                max_bytes,
-                blob_count,
-            } = self;
-            FedMessage::CapacityReport {
-                used_bytes,
-                max_bytes,
-                blob_count,
-            }
-        }
-    }
-
-    #[derive(Deserialize)]
-    pub(super) struct DrainNotice {
-        drain_timeout_secs: u64,
-    }
-
-    impl DrainNotice {
-        pub(super) fn into_message(self) -> FedMessage {
-            let DrainNotice { drain_timeout_secs } = self;
-            FedMessage::DrainNotice { drain_timeout_secs }
-        }
-    }
-
-    /// No fields; read so that repeated member names are refused (§3.3).
-    #[derive(Deserialize)]
-    pub(super) struct DrainAck {}
-
-    impl DrainAck {
-        pub(super) fn into_message(self) -> FedMessage {
-            let DrainAck {} = self;
-            FedMessage::DrainAck
-        }
-    }
-
-    #[derive(Deserialize)]
-    pub(super) struct OffloadRequest {
-        count: u64,
-        total_bytes: u64,
-    }
-
-    impl OffloadRequest {
-        pub(super) fn into_message(self) -> FedMessage {
-            let OffloadRequest { count, total_bytes } = self;
-            FedMessage::OffloadRequest { count, total_bytes }
-        }
-    }
 }

@@ -8,12 +8,14 @@
 //! - [`dial`]: opening an outbound link: TCP, TLS for `wss://` peers, the upgrade.
 //! - [`mtls`]: the federation mTLS listener (§15.3).
 //! - [`offload`]: the offload manager (§11.7).
+//! - [`gossip`]: peer advertisements and the discovered peers (§15.2).
 //! - [`node`]: the executor's shared state: links, pending offers, the mesh.
 //! - [`executor`]: starting the executor, its commands and its drain (§14.1).
 
 pub mod checked;
 pub mod dial;
 pub mod executor;
+pub mod gossip;
 pub mod link;
 pub mod messages;
 pub mod mtls;

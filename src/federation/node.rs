@@ -22,7 +22,7 @@ use crate::metrics::{PeerState, ShardMetrics};
 use crate::process::{Shared, unix_now};
 
 use super::messages::{self, FedMessage};
-use super::registry::{BoundedSet, LinkId, Registry};
+use super::registry::{BoundedSet, Discovered, LinkId, Registry};
 
 /// `fut`, or `None` after `limit`.
 pub(crate) async fn within<T>(
@@ -81,6 +81,8 @@ pub struct Node {
     pub closing: Cell<u64>,
     /// TLS for `wss://` peers (§11.5); loaded once, and only if one is configured.
     pub tls: Option<Arc<ClientConfig>>,
+    /// Peers known only from gossip (§15.2).
+    pub discovered: RefCell<Discovered>,
 }
 
 impl Node {
@@ -105,6 +107,7 @@ impl Node {
             committing: Cell::new(0),
             closing: Cell::new(0),
             tls,
+            discovered: RefCell::new(Discovered::default()),
         }
     }
 
@@ -176,6 +179,12 @@ impl Node {
             .borrow()
             .get(&link.0)
             .is_some_and(|e| e.out.try_send(message).is_ok())
+    }
+
+    /// `relay_federation_discovered_peers` (§15.2).
+    pub fn publish_discovered(&self) {
+        let count = self.discovered.borrow().len() as u64;
+        self.shared.global_metrics.set_discovered_peers(count);
     }
 
     pub fn publish_peers(&self) {

@@ -6,11 +6,16 @@
 //! Bounds: a peer enters only through a successful handshake; inbound handshakes
 //! from unknown relays are refused once `FEDERATION_PEERS_MAX` are known
 //! (configured peers, bounded by the configuration, always enter); each peer's set
-//! of refused blobs holds at most `FEDERATION_REFUSED_BLOBS_MAX` ids.
+//! of refused blobs holds at most `FEDERATION_REFUSED_BLOBS_MAX` ids. The peers
+//! only gossip told of (§15.2) are kept apart, at most
+//! `FEDERATION_DISCOVERED_PEERS_MAX`, the one advertised least recently forgotten
+//! first.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
-use crate::limits::{FEDERATION_PEERS_MAX, FEDERATION_REFUSED_BLOBS_MAX};
+use crate::limits::{
+    FEDERATION_DISCOVERED_PEERS_MAX, FEDERATION_PEERS_MAX, FEDERATION_REFUSED_BLOBS_MAX,
+};
 use crate::storage::BlobId;
 
 /// One open link, as the registry knows it.
@@ -91,6 +96,8 @@ pub struct Peer {
     pub paused: bool,
     /// Blobs this peer refused for another reason: never offered to it again.
     pub refused: BoundedSet<BlobId>,
+    /// Unix time of the last message received from it on any link (§15.2).
+    pub last_seen_secs: u64,
 }
 
 impl Peer {
@@ -103,6 +110,7 @@ impl Peer {
             draining: false,
             paused: false,
             refused: BoundedSet::new(FEDERATION_REFUSED_BLOBS_MAX),
+            last_seen_secs: 0,
         }
     }
 }
@@ -259,6 +267,21 @@ impl Registry {
         }
     }
 
+    /// A message from the peer arrived at `now` (unix seconds).
+    pub fn seen(&mut self, relay_id: &str, now: u64) {
+        if let Some(peer) = self.peers.get_mut(relay_id) {
+            peer.last_seen_secs = now;
+        }
+    }
+
+    /// The peers with an open outbound link, by relay_id.
+    pub fn outbound(&self) -> impl Iterator<Item = (&str, &Peer)> {
+        self.peers
+            .iter()
+            .filter(|(_, peer)| peer.outbound.is_some())
+            .map(|(id, peer)| (id.as_str(), peer))
+    }
+
     /// The configured URLs through which peers were reached.
     pub fn urls(&self) -> impl Iterator<Item = &str> {
         self.peers.values().filter_map(|p| p.url.as_deref())
@@ -275,5 +298,99 @@ impl Registry {
             }
         }
         counts
+    }
+}
+
+/// A peer known only from gossip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    url: String,
+    /// Unix seconds; forgotten from then on.
+    expires_at: u64,
+    /// Its key in `order`.
+    seq: u64,
+}
+
+/// The discovered peers, by relay_id, bounded.
+#[derive(Debug)]
+pub struct Discovered {
+    peers: HashMap<String, Entry, ahash::RandomState>,
+    /// relay_ids by the sequence number of their newest advertisement: the first
+    /// is the one advertised least recently.
+    order: BTreeMap<u64, String>,
+    next_seq: u64,
+    bound: usize,
+}
+
+impl Default for Discovered {
+    fn default() -> Discovered {
+        Discovered::new(FEDERATION_DISCOVERED_PEERS_MAX)
+    }
+}
+
+impl Discovered {
+    pub fn new(bound: usize) -> Discovered {
+        Discovered {
+            peers: HashMap::default(),
+            order: BTreeMap::new(),
+            next_seq: 0,
+            bound: bound.max(1),
+        }
+    }
+
+    /// Remembers `relay_id` at `url` until `expires_at`; true if it was not known.
+    pub fn remember(&mut self, relay_id: &str, url: &str, expires_at: u64) -> bool {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if let Some(entry) = self.peers.get_mut(relay_id) {
+            self.order.remove(&entry.seq);
+            self.order.insert(seq, relay_id.to_owned());
+            entry.seq = seq;
+            entry.url = url.to_owned();
+            entry.expires_at = entry.expires_at.max(expires_at);
+            return false;
+        }
+        if self.peers.len() >= self.bound
+            && let Some((_, oldest)) = self.order.pop_first()
+        {
+            self.peers.remove(&oldest);
+        }
+        self.order.insert(seq, relay_id.to_owned());
+        let entry = Entry {
+            url: url.to_owned(),
+            expires_at,
+            seq,
+        };
+        self.peers.insert(relay_id.to_owned(), entry);
+        true
+    }
+
+    pub fn contains(&self, relay_id: &str) -> bool {
+        self.peers.contains_key(relay_id)
+    }
+
+    /// Forgets every peer whose time has come by `now`.
+    pub fn forget_expired(&mut self, now: u64) {
+        let order = &mut self.order;
+        self.peers.retain(|_, entry| {
+            let keep = entry.expires_at > now;
+            if !keep {
+                order.remove(&entry.seq);
+            }
+            keep
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    /// The URL a discovered peer was last advertised with.
+    pub fn url(&self, relay_id: &str) -> Option<&str> {
+        self.peers.get(relay_id).map(|e| e.url.as_str())
     }
 }

@@ -260,6 +260,7 @@ pub struct Global {
     pub(super) draining: AtomicU64,
     pub(super) federation_peers: [AtomicU64; PEER_STATES.len()],
     pub(super) tls_reload_failures: AtomicU64,
+    pub(super) federation_discovered_peers: AtomicU64,
     /// `notAfter` in unix seconds per TLS listener; `ABSENT` without TLS there.
     pub(super) certificate_expiry: [AtomicI64; TLS_LISTENERS.len()],
 }
@@ -274,6 +275,7 @@ impl Global {
             draining: AtomicU64::new(0),
             federation_peers: Default::default(),
             tls_reload_failures: AtomicU64::new(0),
+            federation_discovered_peers: AtomicU64::new(0),
             certificate_expiry: [AtomicI64::new(ABSENT), AtomicI64::new(ABSENT)],
         }
     }
@@ -291,6 +293,11 @@ impl Global {
     /// `relay_draining`: true from the moment shutdown begins (§14.1).
     pub fn set_draining(&self, draining: bool) {
         self.draining.store(u64::from(draining), Relaxed);
+    }
+
+    /// `relay_federation_discovered_peers`: peers known only from gossip (§15.2).
+    pub fn set_discovered_peers(&self, count: u64) {
+        self.federation_discovered_peers.store(count, Relaxed);
     }
 
     /// `relay_federation_peers{state}`: the number of known peers in this state.

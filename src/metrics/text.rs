@@ -41,7 +41,7 @@ enum Values {
 }
 
 /// Every metric of §12.2, in its order there: name, type, help, values.
-const FAMILIES: [(&str, &str, &str, Values); 24] = [
+const FAMILIES: [(&str, &str, &str, Values); 25] = [
     (
         "relay_connections_total",
         "counter",
@@ -189,6 +189,12 @@ const FAMILIES: [(&str, &str, &str, Values); 24] = [
         "counter",
         "SIGHUP reloads that kept the old certificate.",
         Values::Global(|g| g.tls_reload_failures.load(Relaxed)),
+    ),
+    (
+        "relay_federation_discovered_peers",
+        "gauge",
+        "Peers known only from gossip, unexpired.",
+        Values::Global(|g| g.federation_discovered_peers.load(Relaxed)),
     ),
     (
         "relay_tls_certificate_expiry_timestamp_seconds",

@@ -12,6 +12,7 @@ mod fedwire;
 mod wire;
 
 mod faults;
+mod gossip;
 mod links;
 mod mtls;
 mod tls;

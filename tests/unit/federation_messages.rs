@@ -7,7 +7,7 @@ use crate::federation_examples::EXAMPLES;
 use crate::wire::{is_uuid_v4, unprefix};
 use serde_json::Value;
 use vauchi_relay::federation::messages::{
-    FedMessage, Ignored, decode, encode, encode_with_id, integrity_hash,
+    AdvertisedPeer, FedMessage, Ignored, decode, encode, encode_with_id, integrity_hash,
 };
 
 const ROUTING_ID: &str = "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c";
@@ -208,6 +208,63 @@ fn every_variant_round_trips() {
     }
 }
 
+// ---- §15.2: gossip ----------------------------------------------------------------------
+
+#[test]
+fn gossip_messages_are_written_as_the_spec_shows_and_read_back() {
+    let advertisement = FedMessage::PeerAdvertisement {
+        peers: vec![
+            AdvertisedPeer {
+                relay_id: "relay-c".to_owned(),
+                url: "wss://c.example:8443".to_owned(),
+                capacity_pct: 42,
+                last_seen_secs: NOW,
+            },
+            AdvertisedPeer {
+                relay_id: "relay-\"d\"".to_owned(),
+                url: "ws://d.example".to_owned(),
+                capacity_pct: 255,
+                last_seen_secs: 0,
+            },
+        ],
+    };
+    let encoded = encode_with_id(&advertisement, NOW, "m");
+    assert_eq!(
+        unprefix(&encoded),
+        r#"{"version":1,"message_id":"m","timestamp":1767225600,"payload":{"type":"PeerAdvertisement","peers":[{"relay_id":"relay-c","url":"wss://c.example:8443","capacity_pct":42,"last_seen_secs":1767225600},{"relay_id":"relay-\"d\"","url":"ws://d.example","capacity_pct":255,"last_seen_secs":0}]}}"#
+    );
+    assert_eq!(decode(&encoded), Ok(advertisement));
+    let empty = FedMessage::PeerAdvertisement { peers: Vec::new() };
+    assert!(unprefix(&encode_with_id(&empty, NOW, "m")).contains(r#""peers":[]}"#));
+    assert_eq!(decode(&encode(&empty, NOW)), Ok(empty));
+    let ack = FedMessage::PeerAdvertisementAck { new_peers_count: 3 };
+    assert_eq!(
+        unprefix(&encode_with_id(&ack, NOW, "m")),
+        r#"{"version":1,"message_id":"m","timestamp":1767225600,"payload":{"type":"PeerAdvertisementAck","new_peers_count":3}}"#
+    );
+    assert_eq!(decode(&encode(&ack, NOW)), Ok(ack));
+}
+
+#[test]
+fn a_malformed_advertisement_entry_is_a_bad_payload() {
+    for entries in [
+        r#"[{"relay_id":"r","url":"ws://x","capacity_pct":256,"last_seen_secs":0}]"#,
+        r#"[{"relay_id":"r","url":"ws://x","capacity_pct":1}]"#,
+        r#"[{"relay_id":7,"url":"ws://x","capacity_pct":1,"last_seen_secs":0}]"#,
+        r#"{"relay_id":"r"}"#,
+        r#"null"#,
+    ] {
+        let payload = format!(r#"{{"type":"PeerAdvertisement","peers":{entries}}}"#);
+        assert_eq!(
+            decode(&wrap(&payload)),
+            Err(Ignored::BadPayload),
+            "{entries}"
+        );
+    }
+    let payload = r#"{"type":"PeerAdvertisementAck","new_peers_count":-1}"#;
+    assert_eq!(decode(&wrap(payload)), Err(Ignored::BadPayload));
+}
+
 // ---- §3.3: values -----------------------------------------------------------------------
 
 #[test]
@@ -354,7 +411,7 @@ fn envelope_version_other_than_1_is_unsupported() {
 #[test]
 fn unknown_types_are_unknown() {
     for kind in [
-        "PeerAdvertisement",
+        "peeradvertisement",
         "Handshake",
         "EncryptedUpdate",
         "Error",

@@ -1,7 +1,10 @@
 //! The peer registry (§11.3) and offload choices (§11.7 steps 1, 2 and 5), and the
-//! per-shard candidate search of the mailbox index.
+//! per-shard candidate search of the mailbox index, and the peers gossip discovered
+//! (§15.2).
 
-use vauchi_relay::federation::registry::{BoundedSet, Capacity, LinkId, Refusal, Registry};
+use vauchi_relay::federation::registry::{
+    BoundedSet, Capacity, Discovered, LinkId, Refusal, Registry,
+};
 use vauchi_relay::keyed::mailbox::Mailboxes;
 use vauchi_relay::protocol::Id64;
 use vauchi_relay::storage::BlobMeta;
@@ -180,4 +183,47 @@ fn inbound_relays_are_capped_but_configured_peers_always_enter() {
         .unwrap();
     assert_eq!(registry.choose(OWN, REFUSE), Some("configured"));
     assert_eq!(registry.urls().collect::<Vec<_>>(), vec!["ws://c"]);
+}
+
+// ---- §15.2: discovered peers --------------------------------------------------------
+
+#[test]
+fn discovered_peers_are_bounded_forgetting_the_least_recently_advertised() {
+    let mut discovered = Discovered::new(3);
+    assert!(discovered.remember("a", "ws://a", 100));
+    assert!(discovered.remember("b", "ws://b", 100));
+    assert!(discovered.remember("c", "ws://c", 100));
+    // Advertised again: not new, and now the most recent.
+    assert!(!discovered.remember("a", "ws://a2", 100));
+    assert_eq!(discovered.url("a"), Some("ws://a2"));
+    // A fourth pushes out b, the one advertised least recently.
+    assert!(discovered.remember("d", "ws://d", 100));
+    assert_eq!(discovered.len(), 3);
+    assert!(!discovered.contains("b"));
+    assert!(discovered.contains("a") && discovered.contains("c") && discovered.contains("d"));
+    assert!(
+        discovered.remember("b", "ws://b", 100),
+        "forgotten, so new again"
+    );
+    assert!(!discovered.contains("c"));
+}
+
+#[test]
+fn discovered_peers_expire_from_their_newest_advertisement() {
+    let mut discovered = Discovered::new(10);
+    discovered.remember("a", "ws://a", 110);
+    discovered.remember("b", "ws://b", 105);
+    // Refreshed: the later expiry holds.
+    discovered.remember("b", "ws://b", 120);
+    discovered.forget_expired(109);
+    assert_eq!(discovered.len(), 2);
+    discovered.forget_expired(110);
+    assert!(!discovered.contains("a") && discovered.contains("b"));
+    discovered.forget_expired(120);
+    assert!(discovered.is_empty());
+    // The order index was emptied too: a full set of new ones fits.
+    for i in 0..10 {
+        assert!(discovered.remember(&format!("p{i}"), "ws://p", 200));
+    }
+    assert_eq!(discovered.len(), 10);
 }

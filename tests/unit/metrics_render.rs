@@ -37,6 +37,7 @@ const SPEC: &[(&str, &str, &[&str])] = &[
     ("relay_federation_ignored_total", "counter", &[]),
     ("relay_connections_refused_total", "counter", &["reason"]),
     ("relay_tls_reload_failures_total", "counter", &[]),
+    ("relay_federation_discovered_peers", "gauge", &[]),
 ];
 
 /// Families whose samples exist only where they apply: the certificate expiry of
@@ -436,6 +437,12 @@ fn certificate_expiry_appears_per_listener_with_tls_and_refusals_by_reason() {
     assert_eq!(
         exposition.value("relay_tls_reload_failures_total", &[]),
         1.0
+    );
+    global.set_discovered_peers(7);
+    let exposition = validate(&render(&metrics, &global)).unwrap();
+    assert_eq!(
+        exposition.value("relay_federation_discovered_peers", &[]),
+        7.0
     );
     let refused = "relay_connections_refused_total";
     assert_eq!(exposition.value(refused, &[("reason", "global")]), 1.0);

@@ -162,6 +162,8 @@ async fn attach(
 ) -> Option<(LinkId, flume::Receiver<LinkOut>)> {
     let (link, out) = node.open_link(relay_id);
     let replaced = node.registry.borrow_mut().attach_inbound(relay_id, link);
+    // Its PeerHandshake was its last message (§15.2 last_seen_secs).
+    node.registry.borrow_mut().seen(relay_id, unix_now());
     match replaced {
         Ok(Some(old)) => {
             node.send_soon(old, LinkOut::Close(1000, "replaced"));

@@ -246,6 +246,8 @@ async fn attach<S: AsyncRead + AsyncWrite + Unpin>(
         .borrow_mut()
         .attach_outbound(relay_id, url, link, capacity);
     let Err(refusal) = attached else {
+        // Its PeerHandshakeAck was its last message (§15.2 last_seen_secs).
+        node.registry.borrow_mut().seen(relay_id, unix_now());
         return Some((link, out));
     };
     node.close_link(link);

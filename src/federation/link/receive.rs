@@ -13,6 +13,7 @@ use crate::metrics::OffloadReceivedResult;
 use crate::process::unix_now;
 use crate::protocol::Id64;
 
+use super::super::gossip;
 use super::super::messages::{self, FedMessage};
 use super::super::node::{AckOutcome, Node};
 use super::super::registry::{Capacity, LinkId};
@@ -32,6 +33,7 @@ pub async fn handle(
     side: LinkSide,
     bytes: &[u8],
 ) -> Vec<Vec<u8>> {
+    node.registry.borrow_mut().seen(relay_id, unix_now());
     let Ok(message) = messages::decode(bytes) else {
         node.metrics().federation_ignored_total.inc();
         return Vec::new();
@@ -88,8 +90,17 @@ pub async fn handle(
         }
         (FedMessage::DrainNotice { .. }, _) => drain_notice(node, relay_id),
         (FedMessage::DrainAck, _) => drain_ack(node, link),
+        (FedMessage::PeerAdvertisement { peers }, _) => {
+            if node.config.gossip_enabled {
+                vec![gossip::receive(node, peers)]
+            } else {
+                // Gossip off: ignored and counted like an unknown type (§15.2).
+                node.metrics().federation_ignored_total.inc();
+                Vec::new()
+            }
+        }
         // Anything else is ignored (§11.4 item 5, §11.5): handshakes repeated, an
-        // OffloadBlob on an outbound link, OffloadRequest.
+        // OffloadBlob on an outbound link, OffloadRequest, PeerAdvertisementAck.
         _ => Vec::new(),
     }
 }
