@@ -151,25 +151,33 @@ impl Drop for Relay {
     }
 }
 
-fn start_relay(o: &Options, pki: &Pki, data: &Path) -> Relay {
-    let file = |name: &str| pki.dir.join(name).to_str().unwrap().to_owned();
-    let mut child = Command::new(&o.relay_bin)
+/// Starts the relay: with `pki`, federation over mTLS (whose listener it logs);
+/// without, plain federation on the main port (which refuses `/federation` while
+/// mTLS is configured, §15.3).
+fn start_relay(o: &Options, pki: Option<&Pki>, data: &Path) -> Relay {
+    let mut command = Command::new(&o.relay_bin);
+    command
         .env_clear()
         .env("RELAY_LISTEN_ADDR", "127.0.0.1:0")
         .env("RELAY_METRICS_ADDR", "127.0.0.1:0")
-        .env("RELAY_FEDERATION_MTLS_ADDR", "127.0.0.1:0")
         .env("RELAY_DATA_DIR", data)
         .env("RELAY_SHARDS", o.shards.to_string())
         .env("RELAY_STORAGE_BACKEND", &o.backend)
         .env("RELAY_FEDERATION_ENABLED", "true")
         .env("RELAY_FEDERATION_RELAY_ID", "bench-relay")
         .env("RELAY_MAX_STORAGE_BYTES", u64::MAX.to_string())
-        .env("RELAY_FEDERATION_TLS_CERT", file("relay-cert.pem"))
-        .env("RELAY_FEDERATION_TLS_KEY", file("relay-key.pem"))
-        .env("RELAY_FEDERATION_TLS_CA", file("ca.pem"))
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(pki) = pki {
+        let file = |name: &str| pki.dir.join(name);
+        command
+            .env("RELAY_FEDERATION_MTLS_ADDR", "127.0.0.1:0")
+            .env("RELAY_FEDERATION_TLS_CERT", file("relay-cert.pem"))
+            .env("RELAY_FEDERATION_TLS_KEY", file("relay-key.pem"))
+            .env("RELAY_FEDERATION_TLS_CA", file("ca.pem"));
+    }
+    let mut child = command
         .spawn()
         .unwrap_or_else(|e| fail(&format!("cannot start {}: {e}", o.relay_bin.display())));
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
@@ -185,46 +193,14 @@ fn start_relay(o: &Options, pki: &Pki, data: &Path) -> Relay {
     }
     // Keep reading its log so that it never blocks on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
-    Relay {
-        child,
-        main: main.unwrap(),
-        mtls: mtls.unwrap_or_else(|| fail("the relay logged no mTLS listener")),
+    let main = main.unwrap();
+    if pki.is_some() && mtls.is_none() {
+        fail("the relay logged no mTLS listener");
     }
-}
-
-/// The plain endpoint refuses while mTLS is configured (§15.3), so the plain
-/// runs use a relay without the mTLS variables.
-fn start_plain_relay(o: &Options, data: &Path) -> Relay {
-    let mut child = Command::new(&o.relay_bin)
-        .env_clear()
-        .env("RELAY_LISTEN_ADDR", "127.0.0.1:0")
-        .env("RELAY_METRICS_ADDR", "127.0.0.1:0")
-        .env("RELAY_DATA_DIR", data)
-        .env("RELAY_SHARDS", o.shards.to_string())
-        .env("RELAY_STORAGE_BACKEND", &o.backend)
-        .env("RELAY_FEDERATION_ENABLED", "true")
-        .env("RELAY_FEDERATION_RELAY_ID", "bench-relay")
-        .env("RELAY_MAX_STORAGE_BYTES", u64::MAX.to_string())
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| fail(&format!("cannot start {}: {e}", o.relay_bin.display())));
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let main = loop {
-        let line = lines
-            .next()
-            .unwrap_or_else(|| fail("the relay exited while starting"))
-            .unwrap();
-        if let Some(after) = line.split("listening on ").nth(1) {
-            break after.trim().parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
     Relay {
         child,
         main,
-        mtls: main,
+        mtls: mtls.unwrap_or(main),
     }
 }
 
@@ -328,11 +304,7 @@ fn cpu_seconds(pid: &str) -> f64 {
 fn measure(o: &Options, mtls: bool, pki: &Pki, base: &Path, round: usize) -> (f64, f64, f64) {
     let data = base.join(format!("data-{round}-{mtls}"));
     std::fs::create_dir_all(&data).unwrap();
-    let relay = if mtls {
-        start_relay(o, pki, &data)
-    } else {
-        start_plain_relay(o, &data)
-    };
+    let relay = start_relay(o, mtls.then_some(pki), &data);
     let pid = relay.child.id().to_string();
     let (relay_cpu, own_cpu, wall) = (cpu_seconds(&pid), cpu_seconds("self"), Instant::now());
     let rate = if mtls {

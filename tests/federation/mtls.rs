@@ -161,20 +161,11 @@ fn two_relays_offload_over_mtls_and_hints_name_the_configured_peer() {
         .peer(&b_url)
         .tiny(1000, "0.1")
         .start(dir_a.path());
-    let r = fresh_id();
-    let mut live_on_b = Client::handshake(b.addr, &r);
-    let datas: Vec<Vec<u8>> = (0..4).map(|i| blob_data(7, i, 200)).collect();
-    let ids = store_blobs(&a, &r, &datas);
-    wait_metrics("A offloads its four blobs to B over mTLS", &[&a, &b], |m| {
-        m[0].offload_sent("accepted") == 4.0
-            && m[0].used_bytes() == 0.0
-            && m[1].offload_received("accepted") == 4.0
-    });
-    let pushed: Vec<Vec<u8>> = (0..4)
-        .map(|_| bytes_of(&live_on_b.recv_json()["payload"]["ciphertext"]))
-        .collect();
-    assert_eq!(sorted(&pushed), sorted(&datas));
-    live_on_b.close();
+    let Offloaded {
+        recipient: r,
+        datas,
+        ids,
+    } = offload_four(&a, &b, 7, "A offloads its four blobs to B over mTLS");
     // A's hints name B as configured: its wss:// mTLS URL (§5.13 carries the
     // entry as is). The client fetches the blobs from B's client port.
     let on_a = Mailbox::read(a.addr, &r);
@@ -191,6 +182,12 @@ fn two_relays_offload_over_mtls_and_hints_name_the_configured_peer() {
     assert!(count_log(&a, &["outbound federation link up", "relay-b"]) >= 1);
     assert_eq!(federation_expiry(&a), leaf_a.not_after as f64);
     assert_eq!(federation_expiry(&b), leaf_b.not_after as f64);
+    // Shutdown drains the mTLS link like any other (§14.1): B's DrainNotice
+    // reaches A over it, and B exits 0.
+    let mut b = b;
+    signal(&b, libc::SIGTERM);
+    assert!(wait_exit(&mut b).success(), "{:?}", tail(&b));
+    wait_log(&a, &["federation peer is draining", "relay-b"]);
 }
 
 #[test]

@@ -260,6 +260,38 @@ pub fn wait_metrics(what: &str, relays: &[&Relay], done: impl Fn(&[Metrics]) -> 
 
 // ---------------------------------------------------------------- client side
 
+/// What `offload_four` stored: the recipient, the ciphertexts and their ids on A.
+pub struct Offloaded {
+    pub recipient: String,
+    pub datas: Vec<Vec<u8>>,
+    pub ids: Vec<String>,
+}
+
+/// Stores four 200-byte blobs (tagged `tag`) on `a`, which is over its threshold
+/// and peers with `b`, for a recipient connected to `b`; waits until all four
+/// went to `b` (accepted there, none left on `a`) and were pushed live to it.
+pub fn offload_four(a: &Relay, b: &Relay, tag: u8, what: &str) -> Offloaded {
+    let recipient = crate::wire::fresh_id();
+    let mut live_on_b = Client::handshake(b.addr, &recipient);
+    let datas: Vec<Vec<u8>> = (0..4).map(|i| blob_data(tag, i, 200)).collect();
+    let ids = store_blobs(a, &recipient, &datas);
+    wait_metrics(what, &[a, b], |m| {
+        m[0].offload_sent("accepted") == 4.0
+            && m[0].used_bytes() == 0.0
+            && m[1].offload_received("accepted") == 4.0
+    });
+    let pushed: Vec<Vec<u8>> = (0..4)
+        .map(|_| bytes_of(&live_on_b.recv_json()["payload"]["ciphertext"]))
+        .collect();
+    assert_eq!(sorted(&pushed), sorted(&datas), "B pushed them live");
+    live_on_b.close();
+    Offloaded {
+        recipient,
+        datas,
+        ids,
+    }
+}
+
 /// A 200-byte ciphertext that tells its test, blob and purpose apart.
 pub fn blob_data(tag: u8, index: usize, len: usize) -> Vec<u8> {
     let mut data = vec![tag; len];
