@@ -238,6 +238,9 @@ pub const FEDERATION_RECEIVED_OFFERS_MAX: usize = 65_536;
 /// §15.2: peers remembered from gossip (the one advertised least recently is
 /// forgotten first).
 pub const FEDERATION_DISCOVERED_PEERS_MAX: usize = 1024;
+/// §15.2: an advertised URL longer than this is skipped, so that the discovered
+/// peers hold at most `FEDERATION_DISCOVERED_PEERS_MAX` × this many bytes of URLs.
+pub const FEDERATION_GOSSIP_URL_BYTES_MAX: usize = 2048;
 /// §15.2: how often the gossip task looks whether an advertisement is due and
 /// forgets expired discoveries (so the gauge falls when they expire).
 pub const FEDERATION_GOSSIP_TICK: Duration = Duration::from_secs(1);

@@ -77,7 +77,7 @@ pub fn start(
         .io_memory(limits::EXECUTOR_IO_MEMORY_BYTES)
         .spawn(move || async move {
             let node = Rc::new(Node::new(config, shared, relay_id, shards, tls));
-            let bound = match mtls_addr.map(TcpListener::bind).transpose() {
+            let bound = match mtls_addr.map(bind_exclusive).transpose() {
                 Ok(listener) => listener,
                 Err(error) => {
                     let addr = mtls_addr.map(|a| a.to_string()).unwrap_or_default();
@@ -118,6 +118,16 @@ pub fn start(
         commands,
         _executor: executor,
     })
+}
+
+/// Binds the mTLS listener without SO_REUSEPORT (which glommio's `bind` sets for
+/// the shards' shared main port): an address another socket holds, this relay's
+/// main listener included, fails the bind instead of splitting its connections.
+fn bind_exclusive(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let listener = std::net::TcpListener::bind(addr)?;
+    // SAFETY: the fd is a bound, listening TCP socket that nothing else owns.
+    Ok(unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) })
 }
 
 async fn run(node: Rc<Node>, inbox: flume::Receiver<ToFederation>) {

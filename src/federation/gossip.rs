@@ -5,14 +5,15 @@
 //! are remembered for `RELAY_FEDERATION_PEER_TTL` and never dialled: discovery
 //! informs the operator (`relay_federation_discovered_peers`) and nothing else.
 //!
-//! Entries whose URL or relay id are not valid by the §13.2 rules are skipped; the
+//! Entries whose URL or relay id are not valid by the §13.2 rules are skipped, and
+//! so are URLs over `FEDERATION_GOSSIP_URL_BYTES_MAX`; the
 //! discovered peers themselves are bounded in [`super::registry::Discovered`].
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::config::{is_relay_id, normalise_peer};
-use crate::limits::FEDERATION_GOSSIP_TICK;
+use crate::limits::{FEDERATION_GOSSIP_TICK, FEDERATION_GOSSIP_URL_BYTES_MAX};
 use crate::process::unix_now;
 
 use super::messages::{self, AdvertisedPeer, FedMessage};
@@ -31,6 +32,9 @@ pub fn receive(node: &Node, peers: Vec<AdvertisedPeer>) -> Vec<u8> {
         let mut discovered = node.discovered.borrow_mut();
         discovered.forget_expired(now);
         for peer in peers {
+            if peer.url.len() > FEDERATION_GOSSIP_URL_BYTES_MAX {
+                continue;
+            }
             let Some(url) = normalise_peer(&peer.url) else {
                 continue;
             };

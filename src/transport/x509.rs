@@ -37,9 +37,16 @@ pub fn identity_names(cert: &[u8]) -> Vec<String> {
 /// Whether `relay_id` is one of the certificate's names (exact, ASCII
 /// case-insensitive, §15.3).
 pub fn names_relay(cert: &[u8], relay_id: &str) -> bool {
+    bound_relay_id(cert, relay_id).is_some()
+}
+
+/// The certificate's name that `relay_id` matches (exact, ASCII case-insensitive,
+/// §15.3), as the certificate spells it: the id a peer is known by, so that one
+/// certificate is one peer however its holder writes the name.
+pub fn bound_relay_id(cert: &[u8], relay_id: &str) -> Option<String> {
     identity_names(cert)
-        .iter()
-        .any(|name| name.eq_ignore_ascii_case(relay_id))
+        .into_iter()
+        .find(|name| name.eq_ignore_ascii_case(relay_id))
 }
 
 /// The parts of tbsCertificate read here (contents, without tag and length).

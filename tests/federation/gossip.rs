@@ -129,6 +129,7 @@ fn advertised_peers_are_counted_filtered_bounded_and_forgotten() {
         .start(dir.path());
     let (peer, _, _) = FedPeer::join(x.addr, "relay-in");
     let long_id = "r".repeat(129);
+    let huge_url = format!("ws://{}.example", "h".repeat(2100));
     let entries = vec![
         entry("relay-x", "ws://elsewhere.example"),    // itself
         entry("relay-cfg", &format!("{configured}/")), // configured, by URL
@@ -138,6 +139,7 @@ fn advertised_peers_are_counted_filtered_bounded_and_forgotten() {
         entry("relay-n1", "WS://n1.example:8080/"),    // new
         entry("relay-n2", "wss://n2.example"),         // new
         entry("relay-n1", "ws://n1.example:8080"),     // repeated
+        entry("relay-huge", &huge_url),                // URL over 2 KiB
     ];
     assert_eq!(advertise(&peer, entries), 2);
     wait_metrics("two discovered", &[&x], |m| discovered(&m[0]) == 2.0);

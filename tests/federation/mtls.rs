@@ -413,6 +413,41 @@ fn startup_stops_on_a_ws_peer_or_a_file_that_does_not_load() {
 }
 
 #[test]
+fn an_mtls_address_in_use_stops_startup_even_if_its_holder_shares_ports() {
+    let pki = Pki::new("mtls-clash");
+    let leaf = pki.relay_leaf("relay-a", 2031);
+    // A socket that lets others share its port (SO_REUSEPORT, as every shard's
+    // main listener does): the mTLS listener must still not bind beside it.
+    let holder = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    holder.set_reuse_port(true).unwrap();
+    holder
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    holder.listen(16).unwrap();
+    let taken = holder
+        .local_addr()
+        .unwrap()
+        .as_socket()
+        .unwrap()
+        .to_string();
+    let taken: &'static str = taken.leak();
+    let mut vars: Vec<(&str, &str)> = vec![
+        ("RELAY_FEDERATION_ENABLED", "true"),
+        ("RELAY_FEDERATION_TLS_CERT", leaf.cert.to_str().unwrap()),
+        ("RELAY_FEDERATION_TLS_KEY", leaf.key.to_str().unwrap()),
+        ("RELAY_FEDERATION_TLS_CA", pki.ca_file.to_str().unwrap()),
+        ("RELAY_FEDERATION_MTLS_ADDR", taken),
+    ];
+    refuses_to_start(&vars, "RELAY_FEDERATION_MTLS_ADDR");
+    // The same address for both listeners cannot start either.
+    let free = free_port_addr().to_string();
+    vars.pop();
+    vars.push(("RELAY_LISTEN_ADDR", &free));
+    vars.push(("RELAY_FEDERATION_MTLS_ADDR", &free));
+    refuses_to_start(&vars, "cannot bind");
+}
+
+#[test]
 fn sighup_reloads_the_federation_certificate_while_the_link_stays_up() {
     let pki = Pki::new("mtls-reload");
     let (leaf_a, leaf_b) = (
@@ -458,4 +493,36 @@ fn sighup_reloads_the_federation_certificate_while_the_link_stays_up() {
         Metrics::of(&a).get("relay_federation_peers", r#"state="connected""#),
         1.0
     );
+}
+
+/// Review: one certificate binds one relay id. The ASCII case-insensitive match of
+/// §15.3 must not let a single certificate hold several registry entries (one per
+/// spelling of its name): that bypasses `replaced` (§11.3) and lets one holder
+/// fill FEDERATION_PEERS_MAX, refusing every other inbound peer.
+#[test]
+fn one_certificate_links_as_one_peer_whatever_the_case_it_claims() {
+    let pki = Pki::new("mtls-review-case");
+    let leaf = pki.relay_leaf("relay-b", 2031);
+    let dir = TempDir::new("mtls-review-case-b");
+    let b = pki.relay("relay-b", &leaf).start(dir.path());
+    let z = pki.relay_leaf("relay-z", 2031);
+    let mut held = Vec::new();
+    for claim in ["relay-z", "RELAY-Z", "Relay-Z"] {
+        let peer = mtls_peer(&b, &pki, &z);
+        peer.send(peer_handshake(claim, 1));
+        let _ = peer.recv_message();
+        held.push(peer);
+    }
+    wait_metrics("the links are up", &[&b], |m| {
+        m[0].get("relay_federation_peers", r#"state="connected""#) >= 1.0
+    });
+    // Let every handshake finish before counting.
+    let probe = mtls_peer(&b, &pki, &z);
+    probe.send(peer_handshake("relay-z", 1));
+    let _ = probe.recv_message();
+    held.push(probe);
+    let m = Metrics::of(&b);
+    let known = m.get("relay_federation_peers", r#"state="connected""#)
+        + m.get("relay_federation_peers", r#"state="disconnected""#);
+    assert_eq!(known, 1.0, "one certificate, one peer: {}", m.summary());
 }

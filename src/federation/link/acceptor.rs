@@ -123,7 +123,10 @@ async fn hello(node: &Node, ws: &mut Socket, identity: Option<&[u8]>) -> Option<
         close(ws, 1008, "handshake required").await;
         return None;
     };
-    let mismatch = identity.is_some_and(|cert| !x509::names_relay(cert, &relay_id));
+    // Over mTLS the peer is known by its certificate's spelling of the name: one
+    // certificate, one peer (§11.3 replacement holds whatever case it claims in).
+    let bound = identity.map(|cert| x509::bound_relay_id(cert, &relay_id));
+    let mismatch = matches!(bound, Some(None));
     let refused = refusal(node, &relay_id, version).or(mismatch.then_some("identity mismatch"));
     if mismatch {
         tracing::warn!(
@@ -137,7 +140,7 @@ async fn hello(node: &Node, ws: &mut Socket, identity: Option<&[u8]>) -> Option<
         close(ws, 1008, reason).await;
         return None;
     }
-    Some(relay_id)
+    Some(bound.flatten().unwrap_or(relay_id))
 }
 
 /// Why a PeerHandshake is refused, if it is.

@@ -150,19 +150,24 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     if !send(&mut ws, messages::encode(&hello, unix_now())).await {
         return Attempt::Failed;
     }
-    let (relay_id, capacity) = match accepted(node, url, &mut ws).await {
+    let (relay_id, capacity) = match accepted(node, url, &mut ws, identity.as_deref()).await {
         Ok(peer) => peer,
         Err(ended) => return ended,
     };
-    if identity.is_some_and(|cert| !x509::names_relay(&cert, &relay_id)) {
-        tracing::warn!(
-            peer = %url,
-            relay_id = %relay_id,
-            "federation peer's certificate does not name the relay id it claims"
-        );
-        close(&mut ws, 1008, "identity mismatch").await;
-        return Attempt::Failed;
-    }
+    // Over mTLS the peer is known by its certificate's spelling of the name.
+    let relay_id = match identity.map(|cert| x509::bound_relay_id(&cert, &relay_id)) {
+        None => relay_id,
+        Some(Some(bound)) => bound,
+        Some(None) => {
+            tracing::warn!(
+                peer = %url,
+                relay_id = %relay_id,
+                "federation peer's certificate does not name the relay id it claims"
+            );
+            close(&mut ws, 1008, "identity mismatch").await;
+            return Attempt::Failed;
+        }
+    };
     if node.stopping.get() {
         // Shutdown began during the handshake: this link is not opened (§14.1).
         close(&mut ws, 1001, "server shutting down").await;
@@ -184,11 +189,13 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Reads the peer's PeerHandshakeAck: its relay_id and capacity if it accepted
-/// us, otherwise how the attempt ended, the connection closed.
+/// us, otherwise how the attempt ended, the connection closed. `identity`: the
+/// acceptor's certificate, over mTLS.
 async fn accepted<S: AsyncRead + AsyncWrite + Unpin>(
     node: &Node,
     url: &str,
     ws: &mut WebSocketStream<Checked<S>>,
+    identity: Option<&[u8]>,
 ) -> Result<(String, Capacity), Attempt> {
     let answer = within(node.peer_timeout(), next_data(ws)).await.flatten();
     let ack = match answer {
@@ -204,7 +211,12 @@ async fn accepted<S: AsyncRead + AsyncWrite + Unpin>(
         _ => None,
     };
     match ack {
-        Some(FedMessage::PeerHandshakeAck { relay_id, .. }) if relay_id == node.relay_id => {
+        // Over mTLS only a certificate that names our id makes it a self link; any
+        // other claim of it is an identity mismatch, checked by the caller.
+        Some(FedMessage::PeerHandshakeAck { relay_id, .. })
+            if relay_id == node.relay_id
+                && identity.is_none_or(|cert| x509::names_relay(cert, &relay_id)) =>
+        {
             tracing::warn!(peer = %url, "federation peer is this relay (self link)");
             close(ws, 1008, "self link").await;
             Err(Attempt::SelfLink)
