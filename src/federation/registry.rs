@@ -369,6 +369,13 @@ impl Discovered {
         self.peers.contains_key(relay_id)
     }
 
+    /// Forgets `relay_id`: it is no longer known only from gossip.
+    pub fn forget(&mut self, relay_id: &str) {
+        if let Some(entry) = self.peers.remove(relay_id) {
+            self.order.remove(&entry.seq);
+        }
+    }
+
     /// Forgets every peer whose time has come by `now`.
     pub fn forget_expired(&mut self, now: u64) {
         let order = &mut self.order;

@@ -260,6 +260,10 @@ async fn attach<S: AsyncRead + AsyncWrite + Unpin>(
     let Err(refusal) = attached else {
         // Its PeerHandshakeAck was its last message (§15.2 last_seen_secs).
         node.registry.borrow_mut().seen(relay_id, unix_now());
+        // A configured peer is not one known only from gossip (§15.2), even if
+        // it was advertised before this link came up.
+        node.discovered.borrow_mut().forget(relay_id);
+        node.publish_discovered();
         return Some((link, out));
     };
     node.close_link(link);
