@@ -155,12 +155,6 @@ pub const RANDOM_POOL_BYTES: usize = 4096;
 /// At most this many refusable jobs outstanding at a shard's writer thread (gathered,
 /// queued or being committed); more are answered `overloaded`.
 pub const WRITER_QUEUE_DEPTH: usize = 16 * 1024;
-/// A shard gathers the jobs for its writer thread for this long after the first one
-/// before handing them over together. Waking the thread (which shares the shard's
-/// CPU) for every few jobs cost more than the commits: with 100 µs the sqlite store
-/// benchmark went from about 145,000 to about 188,000 Stored acks/s. A write waits
-/// this much longer for its commit; the 10 ms bound of group commit is far off.
-pub const WRITER_GATHER_WINDOW: Duration = Duration::from_micros(100);
 
 /// At most this many ops in one group transaction (a single larger job still commits
 /// whole, alone). Past ~1000 rows per transaction SQLite's per-row cost stops falling

@@ -323,9 +323,12 @@ fn open_storage(
     let (done_tx, done_rx) = flume::unbounded::<Completion>();
     let (jobs_tx, jobs_rx) = flume::bounded::<Job>(limits::WRITER_QUEUE_DEPTH);
     let failed = done_tx.clone();
-    let handle = writer::spawn_writer(format!("store-{index}"), store, jobs_rx, done_tx)
+    let (alive_tx, alive_rx) = flume::bounded::<()>(1);
+    let handle = writer::spawn_writer(format!("store-{index}"), store, jobs_rx, done_tx, alive_tx)
         .map_err(|error| format!("cannot start the storage thread of shard {index}: {error}"))?;
-    let link = StorageLink::Thread(WriterQueue::new(jobs_tx, failed));
+    let queue = WriterQueue::new(jobs_tx, failed);
+    queue.watch(alive_rx);
+    let link = StorageLink::Thread(queue);
     Ok((link, done_rx, Some(handle)))
 }
 

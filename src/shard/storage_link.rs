@@ -3,15 +3,22 @@
 //! per request would cost more than the write). Either way the result arrives as a
 //! `Completion` on the shard's completion channel, so callers see one behaviour.
 //!
-//! Jobs for the writer thread are gathered for `WRITER_GATHER_WINDOW` after the first
-//! one and handed over together: waking the thread every few jobs (it shares its
-//! shard's CPU) cost more than the writes themselves.
+//! Group commit that never waits in vain (issue 12): a job submitted while the
+//! writer has nothing in hand goes over at once, so a lone write is committed
+//! without delay; jobs submitted while the writer works on a hand-over are gathered
+//! and go over together when its last completion has come back, so under load the
+//! writer is woken once per transaction, not once per job (it shares its shard's
+//! CPU, and waking it per job cost more than the writes).
+//!
 //! Invariants: jobs reach the writer in submission order; no more than
-//! `WRITER_QUEUE_DEPTH` refusable jobs are outstanding (queued here, in the channel
-//! or being committed); only `Stop` ends the thread, after everything before it;
-//! every job but `Stop` gets exactly one completion, an error if the thread is gone.
+//! `WRITER_QUEUE_DEPTH` refusable jobs are outstanding (gathered here, handed over,
+//! or being committed); only `Stop` ends the thread, after everything before it,
+//! and it goes over at once; every job but `Stop` gets exactly one completion, an
+//! error if the thread is gone (it ended without answering: its jobs are failed,
+//! never acked).
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::rc::Rc;
 
 use crate::limits;
@@ -26,19 +33,31 @@ pub enum StorageLink {
     },
 }
 
+/// A job handed over whose completion has not come back: enough to fail it.
+#[derive(Debug, Clone, Copy)]
+enum Unanswered {
+    Commit(u64),
+    Read(u64),
+}
+
 /// The shard's side of its writer thread.
 pub struct WriterQueue {
     jobs: flume::Sender<Job>,
     /// The shard's completion channel: jobs the writer can no longer take (it is
     /// gone) are failed through it, so every submitted job gets an answer.
     done: flume::Sender<Completion>,
-    /// Jobs of the current event-loop pass, not yet handed over.
+    /// Jobs waiting for the writer's hand-over in progress to complete.
     gathered: RefCell<Vec<Job>>,
-    /// Whether a hand-over task is queued or running (there is at most one, so
-    /// batches cannot overtake each other).
-    handing_over: Cell<bool>,
+    /// Jobs handed over and not yet answered, in order (completions come back in
+    /// job order). Empty: the writer has nothing in hand.
+    in_hand: RefCell<VecDeque<Unanswered>>,
+    /// Whether a send is waiting for room in the channel (at most one, so batches
+    /// cannot overtake each other).
+    sending: Cell<bool>,
     /// Jobs submitted whose completion has not come back (`Stop` has none).
     outstanding: Cell<usize>,
+    /// The writer thread has ended: nothing more is handed over.
+    gone: Cell<bool>,
 }
 
 impl WriterQueue {
@@ -47,42 +66,123 @@ impl WriterQueue {
             jobs,
             done,
             gathered: RefCell::new(Vec::new()),
-            handing_over: Cell::new(false),
+            in_hand: RefCell::new(VecDeque::new()),
+            sending: Cell::new(false),
             outstanding: Cell::new(0),
+            gone: Cell::new(false),
         })
     }
 
+    /// Watches the writer thread's `alive` token (see `writer::spawn_writer`): once
+    /// the thread has ended, every job it had not answered and every job gathered
+    /// is failed, and nothing more is handed over.
+    pub fn watch(self: &Rc<Self>, alive: flume::Receiver<()>) {
+        let queue = Rc::clone(self);
+        glommio::spawn_local(async move {
+            // Nothing is ever sent: this returns when the thread drops its end.
+            let _ = alive.recv_async().await;
+            queue.writer_gone();
+        })
+        .detach();
+    }
+
     fn gather(self: &Rc<Self>, job: Job) {
-        if !matches!(job, Job::Stop) {
+        let stop = matches!(job, Job::Stop);
+        if !stop {
             self.outstanding.set(self.outstanding.get() + 1);
         }
         self.gathered.borrow_mut().push(job);
-        if !self.handing_over.replace(true) {
-            glommio::spawn_local(Rc::clone(self).hand_over()).detach();
+        if self.gone.get() {
+            let gathered = std::mem::take(&mut *self.gathered.borrow_mut());
+            self.fail(Job::Batch(gathered));
+        } else if stop || self.in_hand.borrow().is_empty() {
+            self.hand_over();
         }
     }
 
-    /// Sends what was gathered, one batch per `WRITER_GATHER_WINDOW`, until nothing
-    /// is left.
-    async fn hand_over(self: Rc<Self>) {
-        loop {
-            glommio::timer::sleep(limits::WRITER_GATHER_WINDOW).await;
-            let jobs = std::mem::take(&mut *self.gathered.borrow_mut());
-            if jobs.is_empty() {
-                break;
+    /// Hands over everything gathered as one batch.
+    fn hand_over(self: &Rc<Self>) {
+        if self.sending.get() {
+            // The send in progress takes what is gathered when it gets room.
+            return;
+        }
+        let jobs = std::mem::take(&mut *self.gathered.borrow_mut());
+        if jobs.is_empty() {
+            return;
+        }
+        self.note_in_hand(&jobs);
+        match self.jobs.try_send(Job::Batch(jobs)) {
+            Ok(()) => {}
+            Err(flume::TrySendError::Disconnected(job)) => {
+                self.writer_gone_with(job);
             }
-            // The channel holds at most one batch per outstanding job, so it is full
-            // only when unrefusable jobs went past the limit; they wait for room.
-            if let Err(flume::SendError(job)) = self.jobs.send_async(Job::Batch(jobs)).await {
-                // The writer is gone: nothing more can be committed. Every job not
-                // taken is answered with an error (never an ack).
-                self.fail(job);
-                let rest = std::mem::take(&mut *self.gathered.borrow_mut());
-                self.fail(Job::Batch(rest));
-                break;
+            Err(flume::TrySendError::Full(job)) => {
+                // The channel holds at most one batch per outstanding job, so it is
+                // full only when unrefusable jobs went past the limit; they wait.
+                self.sending.set(true);
+                let queue = Rc::clone(self);
+                glommio::spawn_local(async move {
+                    let sent = queue.jobs.send_async(job).await;
+                    queue.sending.set(false);
+                    match sent {
+                        Ok(()) => queue.hand_over(),
+                        Err(flume::SendError(job)) => queue.writer_gone_with(job),
+                    }
+                })
+                .detach();
             }
         }
-        self.handing_over.set(false);
+    }
+
+    fn note_in_hand(&self, jobs: &[Job]) {
+        note(&mut self.in_hand.borrow_mut(), jobs);
+    }
+
+    /// A completion came back: its job is no longer in hand; once none is, what
+    /// was gathered meanwhile goes over.
+    fn answered(self: &Rc<Self>) {
+        self.outstanding
+            .set(self.outstanding.get().saturating_sub(1));
+        let idle = {
+            let mut in_hand = self.in_hand.borrow_mut();
+            in_hand.pop_front();
+            in_hand.is_empty()
+        };
+        if idle && !self.gone.get() {
+            self.hand_over();
+        }
+    }
+
+    /// The writer refused `job` (its channel is closed): it is gone.
+    fn writer_gone_with(&self, job: Job) {
+        // `job`'s jobs were noted in hand; they are failed with the rest.
+        drop(job);
+        self.writer_gone();
+    }
+
+    /// The writer thread has ended: nothing it had not answered can still be (or be
+    /// trusted to be) committed, so every such job, and every job gathered, is
+    /// answered with an error (never an ack).
+    fn writer_gone(&self) {
+        if self.gone.replace(true) {
+            return;
+        }
+        let unanswered: Vec<Unanswered> = self.in_hand.borrow_mut().drain(..).collect();
+        for job in unanswered {
+            let job = match job {
+                Unanswered::Commit(token) => Job::Commit {
+                    token,
+                    ops: Vec::new(),
+                },
+                Unanswered::Read(token) => Job::Read {
+                    token,
+                    keys: Vec::new(),
+                },
+            };
+            self.fail(job);
+        }
+        let gathered = std::mem::take(&mut *self.gathered.borrow_mut());
+        self.fail(Job::Batch(gathered));
     }
 
     /// Answers `job` (a batch job by job) with a storage error.
@@ -105,6 +205,18 @@ impl WriterQueue {
     }
 }
 
+/// Notes the jobs of a hand-over (batches flattened) as unanswered, in order.
+fn note(in_hand: &mut VecDeque<Unanswered>, jobs: &[Job]) {
+    for job in jobs {
+        match job {
+            Job::Commit { token, .. } => in_hand.push_back(Unanswered::Commit(*token)),
+            Job::Read { token, .. } => in_hand.push_back(Unanswered::Read(*token)),
+            Job::Stop => {}
+            Job::Batch(jobs) => note(in_hand, jobs),
+        }
+    }
+}
+
 impl StorageLink {
     /// Queues a job, or gives it back when the writer already has
     /// `WRITER_QUEUE_DEPTH` jobs outstanding.
@@ -112,6 +224,7 @@ impl StorageLink {
         match self {
             StorageLink::Thread(queue) => {
                 if queue.outstanding.get() >= limits::WRITER_QUEUE_DEPTH
+                    || queue.gone.get()
                     || queue.jobs.is_disconnected()
                 {
                     return Err(job);
@@ -139,21 +252,19 @@ impl StorageLink {
         }
     }
 
-    /// A completion came back from the writer thread.
+    /// A completion came back from the writer thread (failed ones made here too).
     pub fn completed(&self) {
         if let StorageLink::Thread(queue) = self {
-            queue
-                .outstanding
-                .set(queue.outstanding.get().saturating_sub(1));
+            queue.answered();
         }
     }
 
     /// Shutdown: the writer thread commits everything submitted, then ends. Returns
-    /// once `Stop` is in the writer's channel.
+    /// once `Stop` is in the writer's channel (or the writer is gone).
     pub async fn stop(&self) {
         if let StorageLink::Thread(queue) = self {
             queue.gather(Job::Stop);
-            while queue.handing_over.get() {
+            while queue.sending.get() {
                 glommio::timer::sleep(limits::SHUTDOWN_POLL).await;
             }
         }

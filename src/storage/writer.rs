@@ -46,16 +46,20 @@ pub enum Completion {
 
 /// Starts the writer thread for one shard. It ends when `jobs` is disconnected and
 /// drained, after committing everything queued. If `done` is disconnected, queued
-/// work is still committed; only the completions are dropped.
+/// work is still committed; only the completions are dropped. `alive` is held for
+/// the thread's life and dropped when it ends, however it ends (a panic too), so
+/// that the shard learns it can no longer count on the jobs it handed over.
 pub fn spawn_writer(
     name: String,
     store: Box<dyn Store>,
     jobs: flume::Receiver<Job>,
     done: flume::Sender<Completion>,
+    alive: flume::Sender<()>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name(name)
-        .spawn(move || run(store, &jobs, &done))
+    std::thread::Builder::new().name(name).spawn(move || {
+        let _alive = alive;
+        run(store, &jobs, &done)
+    })
 }
 
 /// Carries out one job at once on the caller's thread, for a backend whose writes

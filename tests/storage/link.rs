@@ -1,8 +1,10 @@
-//! The shard's side of the writer thread (`StorageLink::Thread`): jobs submitted
-//! during a gather window reach the writer as one batch, in submission order; no
-//! more than `WRITER_QUEUE_DEPTH` refusable jobs are outstanding, and a completion
-//! makes room again; unrefusable jobs are never refused; `stop` hands `Stop` over
-//! behind everything submitted.
+//! The shard's side of the writer thread (`StorageLink::Thread`): a job submitted
+//! while the writer has nothing in hand goes over at once; jobs submitted while it
+//! has go over as one batch, in submission order, once its last completion is back
+//! (group commit that never waits in vain); no more than `WRITER_QUEUE_DEPTH`
+//! refusable jobs are outstanding, and a completion makes room again; unrefusable
+//! jobs are never refused; `stop` hands `Stop` over at once behind everything
+//! submitted; a writer that ended has every job it did not answer failed.
 //!
 //! The writer's channel is held by the test (no writer thread), so what the shard
 //! hands over can be read directly. Nothing here depends on timing: a hand-over is
@@ -53,31 +55,45 @@ where
 }
 
 #[test]
-fn jobs_of_one_gather_window_are_handed_over_as_one_batch_in_order() {
+fn a_lone_job_goes_over_at_once_and_the_next_ones_together_once_it_is_answered() {
     let handed = with_link(|link, jobs_rx| async move {
-        for token in 1..=5 {
+        link.try_submit(read(1))
+            .map_err(|_| "refused")
+            .expect("room");
+        // No wait, no timer: the writer had nothing in hand.
+        let first = jobs_rx.try_recv().expect("handed over at once");
+        for token in 2..=5 {
             link.try_submit(read(token))
                 .map_err(|_| "refused")
                 .expect("room");
         }
-        assert!(
-            jobs_rx.is_empty(),
-            "nothing is handed over before the window"
-        );
-        let first = jobs_rx.recv_async().await.expect("a batch");
         link.submit(read(6));
-        let second = jobs_rx.recv_async().await.expect("a second hand-over");
-        (first, second)
+        let while_in_hand = jobs_rx.is_empty();
+        // The writer answers job 1: the five gathered meanwhile go as one batch.
+        link.completed();
+        let second = jobs_rx.try_recv().expect("handed over on the completion");
+        // Answers for 2..=5 leave 6 in hand: nothing goes over yet.
+        for _ in 2..=5 {
+            link.completed();
+        }
+        link.submit(read(7));
+        let still_in_hand = jobs_rx.is_empty();
+        link.completed();
+        let third = jobs_rx.try_recv().expect("the last one");
+        (first, while_in_hand, second, still_in_hand, third)
     });
-    let (first, second) = handed;
+    let (first, while_in_hand, second, still_in_hand, third) = handed;
+    assert!(while_in_hand, "nothing goes over while job 1 is in hand");
+    assert!(still_in_hand, "nothing goes over while job 6 is in hand");
     assert!(
-        matches!(first, Job::Batch(ref jobs) if jobs.len() == 5),
-        "{first:?}"
+        matches!(second, Job::Batch(ref jobs) if jobs.len() == 5),
+        "{second:?}"
     );
     let mut order = Vec::new();
     tokens(first, &mut order);
     tokens(second, &mut order);
-    assert_eq!(order, vec![1, 2, 3, 4, 5, 6]);
+    tokens(third, &mut order);
+    assert_eq!(order, vec![1, 2, 3, 4, 5, 6, 7]);
 }
 
 /// Submits refusable jobs up to the limit (all taken); whether one more is refused.
@@ -121,12 +137,13 @@ fn a_completion_frees_a_place_for_a_refusable_job() {
 }
 
 #[test]
-fn stop_is_handed_over_behind_everything_submitted() {
+fn stop_goes_over_at_once_behind_everything_submitted() {
     let order = with_link(|link, jobs_rx| async move {
         link.submit(read(1));
         link.try_submit(read(2))
             .map_err(|_| "refused")
             .expect("room");
+        // Job 1 is in hand and never answered here: Stop does not wait for it.
         link.stop().await;
         let mut order = Vec::new();
         for job in jobs_rx.drain() {
@@ -137,45 +154,67 @@ fn stop_is_handed_over_behind_everything_submitted() {
     assert_eq!(order, vec![1, 2, 0]);
 }
 
-#[test]
-fn a_gone_writer_fails_every_job_it_did_not_take_and_refuses_new_ones() {
-    let (completions, refused) = LocalExecutorBuilder::default()
-        .io_memory(vauchi_relay::limits::EXECUTOR_IO_MEMORY_BYTES)
-        .spawn(|| async {
-            let (jobs_tx, jobs_rx) = flume::bounded(WRITER_QUEUE_DEPTH);
-            let (done_tx, done_rx) = flume::unbounded();
-            let link = StorageLink::Thread(WriterQueue::new(jobs_tx, done_tx));
-            link.submit(read(1));
-            link.try_submit(Job::Commit {
-                token: 2,
-                ops: Vec::new(),
-            })
-            .map_err(|_| "refused")
-            .expect("room");
-            // The writer thread ends (a panic, say) before taking them.
-            drop(jobs_rx);
-            let first = done_rx.recv_async().await.expect("a completion");
-            let second = done_rx.recv_async().await.expect("a completion");
-            let refused = link.try_submit(read(3)).is_err();
-            (vec![first, second], refused)
-        })
-        .expect("executor")
-        .join()
-        .expect("executor ends");
-    let answers: Vec<_> = completions
+/// The answers a link gave: (token, failed), in order.
+fn answers(completions: &[Completion]) -> Vec<(u64, bool)> {
+    completions
         .iter()
         .map(|completion| match completion {
             Completion::Read { token, result } => (*token, result.is_err()),
             Completion::Committed { token, result } => (*token, result.is_err()),
         })
-        .collect();
-    assert_eq!(
-        answers,
-        vec![(1, true), (2, true)],
-        "both failed, none acked"
-    );
-    assert!(
-        refused,
-        "a refusable job is refused once the writer is gone"
-    );
+        .collect()
+}
+
+#[test]
+fn a_gone_writer_fails_every_job_it_did_not_answer_and_refuses_new_ones() {
+    for before_anything in [false, true] {
+        let (completions, refused) = LocalExecutorBuilder::default()
+            .io_memory(vauchi_relay::limits::EXECUTOR_IO_MEMORY_BYTES)
+            .spawn(move || async move {
+                let (jobs_tx, jobs_rx) = flume::bounded(WRITER_QUEUE_DEPTH);
+                let (done_tx, done_rx) = flume::unbounded();
+                let (alive_tx, alive_rx) = flume::bounded::<()>(1);
+                let queue = WriterQueue::new(jobs_tx, done_tx);
+                queue.watch(alive_rx);
+                let link = StorageLink::Thread(queue);
+                if before_anything {
+                    // The thread ended before the first job.
+                    drop(jobs_rx);
+                    drop(alive_tx);
+                    link.submit(read(1));
+                    link.submit(Job::Commit {
+                        token: 2,
+                        ops: Vec::new(),
+                    });
+                } else {
+                    // Job 1 goes over and job 2 is gathered behind it; then the
+                    // thread ends (a panic, say) without answering either.
+                    link.submit(read(1));
+                    link.try_submit(Job::Commit {
+                        token: 2,
+                        ops: Vec::new(),
+                    })
+                    .map_err(|_| "refused")
+                    .expect("room");
+                    drop(jobs_rx);
+                    drop(alive_tx);
+                }
+                let first = done_rx.recv_async().await.expect("a completion");
+                let second = done_rx.recv_async().await.expect("a completion");
+                let refused = link.try_submit(read(3)).is_err();
+                (vec![first, second], refused)
+            })
+            .expect("executor")
+            .join()
+            .expect("executor ends");
+        assert_eq!(
+            answers(&completions),
+            vec![(1, true), (2, true)],
+            "before anything: {before_anything}; both failed, none acked"
+        );
+        assert!(
+            refused,
+            "a refusable job is refused once the writer is gone"
+        );
+    }
 }

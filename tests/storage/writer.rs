@@ -106,7 +106,14 @@ fn run_queued(store: Box<dyn Store>, jobs: Vec<Job>) -> Vec<Completion> {
         job_tx.send(job).expect("queue job");
     }
     drop(job_tx);
-    let writer = spawn_writer("test-writer".to_string(), store, job_rx, done_tx).expect("spawn");
+    let writer = spawn_writer(
+        "test-writer".to_string(),
+        store,
+        job_rx,
+        done_tx,
+        flume::bounded(1).0,
+    )
+    .expect("spawn");
     writer.join().expect("writer thread");
     done_rx.drain().collect()
 }
@@ -177,7 +184,14 @@ fn failed_transaction_fails_every_job_in_it_and_later_jobs_succeed() {
     for i in 0..3 {
         job_tx.send(commit(i, vec![insert(i, 5)])).expect("queue");
     }
-    let writer = spawn_writer("test-writer".to_string(), store, job_rx, done_tx).expect("spawn");
+    let writer = spawn_writer(
+        "test-writer".to_string(),
+        store,
+        job_rx,
+        done_tx,
+        flume::bounded(1).0,
+    )
+    .expect("spawn");
     for i in 0..3 {
         match done_rx.recv().expect("completion") {
             Completion::Committed { token, result } => {
@@ -271,7 +285,14 @@ fn thread_is_named_and_exits_when_jobs_disconnects() {
     let (store, log) = test_store(&[]);
     let (job_tx, job_rx) = flume::unbounded::<Job>();
     let (done_tx, done_rx) = flume::unbounded();
-    let writer = spawn_writer("storage-7".to_string(), store, job_rx, done_tx).expect("spawn");
+    let writer = spawn_writer(
+        "storage-7".to_string(),
+        store,
+        job_rx,
+        done_tx,
+        flume::bounded(1).0,
+    )
+    .expect("spawn");
     assert_eq!(writer.thread().name(), Some("storage-7"));
     drop(job_tx);
     writer.join().expect("writer thread");
@@ -296,7 +317,14 @@ fn queued_work_is_committed_even_when_nobody_listens_for_completions() {
         .send(commit(3, vec![insert(2, 1), insert(3, 1)]))
         .expect("queue");
     drop(job_tx);
-    let writer = spawn_writer("test-writer".to_string(), store, job_rx, done_tx).expect("spawn");
+    let writer = spawn_writer(
+        "test-writer".to_string(),
+        store,
+        job_rx,
+        done_tx,
+        flume::bounded(1).0,
+    )
+    .expect("spawn");
     writer.join().expect("writer thread");
     assert_eq!(log.lock().expect("log").commit_sizes, vec![1, 2]);
 }
@@ -385,4 +413,45 @@ fn stop_inside_a_batch_commits_what_came_before_and_drops_the_rest() {
     let completions = run_queued(store, vec![batch]);
     assert_eq!(summary(&completions), vec![("commit", 1, true)]);
     assert_eq!(log.lock().expect("log").commit_sizes, vec![1]);
+}
+
+#[test]
+fn the_alive_token_is_dropped_when_the_thread_ends_even_by_a_panic() {
+    struct Panicking;
+    impl Store for Panicking {
+        fn load_blob_index(&mut self) -> Result<Vec<BlobMeta>, StorageError> {
+            Ok(Vec::new())
+        }
+        fn load_device_sync(&mut self) -> Result<Vec<DeviceSyncRecord>, StorageError> {
+            Ok(Vec::new())
+        }
+        fn load_proofs(&mut self) -> Result<Vec<RecoveryProofRecord>, StorageError> {
+            Ok(Vec::new())
+        }
+        fn load_hints(&mut self) -> Result<Vec<HintRecord>, StorageError> {
+            Ok(Vec::new())
+        }
+        fn commit(&mut self, _ops: &[WriteOp]) -> Result<(), StorageError> {
+            panic!("a store that fails hard (test)");
+        }
+        fn read_blob_data(&mut self, keys: &[u64]) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
+            Ok(vec![None; keys.len()])
+        }
+    }
+    let (job_tx, job_rx) = flume::bounded(16);
+    let (done_tx, done_rx) = flume::unbounded();
+    let (alive_tx, alive_rx) = flume::bounded::<()>(1);
+    let writer = spawn_writer(
+        "panics".to_string(),
+        Box::new(Panicking),
+        job_rx,
+        done_tx,
+        alive_tx,
+    )
+    .expect("spawn");
+    job_tx.send(commit(1, vec![insert(1, 10)])).unwrap();
+    // Nothing is ever sent on it: the receive ends when the thread drops its end.
+    assert!(alive_rx.recv().is_err());
+    assert!(writer.join().is_err(), "the thread panicked");
+    assert!(done_rx.try_recv().is_err(), "and acked nothing");
 }
