@@ -17,9 +17,10 @@ use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
-use parse::{BOOLEAN_EXPECTED, parse_boolean};
 pub use values::{Config, MetricsAddr, ProxyProtocol, SqliteSynchronous, StorageBackend, TlsFiles};
-use variables::{DefaultValue, EXTENSIONS, Extension, TLS_CERT_FILE, TLS_KEY_FILE, VARIABLES};
+use variables::{
+    DefaultValue, EXTENSIONS, Extension, NOISE_STATIC_KEY, TLS_CERT_FILE, TLS_KEY_FILE, VARIABLES,
+};
 
 /// An invalid value; `Display` gives e.g.
 /// `invalid RELAY_RATE_LIMIT="abc": expected an integer 1..=1000000`.
@@ -118,6 +119,8 @@ impl Config {
             ipv6_prefix_len: 0,
             proxy_protocol: ProxyProtocol::Off,
             proxy_trusted: Vec::new(),
+            noise_static_key: None,
+            require_noise: false,
         }
     }
 }
@@ -131,6 +134,8 @@ fn apply_variables(given: &BTreeMap<String, String>) -> Result<Config, ConfigErr
         let (text, shown, defaulted) = match (raw.trim_ascii(), &spec.default) {
             ("", DefaultValue::Text(default)) => (*default, *default, true),
             ("", DefaultValue::Absent(_)) => continue,
+            // §13.1: never the value of a private key, not even in the error.
+            (trimmed, _) if spec.name == NOISE_STATIC_KEY => (trimmed, "(not shown)", false),
             (trimmed, _) => (trimmed, raw, false),
         };
         spec.rule.apply(&mut config, text).map_err(|mut expected| {
@@ -170,8 +175,6 @@ fn check_tls_pair(config: &Config) -> Result<(), ConfigError> {
     }
 }
 
-const NOISE_REQUIRED_EXPECTED: &str = "false or unset: this relay does not implement the \
-     Noise transport (PROTOCOL.md §15.1), so it cannot require it";
 const MTLS_EXPECTED: &str = "unset while RELAY_FEDERATION_ENABLED is true: federation mTLS \
      is not supported (PROTOCOL.md §15.3), and federating without the configured \
      authentication would be a downgrade";
@@ -195,11 +198,6 @@ fn check_extensions(
             expected: expected.to_owned(),
         };
         match extension {
-            Extension::RequireNoise => match parse_boolean(text) {
-                None => return Err(error(BOOLEAN_EXPECTED)),
-                Some(true) => return Err(error(NOISE_REQUIRED_EXPECTED)),
-                Some(false) => {}
-            },
             Extension::MtlsCredential if config.federation_enabled => {
                 return Err(error(MTLS_EXPECTED));
             }
@@ -207,7 +205,6 @@ fn check_extensions(
                 "{name} is ignored: federation is disabled, and federation mTLS \
                  is not supported (PROTOCOL.md §15.3)"
             )),
-            // Warnings never carry the value: RELAY_NOISE_STATIC_KEY is a private key.
             Extension::Ignored(reason) => {
                 warnings.push(format!("{name} is ignored: {reason}"));
             }
@@ -241,9 +238,8 @@ pub fn help_text() -> String {
         );
     }
     text.push_str(
-        "Not supported (§15): RELAY_REQUIRE_NOISE_ENCRYPTION=true and, with federation \
-         enabled, RELAY_FEDERATION_TLS_CERT/_KEY/_CA stop startup; the other Noise, gossip \
-         and mTLS variables are ignored with a warning.\n",
+        "Not supported (§15): with federation enabled, RELAY_FEDERATION_TLS_CERT/_KEY/_CA \
+         stop startup; the gossip and other mTLS variables are ignored with a warning.\n",
     );
     text
 }

@@ -146,6 +146,11 @@ pub fn start(config: Config) -> Result<(Running, DataDirLock), String> {
     let main_tls = main_certs(&config)?;
     let lock = lock_data_dir(&config.data_dir)?;
     let relay_id = load_relay_id(&config);
+    // §15.1: the static key exists before any listener binds.
+    let noise_key = match &config.noise_static_key {
+        Some(key) => key.clone(),
+        None => crate::noise::key::load_or_create(&config.data_dir)?,
+    };
     let shards = shard_count(&config);
     if config.storage_backend == StorageBackend::Sqlite {
         // Step 3 of §13.4: a directory written with another shard count (or left
@@ -157,16 +162,23 @@ pub fn start(config: Config) -> Result<(Running, DataDirLock), String> {
     let inits = open_stores(&config, shards)?;
     let metrics_addr = config.metrics_addr.clone();
     let metrics_token = config.metrics_token.clone();
-    let running = start_executors(Arc::new(config), relay_id.clone(), inits, main_tls)?;
+    let pubkey = noise_key.public_base64url();
+    let keys = Keys {
+        main_tls,
+        noise: noise_key,
+    };
+    let running = start_executors(Arc::new(config), relay_id.clone(), inits, keys)?;
     let shared = &running.shared;
     let (metrics, global) = (
         Arc::clone(&shared.metrics),
         Arc::clone(&shared.global_metrics),
     );
     let bound = match &metrics_addr {
-        MetricsAddr::Socket(addr) => metrics::spawn_listener(*addr, metrics_token, metrics, global),
+        MetricsAddr::Socket(addr) => {
+            metrics::spawn_listener(*addr, metrics_token, pubkey, metrics, global)
+        }
         MetricsAddr::Localhost(port) => {
-            metrics::spawn_listener(("localhost", *port), metrics_token, metrics, global)
+            metrics::spawn_listener(("localhost", *port), metrics_token, pubkey, metrics, global)
         }
     };
     let (metrics_local, _) =
@@ -183,11 +195,12 @@ fn start_executors(
     config: Arc<Config>,
     relay_id: String,
     inits: Vec<ShardInit>,
-    main_tls: Option<ServerCerts>,
+    keys: Keys,
 ) -> Result<Running, String> {
     let shards = inits.len();
     let shared = Shared::new(shards)
-        .with_main_tls(main_tls)
+        .with_main_tls(keys.main_tls)
+        .with_noise_key(keys.noise)
         .with_address_limit(config.max_connections_per_ip, config.ipv6_prefix_len);
     if let Some(certs) = &shared.main_tls {
         let global = &shared.global_metrics;
@@ -228,6 +241,13 @@ fn start_executors(
         _executors: started.executors,
         finished: Some(Finished { reports, reporters }),
     })
+}
+
+/// The keys the shards answer with: the main listener's certificates (§2.8) and
+/// the static Noise key (§15.1).
+struct Keys {
+    main_tls: Option<ServerCerts>,
+    noise: crate::noise::StaticKey,
 }
 
 /// The running relay: executor threads and the bound address.

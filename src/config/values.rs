@@ -83,6 +83,11 @@ pub struct Config {
     pub proxy_protocol: ProxyProtocol,
     /// The sources that must send a PROXY header (§2.9), host bits cleared.
     pub proxy_trusted: Vec<ipnet::IpNet>,
+    /// RELAY_NOISE_STATIC_KEY (§15.1); `None`: the key file of `data_dir`, read or
+    /// made at startup. Its `Debug` shows the public half only.
+    pub noise_static_key: Option<crate::noise::StaticKey>,
+    /// RELAY_REQUIRE_NOISE_ENCRYPTION (§15.1).
+    pub require_noise: bool,
 }
 
 impl Config {

@@ -12,6 +12,7 @@ use super::values::{Config, ProxyProtocol, SqliteSynchronous, StorageBackend, Tl
 
 pub(super) const TLS_CERT_FILE: &str = "RELAY_TLS_CERT_FILE";
 pub(super) const TLS_KEY_FILE: &str = "RELAY_TLS_KEY_FILE";
+pub(super) const NOISE_STATIC_KEY: &str = "RELAY_NOISE_STATIC_KEY";
 
 /// The TLS files given so far (the other one stays an empty path until set).
 fn tls_files(c: &mut Config) -> &mut TlsFiles {
@@ -427,6 +428,27 @@ pub(super) static VARIABLES: &[VarSpec] = &[
         meaning: "Load balancers whose PROXY header names the client address",
     },
     VarSpec {
+        name: NOISE_STATIC_KEY,
+        default: DefaultValue::Absent("{RELAY_DATA_DIR}/relay_noise_key.bin, made if missing"),
+        rule: Rule::Custom {
+            valid: "base64url (padding optional) of 64 bytes: X25519 private key then its public key",
+            parse: |c, text| {
+                // The reason names no key bytes (§13.1).
+                let key = crate::noise::StaticKey::from_base64url(text)
+                    .map_err(|e| format!("base64url of 64 bytes, private then public: {e}"))?;
+                c.noise_static_key = Some(key);
+                Ok(())
+            },
+        },
+        meaning: "The relay's static Noise NK key (§15.1); /pubkey serves its public half",
+    },
+    VarSpec {
+        name: "RELAY_REQUIRE_NOISE_ENCRYPTION",
+        default: DefaultValue::Text("false"),
+        rule: Rule::Boolean(|c, v| c.require_noise = v),
+        meaning: "Close plain client sessions with 1008 noise required (§15.1)",
+    },
+    VarSpec {
         name: "RUST_LOG",
         default: DefaultValue::Text("info"),
         rule: Rule::External {
@@ -459,22 +481,17 @@ fn narrow<T: TryFrom<u64>>(value: u64) -> T {
 }
 
 pub(super) enum Extension {
-    /// Cannot be honoured, so `true` stops startup (§15.1).
-    RequireNoise,
     /// mTLS certificate, key or CA: stops startup if federation is enabled (§15.3).
     MtlsCredential,
     /// Ignored with a warning giving this reason.
     Ignored(&'static str),
 }
 
-const NOISE_IGNORED: &str = "this relay does not implement the Noise transport (PROTOCOL.md §15.1)";
 const GOSSIP_IGNORED: &str = "gossip peer discovery is not supported (PROTOCOL.md §15.2)";
 const MTLS_IGNORED: &str = "federation mTLS is not supported (PROTOCOL.md §15.3)";
 
 /// The §15 variables, in the order they are checked.
 pub(super) static EXTENSIONS: &[(&str, Extension)] = &[
-    ("RELAY_REQUIRE_NOISE_ENCRYPTION", Extension::RequireNoise),
-    ("RELAY_NOISE_STATIC_KEY", Extension::Ignored(NOISE_IGNORED)),
     (
         "RELAY_FEDERATION_GOSSIP_ENABLED",
         Extension::Ignored(GOSSIP_IGNORED),

@@ -41,7 +41,7 @@ enum Values {
 }
 
 /// Every metric of §12.2, in its order there: name, type, help, values.
-const FAMILIES: [(&str, &str, &str, Values); 24] = [
+const FAMILIES: [(&str, &str, &str, Values); 25] = [
     (
         "relay_connections_total",
         "counter",
@@ -198,6 +198,12 @@ const FAMILIES: [(&str, &str, &str, Values); 24] = [
             let at = g.certificate_expiry[i].load(Relaxed);
             (at != ABSENT).then_some(at)
         }),
+    ),
+    (
+        "relay_noise_sessions_total",
+        "counter",
+        "Client sessions that completed a Noise NK handshake.",
+        Values::Summed(|s| s.noise_sessions_total.get()),
     ),
 ];
 

@@ -105,7 +105,7 @@ impl Bench {
     fn open(&self, client_id: &str) -> Session {
         let handshake = decode::decode_handshake(&frame(&handshake_json(client_id))).unwrap();
         let shard = self.owner_of(client_id);
-        let handle = registry::open(&self.shards[shard], &handshake);
+        let handle = registry::open(&self.shards[shard], &handshake, false);
         self.settle();
         Session { shard, handle }
     }
