@@ -33,7 +33,7 @@ fn client_opening(server_public: &[u8; 32]) -> (Vec<u8>, snow::HandshakeState) {
 }
 
 /// A client and the relay's channel after a complete opening.
-fn opened(limit: usize) -> (snow::TransportState, Channel) {
+pub(crate) fn opened(limit: usize) -> (snow::TransportState, Channel) {
     let key = StaticKey::generate();
     let (opening, mut initiator) = client_opening(key.public());
     let (reply, channel) = channel::respond(&key, &opening, limit).expect("opening accepted");
@@ -47,7 +47,7 @@ fn opened(limit: usize) -> (snow::TransportState, Channel) {
     (initiator.into_transport_mode().unwrap(), channel)
 }
 
-fn seal(client: &mut snow::TransportState, plaintext: &[u8]) -> Vec<u8> {
+pub(crate) fn seal(client: &mut snow::TransportState, plaintext: &[u8]) -> Vec<u8> {
     let mut out = vec![0u8; plaintext.len() + 16];
     let n = client.write_message(plaintext, &mut out).unwrap();
     out.truncate(n);
