@@ -72,16 +72,21 @@ fn relay_noise_static_key_is_used_and_no_file_is_written() {
     let dir = TempDir::new("noise-env");
     let key = vauchi_relay::noise::StaticKey::generate();
     let text = b64(&key.to_bytes());
+    // At trace level, so that nothing anywhere may print the key.
     let relay = Relay::start_over(
         Wire::Noise,
         dir.path(),
-        &[("RELAY_NOISE_STATIC_KEY", &text)],
+        &[("RELAY_NOISE_STATIC_KEY", &text), ("RUST_LOG", "trace")],
     );
     assert_eq!(relay.noise_key.as_ref(), Some(key.public()));
     assert!(!dir.path().join("relay_noise_key.bin").exists());
-    relay.handshake(A);
+    let mut session = relay.handshake(A);
+    session.send_json(&update_json("k1", B, &[1]));
+    assert_eq!(session.recv_json()["payload"]["status"], "Stored");
+    session.close();
     let log = relay.log.lock().unwrap().join("\n");
     assert!(!log.contains(&text) && !log.contains(&b64(key.private())));
+    assert!(!log.contains(&hex::encode(key.private())));
 }
 
 /// §15.1, §13.1: a bad key file or variable stops startup with status 1 naming
