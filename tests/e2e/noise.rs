@@ -261,6 +261,29 @@ fn require_noise_closes_plain_handshakes_and_keeps_probes() {
     assert_eq!(health.status, 200);
 }
 
+/// §15.1: requiring Noise leaves federation links alone: a peer's plain
+/// PeerHandshake on `/federation` is answered.
+#[test]
+fn require_noise_leaves_federation_links_alone() {
+    let dir = TempDir::new("noise-required-fed");
+    let relay = Relay::start(
+        dir.path(),
+        &[
+            ("RELAY_REQUIRE_NOISE_ENCRYPTION", "true"),
+            ("RELAY_FEDERATION_ENABLED", "true"),
+        ],
+    );
+    let mut peer = RawWs::upgrade_with(relay.addr, &upgrade_request("/federation", ""));
+    peer.send_json(&envelope(
+        "fed-1",
+        json!({"type": "PeerHandshake", "relay_id": "peer-noise", "version": 1,
+               "listen_addr": "127.0.0.1:0"}),
+    ));
+    let ack: Value = serde_json::from_str(&peer.recv_text()).unwrap();
+    assert_eq!(ack["payload"]["type"], "PeerHandshakeAck", "{ack}");
+    assert_eq!(ack["payload"]["accepted"], true, "{ack}");
+}
+
 #[test]
 fn an_opening_for_another_key_fails_the_noise_handshake() {
     let dir = TempDir::new("noise-otherkey");
