@@ -81,7 +81,8 @@ fn blob_count_quota_fails_the_third_store() {
     blob_count_quota_fails_the_third_store_over(Wire::Plain);
 }
 
-/// [`blob_count_quota_fails_the_third_store`] on sessions over `wire` (`noise.rs` runs it over Noise).
+/// [`blob_count_quota_fails_the_third_store`], on sessions over `wire`
+/// (`noise.rs` runs it over Noise).
 pub(crate) fn blob_count_quota_fails_the_third_store_over(wire: Wire) {
     let dir = TempDir::new("quota-count");
     let relay = Relay::start_over(
@@ -148,7 +149,8 @@ fn delivered_then_received_by_recipient_across_shards() {
     delivered_then_received_by_recipient_across_shards_over(Wire::Plain);
 }
 
-/// [`delivered_then_received_by_recipient_across_shards`] on sessions over `wire` (`noise.rs` runs it over Noise).
+/// [`delivered_then_received_by_recipient_across_shards`], on sessions over `wire`
+/// (`noise.rs` runs it over Noise).
 pub(crate) fn delivered_then_received_by_recipient_across_shards_over(wire: Wire) {
     // With 2 shards, A is on shard 0 and B on shard 1 (Appendix A.2).
     let dir = TempDir::new("notify");
@@ -167,7 +169,8 @@ fn connect_time_delivery_notifies_every_sender_session_once() {
     connect_time_delivery_notifies_every_sender_session_once_over(Wire::Plain);
 }
 
-/// [`connect_time_delivery_notifies_every_sender_session_once`] on sessions over `wire` (`noise.rs` runs it over Noise).
+/// [`connect_time_delivery_notifies_every_sender_session_once`], on sessions over `wire`
+/// (`noise.rs` runs it over Noise).
 pub(crate) fn connect_time_delivery_notifies_every_sender_session_once_over(wire: Wire) {
     let dir = TempDir::new("notify-connect");
     let relay = Relay::start_over(wire, dir.path(), &[("RELAY_SHARDS", "2")]);
@@ -253,7 +256,8 @@ fn delivered_never_precedes_the_senders_stored_ack() {
     delivered_never_precedes_the_senders_stored_ack_over(Wire::Plain);
 }
 
-/// [`delivered_never_precedes_the_senders_stored_ack`] on sessions over `wire` (`noise.rs` runs it over Noise).
+/// [`delivered_never_precedes_the_senders_stored_ack`], on sessions over `wire`
+/// (`noise.rs` runs it over Noise).
 pub(crate) fn delivered_never_precedes_the_senders_stored_ack_over(wire: Wire) {
     let dir = TempDir::new("notify-order");
     let relay = Relay::start_over(
@@ -314,7 +318,8 @@ fn a_recipient_that_stops_reading_is_closed_with_1013_and_loses_nothing() {
     a_recipient_that_stops_reading_is_closed_with_1013_and_loses_nothing_over(Wire::Plain);
 }
 
-/// [`a_recipient_that_stops_reading_is_closed_with_1013_and_loses_nothing`] on sessions over `wire` (`noise.rs` runs it over Noise).
+/// [`a_recipient_that_stops_reading_is_closed_with_1013_and_loses_nothing`], on sessions over `wire`
+/// (`noise.rs` runs it over Noise).
 pub(crate) fn a_recipient_that_stops_reading_is_closed_with_1013_and_loses_nothing_over(
     wire: Wire,
 ) {
@@ -412,7 +417,8 @@ fn a_closing_session_leaves_a_newer_sessions_live_push_in_place() {
     a_closing_session_leaves_a_newer_sessions_live_push_in_place_over(Wire::Plain);
 }
 
-/// [`a_closing_session_leaves_a_newer_sessions_live_push_in_place`] on sessions over `wire` (`noise.rs` runs it over Noise).
+/// [`a_closing_session_leaves_a_newer_sessions_live_push_in_place`], on sessions over `wire`
+/// (`noise.rs` runs it over Noise).
 pub(crate) fn a_closing_session_leaves_a_newer_sessions_live_push_in_place_over(wire: Wire) {
     // §4.10: a session removes only its own live-push registration.
     let dir = TempDir::new("unregister");

@@ -162,7 +162,8 @@ fn recovery_proofs_are_stored_replaced_and_queried_across_shards() {
     recovery_proofs_are_stored_replaced_and_queried_across_shards_over(Wire::Plain);
 }
 
-/// [`recovery_proofs_are_stored_replaced_and_queried_across_shards`] on sessions over `wire` (`noise.rs` runs it over Noise).
+/// [`recovery_proofs_are_stored_replaced_and_queried_across_shards`], on sessions over `wire`
+/// (`noise.rs` runs it over Noise).
 pub(crate) fn recovery_proofs_are_stored_replaced_and_queried_across_shards_over(wire: Wire) {
     let dir = TempDir::new("proofs");
     let relay = Relay::start_over(wire, dir.path(), &[("RELAY_SHARDS", "4")]);
@@ -224,7 +225,8 @@ fn purge_deletes_blobs_device_sync_and_the_proof() {
     purge_deletes_blobs_device_sync_and_the_proof_over(Wire::Plain);
 }
 
-/// [`purge_deletes_blobs_device_sync_and_the_proof`] on sessions over `wire` (`noise.rs` runs it over Noise).
+/// [`purge_deletes_blobs_device_sync_and_the_proof`], on sessions over `wire`
+/// (`noise.rs` runs it over Noise).
 pub(crate) fn purge_deletes_blobs_device_sync_and_the_proof_over(wire: Wire) {
     let dir = TempDir::new("purge");
     let relay = Relay::start_over(wire, dir.path(), &[("RELAY_SHARDS", "4")]);

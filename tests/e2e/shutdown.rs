@@ -27,7 +27,8 @@ fn sigterm_during_a_burst_acknowledges_only_what_is_kept() {
     sigterm_during_a_burst_acknowledges_only_what_is_kept_over(Wire::Plain);
 }
 
-/// [`sigterm_during_a_burst_acknowledges_only_what_is_kept`] on sessions over `wire` (`noise.rs` runs it over Noise).
+/// [`sigterm_during_a_burst_acknowledges_only_what_is_kept`], on sessions over `wire`
+/// (`noise.rs` runs it over Noise).
 pub(crate) fn sigterm_during_a_burst_acknowledges_only_what_is_kept_over(wire: Wire) {
     let dir = TempDir::new("shutdown");
     let vars = [("RELAY_SHARDS", "2"), ("RELAY_RATE_LIMIT", "100000")];
@@ -83,7 +84,8 @@ fn draining_answers_ready_with_503_and_refuses_upgrades() {
     draining_answers_ready_with_503_and_refuses_upgrades_over(Wire::Plain);
 }
 
-/// [`draining_answers_ready_with_503_and_refuses_upgrades`] on sessions over `wire` (`noise.rs` runs it over Noise).
+/// [`draining_answers_ready_with_503_and_refuses_upgrades`], on sessions over `wire`
+/// (`noise.rs` runs it over Noise).
 pub(crate) fn draining_answers_ready_with_503_and_refuses_upgrades_over(wire: Wire) {
     let dir = TempDir::new("draining");
     let mut relay = Relay::start_over(wire, dir.path(), &[("RELAY_SHARDS", "1")]);
