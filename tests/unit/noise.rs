@@ -319,3 +319,14 @@ fn a_frame_that_fits_is_one_message_and_a_larger_one_is_split() {
     );
     assert_eq!(messages.concat(), [small, fits, large].concat());
 }
+
+/// A key file that can be neither read nor written (its directory is a file
+/// here; root ignores permission bits) stops startup naming it.
+#[test]
+fn an_unusable_key_path_is_an_error_naming_the_file() {
+    let dir = TempDir::new("noise-key-notdir");
+    let not_a_dir = dir.path().join("plain-file");
+    std::fs::write(&not_a_dir, b"x").unwrap();
+    let error = key::load_or_create(&not_a_dir).expect_err("not a directory");
+    assert!(error.contains(key::KEY_FILE_NAME), "{error}");
+}
