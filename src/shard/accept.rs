@@ -218,7 +218,7 @@ async fn serve(
             remainder,
             noise,
         } => {
-            hand_off(shard, stream, slot, handshake, (remainder, noise)).await;
+            hand_off(shard, stream, slot, handshake, remainder, noise).await;
             return;
         }
         Outcome::Federation { remainder } => {
@@ -380,7 +380,8 @@ async fn hand_off(
     stream: Transport,
     slot: ConnectionSlot,
     handshake: Box<Handshake>,
-    (remainder, noise): (Vec<u8>, Option<Box<Channel>>),
+    remainder: Vec<u8>,
+    noise: Option<Box<Channel>>,
 ) {
     let owner = shard.owner_of(&handshake.routing_id());
     if owner == shard.index {
