@@ -5,7 +5,7 @@
 //! protocol's messages, built from templates and scanned, not fully parsed),
 //! `pool` (one thread's connections and event loop; its read path in
 //! `inbound`), `tls` (`--tls`: rustls sessions driven by the pool, the throwaway
-//! certificate), `common` (options, clock, windows, tallies), `store`, `live`,
+//! certificate), `noise` (`--noise`: Noise NK sessions, §15.1), `common` (options, clock, windows, tallies), `store`, `live`,
 //! `connections` (drain, idle, churn) are the scenarios, `relay` starts the relay
 //! under test, and this file parses options, runs worker threads and prints the
 //! report.
@@ -18,6 +18,8 @@ mod connections;
 mod live;
 #[path = "loadgen/net.rs"]
 mod net;
+#[path = "loadgen/noise.rs"]
+mod noise;
 #[path = "loadgen/pool.rs"]
 mod pool;
 #[path = "loadgen/relay.rs"]
@@ -58,6 +60,9 @@ options:
                                certificate (trusted alone); with --url, use a wss:// URL
   --tls-ca PEM                 certificates to trust for an external wss:// relay
                                (default: the platform's trust store)
+  --noise                      every session in Noise NK (PROTOCOL.md §15.1): the relay
+                               started here gets a key made now (RELAY_NOISE_STATIC_KEY)
+  --noise-pubkey B64URL        with --url and --noise: the relay's /pubkey
   --backend memory|sqlite      storage of the relay started here (default memory)
   --shards N                   RELAY_SHARDS of the relay started here (default 2)
   --relay-bin PATH             relay binary to start
@@ -72,6 +77,8 @@ struct Cli {
     url: Option<String>,
     tls: bool,
     tls_ca: Option<PathBuf>,
+    noise: bool,
+    noise_pubkey: Option<String>,
     backend: String,
     shards: usize,
     relay_bin: PathBuf,
@@ -87,6 +94,8 @@ fn parse_cli() -> Result<Cli, String> {
         url: None,
         tls: false,
         tls_ca: None,
+        noise: false,
+        noise_pubkey: None,
         backend: "memory".to_string(),
         shards: 2,
         relay_bin: relay::default_binary(),
@@ -111,6 +120,10 @@ fn parse_cli() -> Result<Cli, String> {
             cli.scenario = arg;
             continue;
         }
+        if arg == "--noise" {
+            cli.noise = true;
+            continue;
+        }
         if arg == "--tls" {
             cli.tls = true;
             continue;
@@ -125,6 +138,7 @@ fn parse_cli() -> Result<Cli, String> {
         match arg.as_str() {
             "--url" => cli.url = Some(value),
             "--tls-ca" => cli.tls_ca = Some(PathBuf::from(value)),
+            "--noise-pubkey" => cli.noise_pubkey = Some(value.clone()),
             "--backend" => cli.backend = value,
             "--shards" => cli.shards = number(&value)? as usize,
             "--relay-bin" => cli.relay_bin = PathBuf::from(value),
@@ -143,6 +157,14 @@ fn parse_cli() -> Result<Cli, String> {
     }
     if cli.scenario.is_empty() {
         return Err("no scenario given".to_string());
+    }
+    match (&cli.url, cli.noise, &cli.noise_pubkey) {
+        (Some(_), true, None) => return Err("--noise with --url needs --noise-pubkey".into()),
+        (_, false, Some(_)) => return Err("--noise-pubkey needs --noise".into()),
+        (None, _, Some(_)) => {
+            return Err("--noise-pubkey is for --url: a relay started here gets a key".into());
+        }
+        _ => {}
     }
     match &cli.url {
         Some(url) if cli.tls && !url.starts_with("wss://") => {
@@ -187,6 +209,7 @@ fn parse_url(url: &str, trust: &tls::Trust) -> Result<Target, String> {
         host: host.to_string(),
         path: path.to_string(),
         tls,
+        noise: None,
     })
 }
 
@@ -347,8 +370,13 @@ fn main() {
     let (relay, target, backend) = relay_and_target(&cli);
     let relay_pid = cli.relay_pid.or(relay.as_ref().map(|relay| relay.pid()));
     let scheme = if target.tls.is_some() { "wss" } else { "ws" };
+    let inside = if target.noise.is_some() {
+        ", inside Noise NK"
+    } else {
+        ""
+    };
     eprintln!(
-        "loadgen: {} against {scheme}://{}{} (backend {backend}, {} thread(s), open-file limit {open_files})",
+        "loadgen: {} against {scheme}://{}{}{inside} (backend {backend}, {} thread(s), open-file limit {open_files})",
         cli.scenario, target.address, target.path, cli.options.threads
     );
     let mut results = Results {
@@ -411,6 +439,22 @@ fn main() {
 /// The relay under test (started here unless `--url` names one), the target to
 /// load and the backend label; exits on failure.
 fn relay_and_target(cli: &Cli) -> (Option<relay::Relay>, Arc<Target>, String) {
+    // --noise: the key the relay started here is given, or the external one's.
+    let (noise_env, mut noise_public) = match (cli.noise, &cli.noise_pubkey) {
+        (false, _) => (Vec::new(), None),
+        (true, Some(text)) => match noise::parse_public(text) {
+            Ok(public) => (Vec::new(), Some(public)),
+            Err(message) => {
+                eprintln!("loadgen: {message}");
+                std::process::exit(2);
+            }
+        },
+        (true, None) => {
+            let (text, public) = noise::relay_key();
+            let env = vec![("RELAY_NOISE_STATIC_KEY".to_string(), text)];
+            (env, Some(public))
+        }
+    };
     let (relay, target, backend) = match &cli.url {
         Some(url) => {
             let trust = match &cli.tls_ca {
@@ -419,7 +463,13 @@ fn relay_and_target(cli: &Cli) -> (Option<relay::Relay>, Arc<Target>, String) {
             };
             (None, parse_url(url, &trust), "external".to_string())
         }
-        None => match relay::Relay::start(&cli.relay_bin, &cli.backend, cli.shards, &[], cli.tls) {
+        None => match relay::Relay::start(
+            &cli.relay_bin,
+            &cli.backend,
+            cli.shards,
+            &noise_env,
+            cli.tls,
+        ) {
             Ok(relay) => {
                 let (scheme, trust) = match &relay.certificate {
                     Some(der) => ("wss", tls::Trust::Certificate(der.clone())),
@@ -435,7 +485,10 @@ fn relay_and_target(cli: &Cli) -> (Option<relay::Relay>, Arc<Target>, String) {
         },
     };
     let target = match target {
-        Ok(target) => Arc::new(target),
+        Ok(mut target) => {
+            target.noise = noise_public.take();
+            Arc::new(target)
+        }
         Err(message) => {
             eprintln!("loadgen: {message}");
             drop(relay); // exit skips destructors: stop the relay started here first

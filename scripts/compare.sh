@@ -8,9 +8,13 @@
 #
 #   scripts/compare.sh OLD_BINARY NEW_BINARY [ROUNDS]     (default 4 rounds)
 #   scripts/compare.sh --tls BINARY [ROUNDS]              A = ws://, B = wss:// (--tls)
+#   scripts/compare.sh --noise BINARY [ROUNDS]            A = plain, B = Noise NK (--noise)
 #
 # With --tls only the memory `store` scenarios run unless COMPARE_ONLY says
 # otherwise; the target (issue 17) is B/A >= 0.70 for store-memory's acks/s.
+# With --noise the memory `store`, `seq` (1x1 round trip) and `live` scenarios
+# run; the target (issue 16) is B/A >= 0.75 for store-memory's acks/s and at most
+# 20 us more for seq-memory's ack_p50_ms.
 # Environment: COMPARE_DURATION (default 5 s per timed run), COMPARE_WARMUP (2),
 # RELAY_SHARDS (2), COMPARE_ONLY (a regular expression: only the scenarios whose
 # name matches, e.g. `^seq`). Nothing else may run on the machine meanwhile.
@@ -27,6 +31,16 @@ if [[ "${1:-}" == --tls ]]; then
     rounds="${3:-4}"
     only="${COMPARE_ONLY:-^(store|seq)-memory$}"
     target="target (issue 17): store-memory stored_acks_per_sec B/A >= 0.70"
+elif [[ "${1:-}" == --noise ]]; then
+    a="$2"
+    b="$2"
+    a_args=""
+    b_args="--noise"
+    a_name="$2, plain sessions"
+    b_name="$2, Noise NK sessions (loadgen --noise)"
+    rounds="${3:-4}"
+    only="${COMPARE_ONLY:-^(store|seq|live)-memory$}"
+    target="target (issue 16): store-memory stored_acks_per_sec B/A >= 0.75; seq-memory ack_p50_ms B - A <= 0.020"
 else
     a="$1"
     b="$2"
@@ -50,9 +64,9 @@ trap 'rm -f "$results"' EXIT
 scenarios=(
     "store-memory stored_acks_per_sec loadgen_cpu_pct relay_cpu_pct|store --backend memory --connections 100 --window 32"
     "store-sqlite stored_acks_per_sec loadgen_cpu_pct relay_cpu_pct|store --backend sqlite --connections 100 --window 32"
-    "seq-memory stored_acks_per_sec ack_p50_ms ack_p99_ms|store --backend memory --connections 1 --window 1"
+    "seq-memory stored_acks_per_sec ack_p50_ms ack_p99_ms loadgen_cpu_pct relay_cpu_pct|store --backend memory --connections 1 --window 1"
     "seq-sqlite stored_acks_per_sec ack_p50_ms ack_p99_ms|store --backend sqlite --connections 1 --window 1"
-    "live-memory deliver_p99_ms|live --backend memory --connections 100 --rate 10000"
+    "live-memory deliver_p50_ms deliver_p99_ms loadgen_cpu_pct relay_cpu_pct|live --backend memory --connections 100 --rate 10000"
     "drain-memory drain_ms|drain --backend memory --backlog 10000 --window 64"
     "drain-sqlite drain_ms|drain --backend sqlite --backlog 10000 --window 64"
 )

@@ -107,6 +107,12 @@ RELAY_METRICS_ADDR=127.0.0.1:8081
 #RELAY_MAX_BLOBS_PER_USER=1000
 #RELAY_MAX_STORAGE_PER_USER=50000000
 
+# Noise NK inside the WebSocket (PROTOCOL.md §15.1). The key is made in the data
+# directory on first start (relay_noise_key.bin, 0600; back it up); clients get
+# the public key from the metrics listener's /pubkey.
+#RELAY_NOISE_STATIC_KEY=
+#RELAY_REQUIRE_NOISE_ENCRYPTION=false
+
 # Log verbosity.
 #RUST_LOG=info
 ENV

@@ -4,9 +4,9 @@
 //!
 //! One static table (`VARIABLES`) drives parsing, defaults and `--help`, so they
 //! cannot drift apart: each default is the table's own text run through the
-//! variable's own parser. The unsupported extensions of §15 are a second table.
-//! Both tables live in `variables`, the value syntaxes they share in `parse`, the
-//! resulting types in `values`; this file holds the passes over the tables.
+//! variable's own parser. The table lives in `variables`, the value syntaxes
+//! it shares in `parse`, the resulting types in `values`; this file holds the
+//! passes over the table.
 
 mod parse;
 mod values;
@@ -17,15 +17,14 @@ use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
-use parse::{BOOLEAN_EXPECTED, parse_boolean};
 pub use parse::{is_relay_id, normalise_peer};
 pub use values::{
     Config, FederationTlsFiles, MetricsAddr, ProxyProtocol, SqliteSynchronous, StorageBackend,
     TlsFiles,
 };
 use variables::{
-    DefaultValue, EXTENSIONS, Extension, FEDERATION_TLS_CA, FEDERATION_TLS_CERT,
-    FEDERATION_TLS_KEY, TLS_CERT_FILE, TLS_KEY_FILE, VARIABLES,
+    DefaultValue, FEDERATION_TLS_CA, FEDERATION_TLS_CERT, FEDERATION_TLS_KEY, NOISE_STATIC_KEY,
+    TLS_CERT_FILE, TLS_KEY_FILE, VARIABLES,
 };
 
 /// An invalid value; `Display` gives e.g.
@@ -59,8 +58,7 @@ pub struct Loaded {
 impl Config {
     /// Parses from (name, value) pairs, e.g. `std::env::vars()`. Names not starting
     /// with `RELAY_` are ignored. Variables are checked in the order of the §13.2
-    /// table, then the §15 ones, so the error reported is the same whatever the
-    /// order of `vars`. If a name appears twice, the last value wins.
+    /// table, so the error reported is the same whatever the order of `vars`. If a name appears twice, the last value wins.
     pub fn from_vars<I, K, V>(vars: I) -> Result<Loaded, ConfigError>
     where
         I: IntoIterator<Item = (K, V)>,
@@ -75,17 +73,12 @@ impl Config {
         let config = apply_variables(&given)?;
         check_tls_pair(&config)?;
         check_federation_tls(&config)?;
-        let mut warnings = check_extensions(&given)?;
-        let known = |name: &str| {
-            VARIABLES.iter().any(|spec| spec.name == name)
-                || EXTENSIONS.iter().any(|(known, _)| *known == name)
-        };
-        warnings.extend(
-            given
-                .keys()
-                .filter(|name| !known(name))
-                .map(|name| format!("unknown variable {name} is ignored")),
-        );
+        let known = |name: &str| VARIABLES.iter().any(|spec| spec.name == name);
+        let warnings = given
+            .keys()
+            .filter(|name| !known(name))
+            .map(|name| format!("unknown variable {name} is ignored"))
+            .collect();
         Ok(Loaded { config, warnings })
     }
 
@@ -131,6 +124,8 @@ impl Config {
             gossip_enabled: false,
             gossip_interval_secs: 0,
             peer_ttl_secs: 0,
+            noise_static_key: None,
+            require_noise: false,
         }
     }
 }
@@ -144,6 +139,8 @@ fn apply_variables(given: &BTreeMap<String, String>) -> Result<Config, ConfigErr
         let (text, shown, defaulted) = match (raw.trim_ascii(), &spec.default) {
             ("", DefaultValue::Text(default)) => (*default, *default, true),
             ("", DefaultValue::Absent(_)) => continue,
+            // §13.1: never the value of a private key, not even in the error.
+            (trimmed, _) if spec.name == NOISE_STATIC_KEY => (trimmed, "(not shown)", false),
             (trimmed, _) => (trimmed, raw, false),
         };
         spec.rule.apply(&mut config, text).map_err(|mut expected| {
@@ -237,39 +234,6 @@ fn check_federation_tls(config: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
-const NOISE_REQUIRED_EXPECTED: &str = "false or unset: this relay does not implement the \
-     Noise transport (PROTOCOL.md §15.1), so it cannot require it";
-
-/// Checks the §15 variables that are set, in their table's order: refuses those
-/// that cannot be honoured, returns a warning for each one that is ignored.
-fn check_extensions(given: &BTreeMap<String, String>) -> Result<Vec<String>, ConfigError> {
-    let mut warnings = Vec::new();
-    for (name, extension) in EXTENSIONS {
-        let raw = given.get(*name).map_or("", String::as_str);
-        let text = raw.trim_ascii();
-        if text.is_empty() {
-            continue;
-        }
-        let error = |expected: &str| ConfigError {
-            variable: (*name).to_owned(),
-            value: raw.to_owned(),
-            expected: expected.to_owned(),
-        };
-        match extension {
-            Extension::RequireNoise => match parse_boolean(text) {
-                None => return Err(error(BOOLEAN_EXPECTED)),
-                Some(true) => return Err(error(NOISE_REQUIRED_EXPECTED)),
-                Some(false) => {}
-            },
-            // Warnings never carry the value: RELAY_NOISE_STATIC_KEY is a private key.
-            Extension::Ignored(reason) => {
-                warnings.push(format!("{name} is ignored: {reason}"));
-            }
-        }
-    }
-    Ok(warnings)
-}
-
 /// One line per variable, with its default, valid values and meaning, for `--help`.
 pub fn help_text() -> String {
     let width = VARIABLES
@@ -294,9 +258,5 @@ pub fn help_text() -> String {
             spec.meaning,
         );
     }
-    text.push_str(
-        "Not supported (§15.1): RELAY_REQUIRE_NOISE_ENCRYPTION=true stops startup; \
-         RELAY_NOISE_STATIC_KEY is ignored with a warning.\n",
-    );
     text
 }

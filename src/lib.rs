@@ -8,6 +8,8 @@
 //!   error and close codes. No I/O, no storage, no clock.
 //! - [`http`]: the main port's HTTP/1.x request head parser, routing and replies.
 //! - [`wsframe`]: a sans-I/O RFC 6455 frame reader and writers.
+//! - [`noise`]: the Noise NK transport (§15.1) without I/O: the static key, the
+//!   responder's opening, transport messages to v1 frames and back.
 //! - [`storage`]: one storage trait, the sqlite and memory backends, and the
 //!   group-commit writer thread that drives them off the event loop.
 //! - [`keyed`]: per-key indices and checks that need no runtime: token buckets,
@@ -38,6 +40,7 @@ pub mod keyed;
 pub mod limits;
 pub mod mesh;
 pub mod metrics;
+pub mod noise;
 pub mod process;
 pub mod protocol;
 pub mod relay;

@@ -4,7 +4,7 @@
 //!
 //! Not here, since they bound nothing the relay could choose otherwise: facts of a
 //! wire format (RFC 6455 header and control-frame sizes in `wsframe`, the Noise
-//! opening in `protocol::decode`), the integer range both storage backends hold
+//! opening in `protocol::decode` and message sizes in `noise`), the integer range both storage backends hold
 //! (`storage::STORED_INTEGER_MAX`), estimates that only presize a buffer (the
 //! `*_JSON_BYTES` of `protocol::encode` and `federation::messages`), and settings
 //! that limit no resource (where `protocol::unique` switches to a hash set, how
@@ -28,6 +28,15 @@ pub const PROXY_HEADER_BUFFERED_BYTES_MAX: usize = 16 + 216;
 /// After a failed accept (out of descriptors, say), the accept loop waits this long
 /// before it tries again, instead of spinning on the error.
 pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(10);
+
+// --- Noise transport (§15.1) ---
+
+/// §15.1: a Noise session's reassembly buffer holds at most one frame of the
+/// session's limit (RELAY_MAX_MESSAGE_SIZE + 4, §2.6) plus this much: the
+/// plaintext of the one transport message that completed it (65535 bytes less
+/// the 16-byte tag). A length prefix over the limit closes the session with 1009
+/// as soon as its 4 bytes are in, before any of the frame is kept.
+pub const NOISE_REASSEMBLY_EXTRA_BYTES: usize = 65_535 - 16;
 
 // --- Main listener: HTTP request heads (§2.3) and the first message (§4.2) ---
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::addresses::{AddressCounts, AddressKey};
 use crate::metrics::{Global, ShardMetrics, TlsListener};
+use crate::noise::StaticKey;
 use crate::transport::certs::ServerCerts;
 
 /// State shared by every executor thread: atomics, and the main listener's
@@ -39,6 +40,8 @@ pub struct Shared {
     pub federation_tls: Option<ServerCerts>,
     /// Open connections per client address (§2.10); `None`: unlimited.
     pub addresses: Option<AddressCounts>,
+    /// The static Noise key every shard answers openings with (§15.1).
+    pub noise_key: StaticKey,
 }
 
 impl Shared {
@@ -55,6 +58,9 @@ impl Shared {
             main_tls: None,
             federation_tls: None,
             addresses: None,
+            // Replaced by the configured or stored key at startup
+            // (`with_noise_key`); a shard assembled by a test answers with this one.
+            noise_key: StaticKey::generate(),
         }
     }
 
@@ -62,6 +68,12 @@ impl Shared {
     /// unlimited), IPv6 addresses grouped by their first `ipv6_prefix_len` bits.
     pub fn with_address_limit(mut self, limit: u64, ipv6_prefix_len: u8) -> Shared {
         self.addresses = (limit > 0).then(|| AddressCounts::new(limit, ipv6_prefix_len));
+        self
+    }
+
+    /// The same, answering Noise openings with `key` (§15.1).
+    pub fn with_noise_key(mut self, key: StaticKey) -> Shared {
+        self.noise_key = key;
         self
     }
 

@@ -149,6 +149,11 @@ pub fn start(config: Config) -> Result<(Running, DataDirLock), String> {
     let federation_tls = federation_certs(&config)?.filter(|_| config.federation_enabled);
     let lock = lock_data_dir(&config.data_dir)?;
     let relay_id = load_relay_id(&config);
+    // §15.1: the static key exists before any listener binds.
+    let noise_key = match &config.noise_static_key {
+        Some(key) => key.clone(),
+        None => crate::noise::key::load_or_create(&config.data_dir)?,
+    };
     let shards = shard_count(&config);
     if config.storage_backend == StorageBackend::Sqlite {
         // Step 3 of §13.4: a directory written with another shard count (or left
@@ -160,20 +165,24 @@ pub fn start(config: Config) -> Result<(Running, DataDirLock), String> {
     let inits = open_stores(&config, shards)?;
     let metrics_addr = config.metrics_addr.clone();
     let metrics_token = config.metrics_token.clone();
-    let certs = Certs {
-        main: main_tls,
-        federation: federation_tls,
+    let pubkey = noise_key.public_base64url();
+    let keys = Keys {
+        main_tls,
+        federation_tls,
+        noise: noise_key,
     };
-    let running = start_executors(Arc::new(config), relay_id.clone(), inits, certs)?;
+    let running = start_executors(Arc::new(config), relay_id.clone(), inits, keys)?;
     let shared = &running.shared;
     let (metrics, global) = (
         Arc::clone(&shared.metrics),
         Arc::clone(&shared.global_metrics),
     );
     let bound = match &metrics_addr {
-        MetricsAddr::Socket(addr) => metrics::spawn_listener(*addr, metrics_token, metrics, global),
+        MetricsAddr::Socket(addr) => {
+            metrics::spawn_listener(*addr, metrics_token, pubkey, metrics, global)
+        }
         MetricsAddr::Localhost(port) => {
-            metrics::spawn_listener(("localhost", *port), metrics_token, metrics, global)
+            metrics::spawn_listener(("localhost", *port), metrics_token, pubkey, metrics, global)
         }
     };
     let (metrics_local, _) =
@@ -190,11 +199,12 @@ fn start_executors(
     config: Arc<Config>,
     relay_id: String,
     inits: Vec<ShardInit>,
-    certs: Certs,
+    keys: Keys,
 ) -> Result<Running, String> {
     let shards = inits.len();
     let shared = Shared::new(shards)
-        .with_tls(certs.main, certs.federation)
+        .with_tls(keys.main_tls, keys.federation_tls)
+        .with_noise_key(keys.noise)
         .with_address_limit(config.max_connections_per_ip, config.ipv6_prefix_len);
     for (listener, certs) in shared.certificates() {
         let global = &shared.global_metrics;
@@ -235,6 +245,16 @@ fn start_executors(
         _executors: started.executors,
         finished: Some(Finished { reports, reporters }),
     })
+}
+
+/// The keys the relay answers with: the main listener's certificates (§2.8), those of
+/// federation mTLS (§15.3) and
+/// the static Noise key (§15.1).
+struct Keys {
+    main_tls: Option<ServerCerts>,
+    /// Federation mTLS (§15.3), in effect only with federation enabled.
+    federation_tls: Option<ServerCerts>,
+    noise: crate::noise::StaticKey,
 }
 
 /// The running relay: executor threads and the bound address.
@@ -352,10 +372,4 @@ fn federation_certs(config: &Config) -> Result<Option<ServerCerts>, String> {
         ca: Some((files.ca.clone(), "RELAY_FEDERATION_TLS_CA")),
     })
     .map(Some)
-}
-
-/// The certificates of the TLS listeners in effect.
-struct Certs {
-    main: Option<ServerCerts>,
-    federation: Option<ServerCerts>,
 }

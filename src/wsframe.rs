@@ -22,7 +22,7 @@ use header::{
 };
 pub use walk::{CloseScan, LengthCheck, Violation};
 use write::server_frame;
-pub use write::{close_frame, server_binary_frame, write_binary_frame};
+pub use write::{close_frame, server_binary_frame, write_binary_frame, write_binary_header};
 
 const PROTOCOL_ERROR: Step = Step::Fail {
     code: 1002,

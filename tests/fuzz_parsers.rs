@@ -2,8 +2,8 @@
 //! HTTP request head and its routing (PROTOCOL.md §2.3-§2.5), the WebSocket frame
 //! reader fed whole and in random small chunks (§2.6), the frame prefix, envelope,
 //! Handshake and request payloads (§3.1, §3.2, §4.2, §5), the federation messages
-//! (§11.1, §11.2), the PROXY protocol header (§2.9), and the `RELAY_*`
-//! configuration (§13).
+//! (§11.1, §11.2), the PROXY protocol header (§2.9), the `RELAY_*`
+//! configuration (§13), and the Noise transport's opening and framing (§15.1).
 //!
 //! `FUZZ_CASES` sets the cases per property (default 4096, about a second in release);
 //! `FUZZ_SEED` a fixed RNG seed (default 0, so runs are reproducible) or `random`;
@@ -26,6 +26,10 @@ use vauchi_relay::config::Config;
 use vauchi_relay::federation::messages::{self as fed, AdvertisedPeer, FedMessage, Ignored};
 use vauchi_relay::http::{self, HeadParse, Route, RouteContext};
 use vauchi_relay::limits::HEAD_BYTES_MAX;
+use vauchi_relay::noise::channel as noise_channel;
+use vauchi_relay::noise::{
+    Channel, MAGIC as NOISE_MAGIC, PATTERN as NOISE_PATTERN, Refused, StaticKey,
+};
 use vauchi_relay::protocol::decode::{
     Request, ShapeError, ValidRequest, decode_envelope, decode_handshake, decode_request, validate,
 };
@@ -1817,5 +1821,129 @@ proptest! {
         for versions in ALL_VERSIONS {
             check_proxy_prefixes(&bytes, versions)?;
         }
+    }
+}
+
+// ---- Noise transport (§15.1) -------------------------------------------------------
+
+const NOISE_LIMIT: usize = 4096 + 4;
+
+/// A client and the relay's channel after an opening.
+fn noise_pair() -> (snow::TransportState, Channel) {
+    static KEY: OnceLock<StaticKey> = OnceLock::new();
+    let key = KEY.get_or_init(StaticKey::generate);
+    let mut initiator = snow::Builder::new(NOISE_PATTERN.parse().unwrap())
+        .remote_public_key(key.public())
+        .unwrap()
+        .build_initiator()
+        .unwrap();
+    let mut message = [0u8; 64];
+    let n = initiator.write_message(&[], &mut message).unwrap();
+    let opening = [&NOISE_MAGIC[..], &message[..n]].concat();
+    let (reply, channel) = noise_channel::respond(key, &opening, NOISE_LIMIT).unwrap();
+    initiator.read_message(&reply[3..], &mut message).unwrap();
+    (initiator.into_transport_mode().unwrap(), channel)
+}
+
+fn client_seal(client: &mut snow::TransportState, plaintext: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; plaintext.len() + 16];
+    let n = client.write_message(plaintext, &mut out).unwrap();
+    out.truncate(n);
+    out
+}
+
+/// Frames of the stream, each a prefix and its content (within the limit).
+fn noise_frames() -> impl Strategy<Value = Vec<Vec<u8>>> {
+    prop::collection::vec(prop::collection::vec(any::<u8>(), 0..NOISE_LIMIT - 4), 1..6).prop_map(
+        |contents| {
+            contents
+                .into_iter()
+                .map(|content| [&(content.len() as u32).to_be_bytes()[..], &content].concat())
+                .collect()
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(fuzz_config())]
+
+    /// A message 1 of arbitrary bytes behind the magic never opens a session and
+    /// never panics.
+    #[test]
+    fn noise_opening_of_arbitrary_bytes_fails(
+        tail in prop::collection::vec(any::<u8>(), 0..200),
+        magic in any::<bool>(),
+    ) {
+        if out_of_time() { return Ok(()); }
+        let key = StaticKey::generate();
+        let mut opening = if magic { NOISE_MAGIC.to_vec() } else { Vec::new() };
+        opening.extend(tail);
+        prop_assert!(noise_channel::respond(&key, &opening, NOISE_LIMIT).is_err());
+    }
+
+    /// However the stream of frames is cut into transport messages, the relay
+    /// gets back exactly those frames; a tampered message is refused and leaves
+    /// the frames before it intact.
+    #[test]
+    fn noise_frames_survive_any_split_and_tampering_is_refused(
+        frames in noise_frames(),
+        cuts in prop::collection::vec(1usize..3000, 1..20),
+        tamper in prop::option::of((any::<prop::sample::Index>(), any::<prop::sample::Index>())),
+    ) {
+        if out_of_time() { return Ok(()); }
+        let (mut client, mut channel) = noise_pair();
+        let stream = frames.concat();
+        let mut messages = Vec::new();
+        let mut at = 0;
+        for cut in cuts.iter().cycle() {
+            if at == stream.len() { break; }
+            let end = (at + cut).min(stream.len());
+            messages.push((at, client_seal(&mut client, &stream[at..end])));
+            at = end;
+        }
+        let tampered = tamper.map(|(which, byte)| {
+            let which = which.index(messages.len());
+            let message = &mut messages[which].1;
+            let byte = byte.index(message.len());
+            message[byte] ^= 1;
+            which
+        });
+        let mut got = Vec::new();
+        for (index, (start, message)) in messages.iter().enumerate() {
+            if Some(index) == tampered {
+                prop_assert_eq!(channel.open(message), Err(Refused::Decryption));
+                // Every frame that ended before this message came through whole.
+                let whole: usize = got.iter().map(Vec::len).sum();
+                prop_assert!(whole <= *start);
+                prop_assert_eq!(&got.concat()[..], &stream[..whole]);
+                return Ok(());
+            }
+            prop_assert_eq!(channel.open(message), Ok(()));
+            while let Some(frame) = channel.next_frame().unwrap() {
+                got.push(frame);
+            }
+        }
+        prop_assert_eq!(got, frames);
+        prop_assert!(!channel.has_buffered());
+    }
+
+    /// A length prefix over the limit is refused once its 4 bytes are in, however
+    /// they are spread over messages, before any of the frame's content.
+    #[test]
+    fn noise_prefix_over_the_limit_is_refused(
+        length in (NOISE_LIMIT as u32 - 3)..=u32::MAX,
+        split in 0usize..=4,
+        content in prop::collection::vec(any::<u8>(), 0..100),
+    ) {
+        if out_of_time() { return Ok(()); }
+        let (mut client, mut channel) = noise_pair();
+        let prefix = length.to_be_bytes();
+        channel.open(&client_seal(&mut client, &prefix[..split])).unwrap();
+        if split < 4 {
+            prop_assert_eq!(channel.next_frame(), Ok(None));
+        }
+        let rest = [&prefix[split..], &content[..]].concat();
+        channel.open(&client_seal(&mut client, &rest)).unwrap();
+        prop_assert_eq!(channel.next_frame(), Err(Refused::TooBig));
     }
 }

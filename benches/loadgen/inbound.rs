@@ -1,7 +1,8 @@
 //! What arrives on a connection of the pool: one read per readiness event, its
 //! plaintext (with `--tls`, through the connection's session), the upgrade reply,
-//! then WebSocket frames, whose messages go to the scenario's `Driver`. A child
-//! of `pool`, so it works on the connections' private state.
+//! then WebSocket frames, whose messages go to the scenario's `Driver` (with
+//! `--noise`, opened and cut into frames first). A child of `pool`, so it works on
+//! the connections' private state.
 
 use std::time::Instant;
 
@@ -150,17 +151,10 @@ fn consume(
             }
             UpgradeReply::Accepted(head_bytes) => {
                 at = head_bytes;
-                let mut message = std::mem::take(&mut pool.message);
-                let message_id = format!("h-{slot}-{generation}");
-                wire::handshake_json(
-                    &mut message,
-                    &message_id,
-                    &pool.conns[slot].client_id,
-                    pool.unix_secs,
-                );
-                pool.send(slot, &message);
-                pool.message = message;
-                pool.conns[slot].phase = Phase::AwaitAck;
+                match pool.target.noise {
+                    Some(public) => pool.open_noise(slot, &public),
+                    None => send_handshake(pool, slot, generation),
+                }
             }
         }
     }
@@ -202,7 +196,56 @@ fn consume(
     Consumed::Upto(at)
 }
 
+/// Sends `slot`'s Handshake; the HandshakeAck opens it.
+fn send_handshake(pool: &mut Pool, slot: usize, generation: u32) {
+    let mut message = std::mem::take(&mut pool.message);
+    let message_id = format!("h-{slot}-{generation}");
+    wire::handshake_json(
+        &mut message,
+        &message_id,
+        &pool.conns[slot].client_id,
+        pool.unix_secs,
+    );
+    pool.send(slot, &message);
+    pool.message = message;
+    pool.conns[slot].phase = Phase::AwaitAck;
+}
+
+/// A data message: a protocol message, or on a Noise session the opening's reply
+/// or a transport message carrying (parts of) protocol messages.
 fn deliver(pool: &mut Pool, driver: &mut impl Driver, slot: usize, message: &[u8], now: Instant) {
+    let generation = pool.conns[slot].generation;
+    let opening = pool.conns[slot].phase == Phase::Opening;
+    let Some(session) = pool.conns[slot].noise.as_mut() else {
+        return deliver_frame(pool, driver, slot, message, now);
+    };
+    let opened = if opening {
+        session.finish(message)
+    } else {
+        session.open(message)
+    };
+    if opened.is_err() {
+        pool.stats.malformed_messages += 1;
+        return;
+    }
+    if opening {
+        return send_handshake(pool, slot, generation);
+    }
+    while let Some(frame) = pool.conns[slot].noise.as_mut().and_then(|s| s.next_frame()) {
+        deliver_frame(pool, driver, slot, &frame, now);
+        if pool.conns[slot].generation != generation {
+            return;
+        }
+    }
+}
+
+fn deliver_frame(
+    pool: &mut Pool,
+    driver: &mut impl Driver,
+    slot: usize,
+    message: &[u8],
+    now: Instant,
+) {
     let Some(reply) = wire::parse_reply(message) else {
         pool.stats.malformed_messages += 1;
         return;

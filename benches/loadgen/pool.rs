@@ -3,12 +3,15 @@
 //! open, sees each message the relay sends on it, and decides what to send. All
 //! output queued during one loop turn leaves in one write per connection; with
 //! `--tls` it is sealed in one rustls write first (`tls.rs`), then sent the same way.
+//! With `--noise` a connection opens Noise NK after the upgrade (Opening) and each
+//! frame is sealed into transport messages as it is queued (`noise.rs`).
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::net::{self, EVENT_IN, EVENT_OUT, Epoll};
+use crate::noise;
 use crate::tls;
 use crate::wire::{self, Reply, Rng};
 
@@ -23,6 +26,8 @@ pub struct Target {
     pub path: String,
     /// `wss://`: every connection speaks TLS.
     pub tls: Option<tls::Client>,
+    /// `--noise`: the relay's Noise public key; every session is a Noise session.
+    pub noise: Option<[u8; 32]>,
 }
 
 impl Target {
@@ -44,6 +49,8 @@ pub enum Phase {
     Free,
     Connecting,
     Upgrading,
+    /// `--noise`: the opening sent, its reply awaited.
+    Opening,
     AwaitAck,
     Open,
 }
@@ -61,6 +68,8 @@ pub struct Conn {
     /// TLS: the session, and its records not yet accepted by the kernel.
     tls: Option<Box<tls::Session>>,
     sealed: Vec<u8>,
+    /// `--noise`: the session's Noise state.
+    noise: Option<Box<noise::Session>>,
     waiting_writable: bool,
     dirty: bool,
 }
@@ -143,6 +152,8 @@ pub struct Pool {
     read_buffer: Vec<u8>,
     /// TLS: the plaintext of one read.
     plain: Vec<u8>,
+    /// Noise: one transport message being sealed.
+    noise_scratch: Vec<u8>,
     message: Vec<u8>,
     unix_secs: u64,
     pub stats: IoStats,
@@ -175,6 +186,7 @@ impl Pool {
                 tx: Vec::new(),
                 tls: None,
                 sealed: Vec::new(),
+                noise: None,
                 waiting_writable: false,
                 dirty: false,
             })
@@ -188,6 +200,7 @@ impl Pool {
             rng: Rng::new(seed),
             read_buffer: vec![0; READ_BUFFER_BYTES],
             plain: Vec::new(),
+            noise_scratch: Vec::new(),
             message: Vec::new(),
             unix_secs: wire::unix_now_secs(),
             stats: IoStats::default(),
@@ -251,10 +264,31 @@ impl Pool {
         true
     }
 
-    /// Queues one protocol message (prefix + JSON, as built by `wire`) on `slot`.
+    /// Queues one protocol message (prefix + JSON, as built by `wire`) on `slot`;
+    /// on a Noise session, sealed in as many transport messages as it needs.
     pub fn send(&mut self, slot: usize, message: &[u8]) {
+        let conn = &mut self.conns[slot];
+        let rng = &mut self.rng;
+        match conn.noise.as_mut().filter(|session| session.is_open()) {
+            None => wire::encode_frame(&mut conn.tx, wire::OPCODE_BINARY, message, rng.mask()),
+            Some(session) => {
+                let tx = &mut conn.tx;
+                session.seal(message, &mut self.noise_scratch, |sealed| {
+                    wire::encode_frame(tx, wire::OPCODE_BINARY, sealed, rng.mask());
+                });
+            }
+        }
+        self.mark_dirty(slot);
+    }
+
+    /// `--noise`: starts `slot`'s session with the opening, right after the upgrade.
+    fn open_noise(&mut self, slot: usize, public: &[u8; 32]) {
+        let (session, opening) = noise::Session::start(public);
         let mask = self.rng.mask();
-        wire::encode_frame(&mut self.conns[slot].tx, wire::OPCODE_BINARY, message, mask);
+        let conn = &mut self.conns[slot];
+        wire::encode_frame(&mut conn.tx, wire::OPCODE_BINARY, &opening, mask);
+        conn.noise = Some(Box::new(session));
+        conn.phase = Phase::Opening;
         self.mark_dirty(slot);
     }
 
@@ -306,6 +340,7 @@ impl Pool {
         conn.tx.clear();
         conn.tls = None;
         conn.sealed.clear();
+        conn.noise = None;
         conn.waiting_writable = false;
     }
 

@@ -100,6 +100,11 @@ pub struct Config {
     pub gossip_enabled: bool,
     pub gossip_interval_secs: u64,
     pub peer_ttl_secs: u64,
+    /// RELAY_NOISE_STATIC_KEY (§15.1); `None`: the key file of `data_dir`, read or
+    /// made at startup. Its `Debug` shows the public half only.
+    pub noise_static_key: Option<crate::noise::StaticKey>,
+    /// RELAY_REQUIRE_NOISE_ENCRYPTION (§15.1).
+    pub require_noise: bool,
 }
 
 impl Config {

@@ -6,6 +6,7 @@
 //! storage ids and the process-wide connection slot.
 
 use crate::keyed::nonce::NonceVerdict;
+use crate::noise::Channel;
 use crate::process::ConnectionSlot;
 use crate::protocol::Id64;
 use crate::protocol::decode::Handshake;
@@ -76,11 +77,14 @@ pub enum MeshMessage {
 /// An accepted connection whose Handshake names a routing_id the receiving shard
 /// owns. `transport` is the connection taken apart (its fd and any TLS state),
 /// owned by the receiver; `remainder` holds bytes the accepting shard read past the
-/// Handshake (pipelined frames).
+/// Handshake (pipelined frames). On a Noise session (§15.1) `noise` is its cipher
+/// state, holding any plaintext decrypted past the Handshake frame; `remainder`
+/// is then the WebSocket bytes after the message that carried it.
 #[derive(Debug)]
 pub struct HandedSession {
     pub transport: Parts,
     pub remainder: Vec<u8>,
+    pub noise: Option<Box<Channel>>,
     pub handshake: Box<Handshake>,
     pub slot: ConnectionSlot,
 }

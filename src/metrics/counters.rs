@@ -217,6 +217,8 @@ pub struct ShardMetrics {
     pub(super) offload_received_total: [Counter; OFFLOAD_RECEIVED.len()],
     pub federation_ignored_total: Counter,
     pub(super) connections_refused_total: [Counter; REFUSALS.len()],
+    /// Client sessions that completed a Noise NK opening (§15.1).
+    pub noise_sessions_total: Counter,
 }
 
 impl ShardMetrics {

@@ -18,11 +18,13 @@ use crate::limits::{
 
 /// Binds the metrics listener (§12.1) and serves it on a new thread, one connection
 /// at a time. `GET /` is the index, `GET /metrics` the scrape (behind the bearer
-/// token when one is set), anything else `404`. Returns the bound address; a bind
+/// token when one is set), `GET /pubkey` the Noise public key `pubkey` (base64url,
+/// no token needed), anything else `404`. Returns the bound address; a bind
 /// failure is returned as is, for the caller to name `RELAY_METRICS_ADDR`.
 pub fn spawn_listener(
     addr: impl ToSocketAddrs,
     token: Option<String>,
+    pubkey: String,
     shards: Arc<[ShardMetrics]>,
     global: Arc<Global>,
 ) -> io::Result<(SocketAddr, JoinHandle<()>)> {
@@ -30,6 +32,7 @@ pub fn spawn_listener(
     let local = listener.local_addr()?;
     let state = Listener {
         token,
+        pubkey,
         shards,
         global,
     };
@@ -41,6 +44,7 @@ pub fn spawn_listener(
 
 struct Listener {
     token: Option<String>,
+    pubkey: String,
     shards: Arc<[ShardMetrics]>,
     global: Arc<Global>,
 }
@@ -142,7 +146,7 @@ impl Listener {
                 content_type: "application/json",
                 extra_header: "",
                 body: format!(
-                    r#"{{"service":"vauchi-relay-metrics","version":"{}","endpoints":["/metrics"]}}"#,
+                    r#"{{"service":"vauchi-relay-metrics","version":"{}","endpoints":["/metrics","/pubkey"]}}"#,
                     env!("CARGO_PKG_VERSION")
                 )
                 .into_bytes(),
@@ -155,6 +159,12 @@ impl Listener {
                     body: render(&self.shards, &self.global).into_bytes(),
                 }
             }
+            ("GET", "/pubkey") => Reply {
+                status: "200 OK",
+                content_type: "text/plain",
+                extra_header: "",
+                body: self.pubkey.clone().into_bytes(),
+            },
             ("GET", "/metrics") => Reply {
                 extra_header: "WWW-Authenticate: Bearer\r\n",
                 ..Reply::text("401 Unauthorized", "Unauthorized")

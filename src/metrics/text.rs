@@ -41,7 +41,7 @@ enum Values {
 }
 
 /// Every metric of §12.2, in its order there: name, type, help, values.
-const FAMILIES: [(&str, &str, &str, Values); 25] = [
+const FAMILIES: [(&str, &str, &str, Values); 26] = [
     (
         "relay_connections_total",
         "counter",
@@ -191,12 +191,6 @@ const FAMILIES: [(&str, &str, &str, Values); 25] = [
         Values::Global(|g| g.tls_reload_failures.load(Relaxed)),
     ),
     (
-        "relay_federation_discovered_peers",
-        "gauge",
-        "Peers known only from gossip, unexpired.",
-        Values::Global(|g| g.federation_discovered_peers.load(Relaxed)),
-    ),
-    (
         "relay_tls_certificate_expiry_timestamp_seconds",
         "gauge",
         "notAfter of the certificate in use, by listener.",
@@ -204,6 +198,18 @@ const FAMILIES: [(&str, &str, &str, Values); 25] = [
             let at = g.certificate_expiry[i].load(Relaxed);
             (at != ABSENT).then_some(at)
         }),
+    ),
+    (
+        "relay_noise_sessions_total",
+        "counter",
+        "Client sessions that completed a Noise NK handshake.",
+        Values::Summed(|s| s.noise_sessions_total.get()),
+    ),
+    (
+        "relay_federation_discovered_peers",
+        "gauge",
+        "Peers known only from gossip, unexpired.",
+        Values::Global(|g| g.federation_discovered_peers.load(Relaxed)),
     ),
 ];
 

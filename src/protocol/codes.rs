@@ -88,7 +88,9 @@ pub enum CloseReason {
     UnsupportedVersion,
     InvalidHandshake,
     AuthenticationFailed,
-    NoiseNotSupported,
+    NoiseRequired,
+    NoiseHandshakeFailed,
+    DecryptionFailed,
     HandshakeTimeout,
     MessageTooBig,
     InternalError,
@@ -107,7 +109,9 @@ impl CloseReason {
             | CloseReason::UnsupportedVersion
             | CloseReason::InvalidHandshake
             | CloseReason::AuthenticationFailed
-            | CloseReason::NoiseNotSupported
+            | CloseReason::NoiseRequired
+            | CloseReason::NoiseHandshakeFailed
+            | CloseReason::DecryptionFailed
             | CloseReason::HandshakeTimeout => 1008,
             CloseReason::MessageTooBig => 1009,
             CloseReason::InternalError => 1011,
@@ -126,7 +130,9 @@ impl CloseReason {
             CloseReason::UnsupportedVersion => "unsupported version",
             CloseReason::InvalidHandshake => "invalid handshake",
             CloseReason::AuthenticationFailed => "authentication failed",
-            CloseReason::NoiseNotSupported => "noise not supported",
+            CloseReason::NoiseRequired => "noise required",
+            CloseReason::NoiseHandshakeFailed => "noise handshake failed",
+            CloseReason::DecryptionFailed => "decryption failed",
             CloseReason::HandshakeTimeout => "handshake timeout",
             CloseReason::MessageTooBig => "message too big",
             CloseReason::InternalError => "internal error",

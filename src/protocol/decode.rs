@@ -52,13 +52,16 @@ impl Handshake {
     }
 }
 
-/// Runs §4.2 checks 2 to 6 and §4.3 step 1 on the first binary data message.
-/// (Check 1, text frames, is the caller's.) Authentication field format errors
-/// give `AuthenticationFailed`.
+/// §4.2 check 2: the first binary data message is a Noise opening (§15.1).
+pub fn is_noise_opening(message: &[u8]) -> bool {
+    message.len() >= NOISE_OPENING_BYTES_MIN && message.starts_with(&NOISE_PREFIX)
+}
+
+/// Runs §4.2 checks 3 to 6 and §4.3 step 1 on a Handshake frame: the first binary
+/// data message of a plain session, or the first frame inside a Noise one. (Checks
+/// 1 and 2, text frames and Noise openings, are the caller's.) Authentication
+/// field format errors give `AuthenticationFailed`.
 pub fn decode_handshake(message: &[u8]) -> Result<Handshake, CloseReason> {
-    if message.len() >= NOISE_OPENING_BYTES_MIN && message.starts_with(&NOISE_PREFIX) {
-        return Err(CloseReason::NoiseNotSupported);
-    }
     let envelope = decode_envelope(message).map_err(|_| CloseReason::HandshakeRequired)?;
     if envelope.version != 1 {
         return Err(CloseReason::UnsupportedVersion);

@@ -52,16 +52,28 @@ pub(crate) fn envelope(
     )
 }
 
+/// The features of a Noise session's HandshakeAck: `"noise_nk"` after the ten (§15.1).
+const NOISE_FEATURES_JSON: &str = r#"["routing_token","suppress_presence","purge","device_sync","recovery_proof","account_revoked","forwarding_hints","authenticated_handshake","errors","live_push","noise_nk"]"#;
+
 /// HandshakeAck (§4.5) with the ten features in order.
 pub fn handshake_ack(now: u64) -> Vec<u8> {
     with_new_id(|id| handshake_ack_with_id(now, id))
 }
 
+/// HandshakeAck of a Noise session (§15.1): the ten features, then `"noise_nk"`.
+pub fn noise_handshake_ack(now: u64) -> Vec<u8> {
+    with_new_id(|id| ack_with_features(now, id, NOISE_FEATURES_JSON))
+}
+
 /// [`handshake_ack`] with a given envelope `message_id`.
 pub fn handshake_ack_with_id(now: u64, envelope_message_id: &str) -> Vec<u8> {
+    ack_with_features(now, envelope_message_id, FEATURES_JSON)
+}
+
+fn ack_with_features(now: u64, envelope_message_id: &str, features: &str) -> Vec<u8> {
     let server_version = env!("CARGO_PKG_VERSION");
     let mut frame = envelope(
-        64 + server_version.len() + FEATURES_JSON.len(),
+        64 + server_version.len() + features.len(),
         now,
         envelope_message_id,
         "HandshakeAck",
@@ -69,7 +81,7 @@ pub fn handshake_ack_with_id(now: u64, envelope_message_id: &str) -> Vec<u8> {
     frame.literal(",\"protocol_version\":1,\"server_version\":");
     frame.string(server_version);
     frame.literal(",\"features\":");
-    frame.literal(FEATURES_JSON);
+    frame.literal(features);
     frame.finish()
 }
 

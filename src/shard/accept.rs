@@ -18,12 +18,11 @@ use crate::http::{self, HeadParse, HealthFacts, Route, RouteContext};
 use crate::limits;
 use crate::metrics::Refusal;
 use crate::protocol::CloseReason;
-use crate::protocol::decode::{self, Handshake};
+use crate::protocol::decode::Handshake;
 use crate::wsframe::{self, MessageReader, Step};
 
-use crate::keyed::auth;
-use crate::keyed::nonce::NonceVerdict;
-use crate::mesh::{HandedSession, InboundLink, MeshMessage, NonceCheck, ToFederation};
+use crate::mesh::{HandedSession, InboundLink, MeshMessage, ToFederation};
+use crate::noise::Channel;
 use crate::process::ConnectionSlot;
 use crate::transport::proxy_header::Versions;
 use crate::transport::tls::TlsServer;
@@ -31,6 +30,7 @@ use crate::transport::{self, Transport};
 
 use super::Shard;
 use super::deadline::Deadline;
+use super::first_message::{Outcome, first_message};
 use super::session::socket;
 
 /// Accepts connections for the life of the shard.
@@ -138,26 +138,6 @@ async fn open(shard: &Shard, tcp: TcpStream) -> Option<Transport> {
     Some(Transport::Tls(Box::new(tls)))
 }
 
-/// How the pre-session phase ended.
-enum Outcome {
-    /// Reply written or connection gone: close.
-    Done,
-    /// A client session for `handshake`; `remainder` holds bytes read past it.
-    Session {
-        handshake: Box<Handshake>,
-        remainder: Vec<u8>,
-    },
-    /// Close the WebSocket with this code and reason (§4.2).
-    Close(u16, &'static str),
-    /// The peer closed the WebSocket before its Handshake: echo.
-    EchoClose(u16),
-    /// The handshake timer expired before the upgrade: close the TCP connection.
-    TimedOut,
-    /// An upgraded `/federation` link for the federation executor (§11.4);
-    /// `remainder` holds bytes read past the request head.
-    Federation { remainder: Vec<u8> },
-}
-
 /// One admitted connection, from its client address to its session, link or reply.
 async fn serve(
     shard: Rc<Shard>,
@@ -236,8 +216,9 @@ async fn serve(
         Outcome::Session {
             handshake,
             remainder,
+            noise,
         } => {
-            hand_off(shard, stream, slot, handshake, remainder).await;
+            hand_off(shard, stream, slot, handshake, remainder, noise).await;
             return;
         }
         Outcome::Federation { remainder } => {
@@ -375,106 +356,19 @@ async fn reply(stream: &mut Transport, bytes: &[u8]) -> Outcome {
     Outcome::Done
 }
 
-/// Reads up to the end of the first data message and checks it as a Handshake
-/// (§4.2). Pings are answered; nothing past the message is consumed.
-async fn first_message(
-    shard: &Shard,
-    stream: &mut Transport,
-    reader: &mut MessageReader,
-) -> Outcome {
-    let mut chunk = [0u8; limits::HANDSHAKE_READ_CHUNK_BYTES];
-    loop {
-        match reader.poll() {
-            Step::NeedMore => match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return Outcome::Done,
-                Ok(n) => reader.feed(&chunk[..n]),
-            },
-            Step::Write(bytes) => {
-                if stream.send(&bytes).await.is_err() {
-                    return Outcome::Done;
-                }
-            }
-            Step::PeerClose { code } => return Outcome::EchoClose(code),
-            Step::Fail { code, reason } => return Outcome::Close(code, reason),
-            Step::Message { binary: false, .. } => {
-                shard.metrics().messages_received_total.inc();
-                let reason = CloseReason::HandshakeRequired;
-                return Outcome::Close(reason.code(), reason.reason());
-            }
-            Step::Message {
-                binary: true,
-                payload,
-                ..
-            } => {
-                shard.metrics().messages_received_total.inc();
-                let handshake = match decode::decode_handshake(&payload) {
-                    Ok(handshake) => handshake,
-                    Err(reason) => return Outcome::Close(reason.code(), reason.reason()),
-                };
-                if let Err(reason) = authenticate(shard, &handshake).await {
-                    return Outcome::Close(reason.code(), reason.reason());
-                }
-                return Outcome::Session {
-                    handshake: Box::new(handshake),
-                    remainder: reader.take_remainder(),
-                };
-            }
-        }
-    }
-}
-
-/// The authenticated handshake of §4.3, when all four fields were given.
-async fn authenticate(shard: &Shard, handshake: &Handshake) -> Result<(), CloseReason> {
-    let Some(auth) = &handshake.auth else {
-        return Ok(());
-    };
-    let now = shard.now();
-    if !auth::precheck(auth, &handshake.client_id, now) {
-        return Err(CloseReason::AuthenticationFailed);
-    }
-    let key = auth.identity_public_key;
-    let owner = shard.owner_of(&key);
-    let verdict = if owner == shard.index {
-        shard.state.borrow_mut().nonces.check(key, auth.nonce, now)
-    } else {
-        let (verdict, answer) = flume::bounded(1);
-        let message = MeshMessage::NonceCheck(NonceCheck {
-            key,
-            nonce: auth.nonce,
-            now,
-            verdict,
-        });
-        if shard.mesh.try_send(owner, message).is_err() {
-            return Err(CloseReason::Overloaded);
-        }
-        answer
-            .recv_async()
-            .await
-            .map_err(|_| CloseReason::InternalError)?
-    };
-    match verdict {
-        NonceVerdict::Fresh => {}
-        NonceVerdict::Replayed => return Err(CloseReason::AuthenticationFailed),
-        NonceVerdict::Full => return Err(CloseReason::Overloaded),
-    }
-    if auth::signature_verifies(auth) {
-        Ok(())
-    } else {
-        Err(CloseReason::AuthenticationFailed)
-    }
-}
-
-/// Runs the session here, or moves the socket to the owner shard (§10.2).
+/// Runs the session here, or moves the socket to the owner shard (§10.2), with
+/// the bytes read past the Handshake and, on a Noise session, its cipher state.
 async fn hand_off(
     shard: Rc<Shard>,
     stream: Transport,
     slot: ConnectionSlot,
     handshake: Box<Handshake>,
     remainder: Vec<u8>,
+    noise: Option<Box<Channel>>,
 ) {
     let owner = shard.owner_of(&handshake.routing_id());
     if owner == shard.index {
-        socket::run(shard, stream, remainder, handshake, slot).await;
+        socket::run(shard, stream, remainder, noise, handshake, slot).await;
         return;
     }
     let Ok(transport) = stream.into_parts() else {
@@ -483,6 +377,7 @@ async fn hand_off(
     let message = MeshMessage::Session(HandedSession {
         transport,
         remainder,
+        noise,
         handshake,
         slot,
     });
@@ -525,6 +420,13 @@ fn hand_to_federation(shard: &Shard, stream: Transport, slot: ConnectionSlot, re
 /// Starts a session handed over by another shard.
 pub fn adopt(shard: &Rc<Shard>, m: HandedSession) {
     let stream = Transport::from_parts(m.transport);
-    let session = socket::run(Rc::clone(shard), stream, m.remainder, m.handshake, m.slot);
+    let session = socket::run(
+        Rc::clone(shard),
+        stream,
+        m.remainder,
+        m.noise,
+        m.handshake,
+        m.slot,
+    );
     glommio::spawn_local(session).detach();
 }

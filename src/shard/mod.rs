@@ -27,6 +27,7 @@ pub mod deadline;
 pub mod dispatch;
 pub mod fanout;
 pub mod features;
+pub mod first_message;
 pub mod gather;
 pub mod offload;
 pub mod owner;

@@ -35,6 +35,12 @@ pub fn write_binary_frame(out: &mut Vec<u8>, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
+/// Appends the header of an unmasked, final binary frame of `len` payload bytes;
+/// the caller appends the payload (the Noise transport encrypts it in place).
+pub fn write_binary_header(out: &mut Vec<u8>, len: usize) {
+    write_header(out, OPCODE_BINARY, len);
+}
+
 fn write_header(out: &mut Vec<u8>, opcode: u8, len: usize) {
     out.push(0x80 | opcode);
     match len {

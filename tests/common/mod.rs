@@ -3,6 +3,9 @@
 #![allow(dead_code)]
 
 pub mod ca;
+pub mod noise;
+
+pub use noise::{NoiseClient, Wire};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -59,6 +62,9 @@ pub struct Relay {
     /// The metrics listener's address (logged before the main one).
     pub metrics_addr: Option<SocketAddr>,
     pub log: Arc<Mutex<Vec<String>>>,
+    /// Set by [`Relay::start_over`] with [`Wire::Noise`]: the relay's Noise public
+    /// key, which `connect` and `handshake` then open sessions with.
+    pub noise_key: Option<[u8; 32]>,
 }
 
 impl Relay {
@@ -97,11 +103,43 @@ impl Relay {
             addr,
             metrics_addr,
             log,
+            noise_key: None,
         }
     }
 
+    /// Starts the relay; with [`Wire::Noise`], the sessions `connect` and
+    /// `handshake` open are Noise sessions (the key read from `/pubkey`).
+    pub fn start_over(wire: Wire, data_dir: &Path, vars: &[(&str, &str)]) -> Relay {
+        let mut relay = Relay::start(data_dir, vars);
+        if wire == Wire::Noise {
+            let metrics = relay.metrics_addr.expect("metrics address logged");
+            relay.noise_key = Some(noise::fetch_pubkey(metrics));
+        }
+        relay
+    }
+
+    pub fn wire(&self) -> Wire {
+        if self.noise_key.is_some() {
+            Wire::Noise
+        } else {
+            Wire::Plain
+        }
+    }
+
+    /// A session before its Handshake, over this relay's wire.
     pub fn connect(&self) -> Client {
-        Client::connect(self.addr)
+        let mut client = Client::connect(self.addr);
+        if let Some(key) = &self.noise_key {
+            client.open_noise(key);
+        }
+        client
+    }
+
+    /// A session after its Handshake for `client_id` and the HandshakeAck.
+    pub fn handshake(&self, client_id: &str) -> Client {
+        let mut client = self.connect();
+        client.handshake_as(client_id);
+        client
     }
 
     /// Kills the process at once (SIGKILL) and waits for it.
@@ -203,6 +241,8 @@ pub enum Received {
 /// A client session over a plain TCP stream, or another (a TLS one).
 pub struct Client<S: Read + Write = TcpStream> {
     pub ws: WebSocket<S>,
+    /// A Noise session's client state (§15.1); `None`: plain.
+    pub noise: Option<NoiseClient>,
 }
 
 /// A TCP connection to `target` from `source`, a loopback address of the test's
@@ -231,7 +271,7 @@ impl Client {
     /// A client session over `stream`, connected to `addr`.
     pub fn over(stream: TcpStream, addr: SocketAddr) -> Client {
         let (ws, _) = tungstenite::client::client(format!("ws://{addr}/"), stream).unwrap();
-        Client { ws }
+        Client { ws, noise: None }
     }
 
     /// Connects and completes a Handshake for `client_id`, returning the client
@@ -244,6 +284,21 @@ impl Client {
 }
 
 impl<S: Read + Write> Client<S> {
+    /// Sends a Noise opening for `server_public` and reads the relay's reply: from
+    /// then on every data message is sealed (§15.1).
+    pub fn open_noise(&mut self, server_public: &[u8; 32]) {
+        let (opening, state) = noise::opening(server_public);
+        self.ws.send(Message::binary(opening)).unwrap();
+        let reply = loop {
+            match self.ws.read().unwrap() {
+                Message::Binary(bytes) => break bytes,
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected the opening's reply, got {other:?}"),
+            }
+        };
+        self.noise = Some(NoiseClient::finish(state, &reply));
+    }
+
     /// Sends the Handshake for `client_id` and expects its HandshakeAck.
     pub fn handshake_as(&mut self, client_id: &str) {
         self.send_json(&handshake_json(client_id));
@@ -252,7 +307,8 @@ impl<S: Read + Write> Client<S> {
     }
 
     pub fn send_json(&mut self, json: &str) {
-        self.ws.send(Message::binary(frame(json))).unwrap();
+        self.feed_json(json);
+        self.flush();
     }
 
     pub fn send_raw(&mut self, message: Message) {
@@ -261,7 +317,19 @@ impl<S: Read + Write> Client<S> {
 
     /// Queues without flushing (for pipelining), then `flush`.
     pub fn feed_json(&mut self, json: &str) {
-        self.ws.write(Message::binary(frame(json))).unwrap();
+        self.feed_frame(&frame(json));
+    }
+
+    /// Queues one v1 frame: one binary message, or sealed in as many as it needs.
+    pub fn feed_frame(&mut self, frame: &[u8]) {
+        match self.noise.as_mut() {
+            None => self.ws.write(Message::binary(frame.to_vec())).unwrap(),
+            Some(noise) => {
+                for message in noise.seal_frame(frame) {
+                    self.ws.write(Message::binary(message)).unwrap();
+                }
+            }
+        }
     }
 
     pub fn flush(&mut self) {
@@ -270,7 +338,13 @@ impl<S: Read + Write> Client<S> {
 
     pub fn recv(&mut self) -> Received {
         loop {
+            if let Some(frame) = self.noise.as_mut().and_then(NoiseClient::next_frame) {
+                return Received::Json(serde_json::from_slice(&frame[4..]).unwrap());
+            }
             match self.ws.read() {
+                Ok(Message::Binary(bytes)) if self.noise.is_some() => {
+                    self.noise.as_mut().unwrap().open(&bytes);
+                }
                 Ok(Message::Binary(bytes)) => {
                     let length = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize;
                     assert_eq!(length, bytes.len() - 4, "relay wrote an exact prefix");

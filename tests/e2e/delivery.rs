@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 /// A session that reads raw JSON text.
 fn session(relay: &Relay, handshake: Value) -> RawWs {
-    let mut ws = RawWs::connect(relay.addr);
+    let mut ws = RawWs::connect_to(relay);
     ws.send_json(&envelope_of(handshake));
     let ack: Value = serde_json::from_str(&ws.recv_text()).unwrap();
     assert_eq!(ack["payload"]["type"], "HandshakeAck");
@@ -78,8 +78,15 @@ fn barrier(ws: &mut RawWs, label: &str) {
 
 #[test]
 fn blob_count_quota_fails_the_third_store() {
+    blob_count_quota_fails_the_third_store_over(Wire::Plain);
+}
+
+/// [`blob_count_quota_fails_the_third_store`], on sessions over `wire`
+/// (`noise.rs` runs it over Noise).
+pub(crate) fn blob_count_quota_fails_the_third_store_over(wire: Wire) {
     let dir = TempDir::new("quota-count");
-    let relay = Relay::start(
+    let relay = Relay::start_over(
+        wire,
         dir.path(),
         &[("RELAY_MAX_BLOBS_PER_USER", "2"), ("RELAY_SHARDS", "2")],
     );
@@ -139,9 +146,15 @@ fn zero_quotas_mean_unlimited() {
 
 #[test]
 fn delivered_then_received_by_recipient_across_shards() {
+    delivered_then_received_by_recipient_across_shards_over(Wire::Plain);
+}
+
+/// [`delivered_then_received_by_recipient_across_shards`], on sessions over `wire`
+/// (`noise.rs` runs it over Noise).
+pub(crate) fn delivered_then_received_by_recipient_across_shards_over(wire: Wire) {
     // With 2 shards, A is on shard 0 and B on shard 1 (Appendix A.2).
     let dir = TempDir::new("notify");
-    let relay = Relay::start(dir.path(), &[("RELAY_SHARDS", "2")]);
+    let relay = Relay::start_over(wire, dir.path(), &[("RELAY_SHARDS", "2")]);
     let mut sender = plain(&relay, A);
     let mut recipient = plain(&relay, B);
     let blob_id = store(&mut sender, "n1", B, &[1, 2, 3]);
@@ -153,8 +166,14 @@ fn delivered_then_received_by_recipient_across_shards() {
 
 #[test]
 fn connect_time_delivery_notifies_every_sender_session_once() {
+    connect_time_delivery_notifies_every_sender_session_once_over(Wire::Plain);
+}
+
+/// [`connect_time_delivery_notifies_every_sender_session_once`], on sessions over `wire`
+/// (`noise.rs` runs it over Noise).
+pub(crate) fn connect_time_delivery_notifies_every_sender_session_once_over(wire: Wire) {
     let dir = TempDir::new("notify-connect");
-    let relay = Relay::start(dir.path(), &[("RELAY_SHARDS", "2")]);
+    let relay = Relay::start_over(wire, dir.path(), &[("RELAY_SHARDS", "2")]);
     let mut sender = plain(&relay, A);
     let mut other_sender = plain(&relay, A);
     let blob_id = store(&mut sender, "c1", B, &[7]);
@@ -234,8 +253,15 @@ fn suppress_presence_does_not_affect_the_sessions_own_sends() {
 
 #[test]
 fn delivered_never_precedes_the_senders_stored_ack() {
+    delivered_never_precedes_the_senders_stored_ack_over(Wire::Plain);
+}
+
+/// [`delivered_never_precedes_the_senders_stored_ack`], on sessions over `wire`
+/// (`noise.rs` runs it over Noise).
+pub(crate) fn delivered_never_precedes_the_senders_stored_ack_over(wire: Wire) {
     let dir = TempDir::new("notify-order");
-    let relay = Relay::start(
+    let relay = Relay::start_over(
+        wire,
         dir.path(),
         &[("RELAY_SHARDS", "2"), ("RELAY_RATE_LIMIT", "100000")],
     );
@@ -289,8 +315,17 @@ fn a_routing_token_is_the_senders_identity_for_notifications() {
 
 #[test]
 fn a_recipient_that_stops_reading_is_closed_with_1013_and_loses_nothing() {
+    a_recipient_that_stops_reading_is_closed_with_1013_and_loses_nothing_over(Wire::Plain);
+}
+
+/// [`a_recipient_that_stops_reading_is_closed_with_1013_and_loses_nothing`], on sessions over `wire`
+/// (`noise.rs` runs it over Noise).
+pub(crate) fn a_recipient_that_stops_reading_is_closed_with_1013_and_loses_nothing_over(
+    wire: Wire,
+) {
     let dir = TempDir::new("slow-reader");
-    let relay = Relay::start(
+    let relay = Relay::start_over(
+        wire,
         dir.path(),
         &[
             ("RELAY_SHARDS", "2"),
@@ -379,9 +414,15 @@ fn pending_blobs_precede_the_reply_to_a_pipelined_request() {
 
 #[test]
 fn a_closing_session_leaves_a_newer_sessions_live_push_in_place() {
+    a_closing_session_leaves_a_newer_sessions_live_push_in_place_over(Wire::Plain);
+}
+
+/// [`a_closing_session_leaves_a_newer_sessions_live_push_in_place`], on sessions over `wire`
+/// (`noise.rs` runs it over Noise).
+pub(crate) fn a_closing_session_leaves_a_newer_sessions_live_push_in_place_over(wire: Wire) {
     // §4.10: a session removes only its own live-push registration.
     let dir = TempDir::new("unregister");
-    let relay = Relay::start(dir.path(), &[("RELAY_SHARDS", "2")]);
+    let relay = Relay::start_over(wire, dir.path(), &[("RELAY_SHARDS", "2")]);
     let mut older = plain(&relay, B);
     let mut newer = plain(&relay, B);
     older.send_frame(0x88, &1000u16.to_be_bytes(), true);

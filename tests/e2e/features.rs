@@ -17,7 +17,7 @@ fn session(relay: &Relay, client_id: &str, extra: Value) -> Client {
         .as_object_mut()
         .unwrap()
         .extend(extra.as_object().unwrap().clone());
-    let mut client = Client::connect(relay.addr);
+    let mut client = relay.connect();
     client.send_json(&envelope("hs", payload));
     assert_eq!(client.recv_json()["payload"]["type"], "HandshakeAck");
     client
@@ -56,9 +56,11 @@ fn assert_stored_without_blob_id(reply: &Value, message_id: &str) {
     assert!(reply["payload"].get("blob_id").is_none(), "{reply}");
 }
 
-fn device_sync_flow(shards: &str, routing: Value) {
+/// Device sync on connect, live and acked, on sessions over `wire` (`noise.rs`
+/// runs it over Noise).
+pub(crate) fn device_sync_flow(shards: &str, routing: Value, wire: Wire) {
     let dir = TempDir::new("devsync");
-    let relay = Relay::start(dir.path(), &[("RELAY_SHARDS", shards)]);
+    let relay = Relay::start_over(wire, dir.path(), &[("RELAY_SHARDS", shards)]);
     let mut extra = json!({"device_id": D1});
     extra
         .as_object_mut()
@@ -107,12 +109,12 @@ fn device_sync_flow(shards: &str, routing: Value) {
 
 #[test]
 fn device_sync_is_delivered_on_connect_pushed_live_and_acked() {
-    device_sync_flow("2", json!({}));
+    device_sync_flow("2", json!({}), Wire::Plain);
 }
 
 #[test]
 fn device_sync_reaches_a_session_placed_on_another_shard_by_its_routing_token() {
-    device_sync_flow("4", json!({"routing_token": TOKEN}));
+    device_sync_flow("4", json!({"routing_token": TOKEN}), Wire::Plain);
 }
 
 #[test]
@@ -157,8 +159,14 @@ fn proof_query(message_id: &str, hashes: &[&str]) -> String {
 
 #[test]
 fn recovery_proofs_are_stored_replaced_and_queried_across_shards() {
+    recovery_proofs_are_stored_replaced_and_queried_across_shards_over(Wire::Plain);
+}
+
+/// [`recovery_proofs_are_stored_replaced_and_queried_across_shards`], on sessions over `wire`
+/// (`noise.rs` runs it over Noise).
+pub(crate) fn recovery_proofs_are_stored_replaced_and_queried_across_shards_over(wire: Wire) {
     let dir = TempDir::new("proofs");
-    let relay = Relay::start(dir.path(), &[("RELAY_SHARDS", "4")]);
+    let relay = Relay::start_over(wire, dir.path(), &[("RELAY_SHARDS", "4")]);
     let mut client = session(&relay, A, json!({}));
     // HASH, B and TOKEN hash to different shards of 4.
     assert_stored_without_blob_id(
@@ -214,8 +222,14 @@ fn the_recovery_bucket_limits_proof_requests() {
 
 #[test]
 fn purge_deletes_blobs_device_sync_and_the_proof() {
+    purge_deletes_blobs_device_sync_and_the_proof_over(Wire::Plain);
+}
+
+/// [`purge_deletes_blobs_device_sync_and_the_proof`], on sessions over `wire`
+/// (`noise.rs` runs it over Noise).
+pub(crate) fn purge_deletes_blobs_device_sync_and_the_proof_over(wire: Wire) {
     let dir = TempDir::new("purge");
-    let relay = Relay::start(dir.path(), &[("RELAY_SHARDS", "4")]);
+    let relay = Relay::start_over(wire, dir.path(), &[("RELAY_SHARDS", "4")]);
     let mut sender = session(&relay, A, json!({}));
     for i in 0..3 {
         assert_eq!(

@@ -52,17 +52,18 @@ fn first_message_close_table() {
             true,
             HANDSHAKE_REQUIRED,
         ),
+        // A Noise opening whose message 1 does not decrypt (§15.1).
         (
-            "noise opening of 51 bytes",
+            "garbled noise opening of 51 bytes",
             noise.clone(),
             false,
-            "noise not supported",
+            "noise handshake failed",
         ),
         (
-            "noise opening of 60 bytes",
+            "garbled noise opening of 60 bytes",
             [noise.clone(), vec![0; 9]].concat(),
             false,
-            "noise not supported",
+            "noise handshake failed",
         ),
         (
             "noise magic but 50 bytes",

@@ -16,6 +16,7 @@ mod handshake;
 mod http;
 mod metrics;
 mod monitoring;
+mod noise;
 mod privacy;
 mod proxy_protocol;
 mod relay;

@@ -24,10 +24,16 @@ fn http_status(relay: &Relay, path: &str) -> (u16, String) {
 
 #[test]
 fn sigterm_during_a_burst_acknowledges_only_what_is_kept() {
+    sigterm_during_a_burst_acknowledges_only_what_is_kept_over(Wire::Plain);
+}
+
+/// [`sigterm_during_a_burst_acknowledges_only_what_is_kept`], on sessions over `wire`
+/// (`noise.rs` runs it over Noise).
+pub(crate) fn sigterm_during_a_burst_acknowledges_only_what_is_kept_over(wire: Wire) {
     let dir = TempDir::new("shutdown");
     let vars = [("RELAY_SHARDS", "2"), ("RELAY_RATE_LIMIT", "100000")];
-    let mut relay = Relay::start(dir.path(), &vars);
-    let mut sender = Client::handshake(relay.addr, A);
+    let mut relay = Relay::start_over(wire, dir.path(), &vars);
+    let mut sender = relay.handshake(A);
     for i in 0..500 {
         sender.feed_json(&update_json(&format!("m{i}"), B, &(i as u32).to_be_bytes()));
     }
@@ -66,8 +72,8 @@ fn sigterm_during_a_burst_acknowledges_only_what_is_kept() {
     );
     let status = relay.child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
-    let relay = Relay::start(dir.path(), &vars);
-    let mut recipient = Client::handshake(relay.addr, B);
+    let relay = Relay::start_over(wire, dir.path(), &vars);
+    let mut recipient = relay.handshake(B);
     for (i, id) in stored.iter().enumerate() {
         assert_eq!(recipient.recv_json()["message_id"], id.as_str(), "blob {i}");
     }
@@ -75,20 +81,27 @@ fn sigterm_during_a_burst_acknowledges_only_what_is_kept() {
 
 #[test]
 fn draining_answers_ready_with_503_and_refuses_upgrades() {
+    draining_answers_ready_with_503_and_refuses_upgrades_over(Wire::Plain);
+}
+
+/// [`draining_answers_ready_with_503_and_refuses_upgrades`], on sessions over `wire`
+/// (`noise.rs` runs it over Noise).
+pub(crate) fn draining_answers_ready_with_503_and_refuses_upgrades_over(wire: Wire) {
     let dir = TempDir::new("draining");
-    let mut relay = Relay::start(dir.path(), &[("RELAY_SHARDS", "1")]);
+    let mut relay = Relay::start_over(wire, dir.path(), &[("RELAY_SHARDS", "1")]);
     // A session that keeps the relay draining until it closes.
-    let mut session = Client::handshake(relay.addr, A);
+    let mut session = relay.handshake(A);
     signal(&relay, libc::SIGTERM);
     session.expect_close(1001);
     // The relay may already be gone once the session has closed; if it answers,
     // it answers as draining. Check it while a second session holds it open.
     let _ = relay.child.wait();
-    let mut relay = Relay::start(
+    let mut relay = Relay::start_over(
+        wire,
         dir.path(),
         &[("RELAY_SHARDS", "1"), ("RELAY_HANDSHAKE_TIMEOUT", "30")],
     );
-    let mut holder = Client::handshake(relay.addr, A);
+    let mut holder = relay.handshake(A);
     // Keep the holder from closing promptly: don't read its Close yet.
     signal(&relay, libc::SIGTERM);
     let (ready, body) = loop {

@@ -61,7 +61,7 @@ fn served_certificate(addr: SocketAddr, config: &Arc<ClientConfig>) -> Vec<u8> {
 fn wss(addr: SocketAddr, config: &Arc<ClientConfig>) -> Client<Tls> {
     let tls = tls_connect(addr, config);
     let (ws, _) = tungstenite::client::client("ws://localhost/", tls).unwrap();
-    Client { ws }
+    Client { ws, noise: None }
 }
 
 fn https_get(addr: SocketAddr, config: &Arc<ClientConfig>, path: &str) -> String {
@@ -389,7 +389,7 @@ fn behind_a_proxy_protocol_header_comes_tls_and_the_header_names_the_client() {
     };
     // A wss:// session for client 198.51.100.1 (handed to its owner shard).
     let (ws, _) = tungstenite::client::client("ws://localhost/", behind("198.51.100.1")).unwrap();
-    let mut session = Client { ws };
+    let mut session = Client { ws, noise: None };
     session.handshake_as(&fresh_id());
     session.send_json(&update_json("u1", B, b"sealed"));
     assert_eq!(session.recv_json()["payload"]["status"], "Stored");

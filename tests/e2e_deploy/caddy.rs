@@ -110,3 +110,40 @@ fn behind_caddy_wss_sessions_and_https_probes_reach_the_plain_relay() {
     sender.close();
     receiver.close();
 }
+
+/// §15.1 behind a TLS proxy, the case Noise is for: Caddy ends TLS and sees only
+/// Noise transport messages; a relay that requires Noise closes a plain session
+/// with 1008 `noise required` and serves Noise sessions through Caddy.
+#[test]
+fn behind_caddy_noise_sessions_pass_and_plain_ones_are_refused_when_required() {
+    let (data, dir, ca) = (
+        TempDir::new("deploy-data"),
+        TempDir::new("deploy-caddy-noise"),
+        Ca::new(),
+    );
+    let files = ca.leaf(dir.path(), 2031);
+    let vars = [("RELAY_REQUIRE_NOISE_ENCRYPTION", "true")];
+    let relay = Relay::start_over(Wire::Noise, data.path(), &vars);
+    let key = relay.noise_key.unwrap();
+    let caddy = start_caddy(dir.path(), relay.addr, &files);
+    let client = ca.client();
+    let here = loopback(1);
+
+    let recipient = fresh_id();
+    let mut receiver = wss_from(here, caddy.addr, &client);
+    receiver.open_noise(&key);
+    receiver.handshake_as(&recipient);
+    let mut sender = wss_from(here, caddy.addr, &client);
+    sender.open_noise(&key);
+    sender.handshake_as(&fresh_id());
+    sender.send_json(&update_json("n-1", &recipient, b"sealed twice"));
+    let ack = sender.recv_json();
+    assert_eq!(ack["payload"]["status"], "Stored", "{ack}");
+    assert_eq!(ciphertext_of(&receiver.recv_json()), b"sealed twice");
+
+    let mut plain = wss_from(here, caddy.addr, &client);
+    plain.send_json(&handshake_json(&fresh_id()));
+    assert_eq!(plain.expect_close(1008), "noise required");
+    sender.close();
+    receiver.close();
+}

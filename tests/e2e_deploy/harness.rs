@@ -52,7 +52,7 @@ pub fn wss_from(source: IpAddr, target: SocketAddr, config: &Arc<ClientConfig>) 
     let url = format!("wss://localhost:{}/", target.port());
     let (ws, _) = tungstenite::client::client(url, tls)
         .unwrap_or_else(|e| panic!("WebSocket upgrade through the proxy: {e}"));
-    Client { ws }
+    Client { ws, noise: None }
 }
 
 /// A response read to the end of the stream: status code, head and body.

@@ -200,6 +200,7 @@ fn try_upgrade_from(source: IpAddr, addr: SocketAddr) -> Result<RawWs, Response>
         return Ok(RawWs {
             stream,
             head: String::from_utf8(bytes).unwrap(),
+            noise: None,
         });
     }
     let mut rest = Vec::new();

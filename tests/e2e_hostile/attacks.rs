@@ -26,13 +26,13 @@ use serde_json::{Value, json};
 const SLACK_KIB: u64 = 16 * 1024;
 
 /// The relay's memory at the start of a case.
-struct MemoryWatch {
+pub(crate) struct MemoryWatch {
     pid: u32,
     baseline_kib: u64,
 }
 
 impl MemoryWatch {
-    fn start(relay: &Relay) -> MemoryWatch {
+    pub(crate) fn start(relay: &Relay) -> MemoryWatch {
         let pid = relay.child.id();
         MemoryWatch {
             pid,
@@ -42,7 +42,7 @@ impl MemoryWatch {
 
     /// Asserts that the peak RSS stayed within the baseline plus
     /// `connections` x `per_connection_kib` plus `SLACK_KIB`.
-    fn assert_bounded(&self, label: &str, connections: usize, per_connection_kib: u64) {
+    pub(crate) fn assert_bounded(&self, label: &str, connections: usize, per_connection_kib: u64) {
         let rss = status_kib(self.pid, "VmRSS");
         let peak = status_kib(self.pid, "VmHWM");
         let bound = self.baseline_kib + connections as u64 * per_connection_kib + SLACK_KIB;

@@ -12,4 +12,5 @@ mod wire;
 mod admission;
 mod attacks;
 mod mesh_overload;
+mod noise;
 mod storage_failure;

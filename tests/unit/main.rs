@@ -22,6 +22,7 @@ mod http_health;
 mod http_route;
 mod metrics_listener;
 mod metrics_render;
+mod noise;
 mod protocol_codes;
 mod protocol_decode;
 mod protocol_encode;

@@ -14,12 +14,16 @@ use vauchi_relay::metrics::{Global, ShardMetrics, spawn_listener};
 /// the listener stuck (a hang guard, not a performance assertion).
 const STUCK: Duration = Duration::from_secs(30);
 
+/// The key text the listener is given (any 43 base64url characters).
+const PUBKEY: &str = "q1F2e9K8oQq4WbJmO9jz2pJtq0c3tP0qJ1mZ8vY4xWs";
+
 fn start(token: Option<&str>) -> (SocketAddr, Arc<[ShardMetrics]>) {
     let shards: Arc<[ShardMetrics]> = (0..2).map(|_| ShardMetrics::new()).collect();
     let global = Arc::new(Global::new(2));
     let (addr, _thread) = spawn_listener(
         "127.0.0.1:0",
         token.map(str::to_owned),
+        PUBKEY.to_owned(),
         Arc::clone(&shards),
         global,
     )
@@ -158,10 +162,22 @@ fn the_index_names_the_service_version_and_endpoints() {
     assert_eq!(
         response.body,
         format!(
-            r#"{{"service":"vauchi-relay-metrics","version":"{}","endpoints":["/metrics"]}}"#,
+            r#"{{"service":"vauchi-relay-metrics","version":"{}","endpoints":["/metrics","/pubkey"]}}"#,
             env!("CARGO_PKG_VERSION")
         )
     );
+}
+
+/// §12.1: `/pubkey` is the Noise public key as text, and needs no token.
+#[test]
+fn pubkey_serves_the_public_key_without_a_token() {
+    for token in [None, Some("secret")] {
+        let (addr, _) = start(token);
+        let response = get(addr, "/pubkey", None);
+        assert_eq!(response.status, 200, "{token:?}");
+        assert_eq!(response.header("Content-Type"), Some("text/plain"));
+        assert_eq!(response.body, PUBKEY);
+    }
 }
 
 #[test]
@@ -214,7 +230,7 @@ fn a_token_guards_metrics_with_an_exact_bearer_match() {
 #[test]
 fn anything_else_is_404() {
     let (addr, _) = start(Some("t"));
-    for path in ["/metrics/", "/Metrics", "/health", "/pubkey", "/metricsx"] {
+    for path in ["/metrics/", "/Metrics", "/health", "/pubkey/", "/metricsx"] {
         assert_eq!(get(addr, path, None).status, 404, "{path}");
     }
     for method in ["POST", "HEAD", "PUT", "DELETE"] {
@@ -321,7 +337,13 @@ fn binding_an_address_in_use_returns_the_error() {
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr");
     let shards: Arc<[ShardMetrics]> = (0..1).map(|_| ShardMetrics::new()).collect();
-    let result = spawn_listener(addr, None, shards, Arc::new(Global::new(1)));
+    let result = spawn_listener(
+        addr,
+        None,
+        PUBKEY.to_owned(),
+        shards,
+        Arc::new(Global::new(1)),
+    );
     let error = result.expect_err("bind must fail");
     assert_eq!(error.kind(), std::io::ErrorKind::AddrInUse);
 }

@@ -37,6 +37,7 @@ const SPEC: &[(&str, &str, &[&str])] = &[
     ("relay_federation_ignored_total", "counter", &[]),
     ("relay_connections_refused_total", "counter", &["reason"]),
     ("relay_tls_reload_failures_total", "counter", &[]),
+    ("relay_noise_sessions_total", "counter", &[]),
     ("relay_federation_discovered_peers", "gauge", &[]),
 ];
 

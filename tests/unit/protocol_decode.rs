@@ -387,6 +387,26 @@ fn handshake_ids_are_canonical_and_optional_fields_default() {
     );
 }
 
+/// §4.2 check 2: at least 51 bytes starting with `00 56 32`, nothing else.
+#[test]
+fn noise_openings_are_told_by_magic_and_length() {
+    use vauchi_relay::protocol::decode::is_noise_opening;
+    let mut noise = vec![0x00, 0x56, 0x32];
+    noise.resize(51, 0xab);
+    assert!(is_noise_opening(&noise));
+    assert!(is_noise_opening(&[noise.clone(), vec![0; 100]].concat()));
+    assert!(!is_noise_opening(&noise[..50]), "50 bytes");
+    let mut other = noise.clone();
+    other[2] = 0x31;
+    assert!(!is_noise_opening(&other), "other magic");
+    // A Noise opening wins even over a well-formed frame: the check comes first.
+    let mut noise_frame = handshake_frame(&format!(r#""client_id":"{A}""#));
+    noise_frame[..3].copy_from_slice(&[0x00, 0x56, 0x32]);
+    assert!(is_noise_opening(&noise_frame));
+    let plain = handshake_frame(&format!(r#""client_id":"{A}""#));
+    assert!(!is_noise_opening(&plain));
+}
+
 #[test]
 fn handshake_refusals_table() {
     use CloseReason::*;
@@ -394,20 +414,14 @@ fn handshake_refusals_table() {
     noise.resize(51, 0xab);
     let short_noise = noise[..50].to_vec();
     let mut cases: Vec<(Vec<u8>, CloseReason, &str)> = vec![
-        (noise, NoiseNotSupported, "noise opening"),
+        // A Noise opening is the caller's (§4.2 check 2); as a v1 frame it is
+        // malformed.
+        (noise, HandshakeRequired, "noise opening read as a frame"),
         (short_noise, HandshakeRequired, "50-byte noise-like opening"),
         (vec![], HandshakeRequired, "empty"),
         (frame("{}"), HandshakeRequired, "empty object"),
         (frame("not json"), HandshakeRequired, "not json"),
     ];
-    // A Noise opening wins even over a well-formed frame: the check comes first.
-    let mut noise_frame = handshake_frame(&format!(r#""client_id":"{A}""#));
-    noise_frame[..3].copy_from_slice(&[0x00, 0x56, 0x32]);
-    cases.push((
-        noise_frame,
-        NoiseNotSupported,
-        "noise prefix on a long frame",
-    ));
     // §4.2 check 4: version, checked before the type and the fields.
     for version in ["0", "2", "255", "99999999999999999999999"] {
         let json = format!(

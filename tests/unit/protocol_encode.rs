@@ -160,6 +160,26 @@ fn account_revoked_blob_starts_as_section_5_12_shows() {
     assert_eq!(text(&blob), expected);
 }
 
+/// §15.1: a Noise session's HandshakeAck is the plain one with `"noise_nk"`
+/// appended to its features, and nothing else changed.
+#[test]
+fn noise_handshake_ack_appends_noise_nk() {
+    let plain = parse(&encode::handshake_ack(NOW));
+    let noise = parse(&encode::noise_handshake_ack(NOW));
+    let mut features = plain["payload"]["features"].as_array().unwrap().clone();
+    assert_eq!(features.len(), 10);
+    features.push("noise_nk".into());
+    assert_eq!(
+        noise["payload"]["features"],
+        serde_json::Value::Array(features)
+    );
+    let mut expected = plain.clone();
+    expected["payload"]["features"] = noise["payload"]["features"].clone();
+    expected["message_id"] = noise["message_id"].clone();
+    assert_eq!(noise, expected);
+    assert!(is_uuid_v4(noise["message_id"].as_str().unwrap()));
+}
+
 #[test]
 fn new_envelope_ids_are_fresh_uuid_v4() {
     let frames = [

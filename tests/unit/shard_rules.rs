@@ -105,7 +105,7 @@ impl Bench {
     fn open(&self, client_id: &str) -> Session {
         let handshake = decode::decode_handshake(&frame(&handshake_json(client_id))).unwrap();
         let shard = self.owner_of(client_id);
-        let handle = registry::open(&self.shards[shard], &handshake);
+        let handle = registry::open(&self.shards[shard], &handshake, false);
         self.settle();
         Session { shard, handle }
     }
@@ -543,5 +543,54 @@ fn a_draining_session_finishes_its_replies_then_closes_with_1001() {
     let reply: Value = serde_json::from_slice(&frames[0][5..]).unwrap();
     assert_eq!(reply["payload"]["status"], "Stored");
     assert_eq!(&frames[1][..3], &[0x88, 0x03, 0xe9], "then 1001");
+    assert_eq!(conn.phase(), Phase::Closing);
+}
+
+/// A server frame's payload from a Noise connection, opened by the client, as JSON.
+fn open_json(client: &mut snow::TransportState, sealed: &[u8]) -> Value {
+    let mut plain = vec![0u8; sealed.len()];
+    let n = client.read_message(sealed, &mut plain).unwrap();
+    serde_json::from_slice(&plain[4..n]).unwrap()
+}
+
+/// §15.1 by hand: a Noise connection seals every frame it writes, opens what it
+/// reads (here a request split over two messages), and closes in clear with 1008
+/// `decryption failed` on a message that does not decrypt.
+#[test]
+fn a_noise_connection_seals_what_it_writes_and_refuses_what_does_not_open() {
+    let bench = Bench::new(1, &vars(&[]));
+    let session = bench.open(A);
+    let shard = &bench.shards[0];
+    let max = shard.config.max_message_size;
+    let (mut client, channel) = crate::noise::opened(max + 4);
+    let now = Instant::now();
+    let mut conn =
+        Connection::new(max, Duration::from_secs(300), now).with_noise(Box::new(channel));
+    let frames = flush(&bench, &session, &mut conn, now);
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0][0], 0x82);
+    let ack = open_json(&mut client, &frames[0][1..]);
+    assert_eq!(ack["payload"]["type"], "HandshakeAck");
+    let request = frame(&update_json("n1", B, &[1, 2]));
+    let mut bytes = encode_frame(0x82, &crate::noise::seal(&mut client, &request[..10]), true);
+    bytes.extend(encode_frame(
+        0x82,
+        &crate::noise::seal(&mut client, &request[10..]),
+        true,
+    ));
+    conn.received(shard, &session.handle, &bytes, now);
+    bench.settle();
+    let frames = flush(&bench, &session, &mut conn, now);
+    assert_eq!(frames.len(), 1);
+    let stored = open_json(&mut client, &frames[0][1..]);
+    assert_eq!(stored["payload"]["status"], "Stored", "{stored}");
+    let mut bad = crate::noise::seal(&mut client, &frame(&update_json("n2", B, &[3])));
+    bad[0] ^= 1;
+    conn.received(shard, &session.handle, &encode_frame(0x82, &bad, true), now);
+    let frames = flush(&bench, &session, &mut conn, now);
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0][0], 0x88);
+    assert_eq!(&frames[0][1..3], &1008u16.to_be_bytes());
+    assert_eq!(&frames[0][3..], b"decryption failed");
     assert_eq!(conn.phase(), Phase::Closing);
 }

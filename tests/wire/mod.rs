@@ -11,7 +11,7 @@ use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{Value, json};
 use tungstenite::Message;
 
-use crate::common::{Client, STUCK, frame};
+use crate::common::{Client, NoiseClient, Relay, STUCK, frame};
 
 pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 /// RFC 6455 §1.3's accept value for `KEY`.
@@ -136,6 +136,9 @@ pub struct RawWs {
     pub stream: TcpStream,
     /// Bytes of the 101 response head.
     pub head: String,
+    /// On a Noise session (§15.1), `send_json` seals and `next_event` opens data
+    /// messages, giving whole frames; other sends stay raw.
+    pub noise: Option<NoiseClient>,
 }
 
 impl RawWs {
@@ -154,11 +157,35 @@ impl RawWs {
         }
         let head = String::from_utf8(head).unwrap();
         assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-        RawWs { stream, head }
+        RawWs {
+            stream,
+            head,
+            noise: None,
+        }
     }
 
     pub fn connect(addr: SocketAddr) -> RawWs {
         RawWs::upgrade_with(addr, &upgrade_request("/", ""))
+    }
+
+    /// A connection over `relay`'s wire: with a Noise key, opened (§15.1).
+    pub fn connect_to(relay: &Relay) -> RawWs {
+        let mut ws = RawWs::connect(relay.addr);
+        if let Some(key) = &relay.noise_key {
+            ws.open_noise(key);
+        }
+        ws
+    }
+
+    /// Sends a Noise opening and reads the reply (§15.1).
+    pub fn open_noise(&mut self, server_public: &[u8; 32]) {
+        let (opening, state) = crate::common::noise::opening(server_public);
+        self.send_binary(&opening);
+        let reply = match self.next_event() {
+            Event::Binary(bytes) => bytes,
+            other => panic!("expected the opening's reply, got {other:?}"),
+        };
+        self.noise = Some(NoiseClient::finish(state, &reply));
     }
 
     pub fn write(&mut self, bytes: &[u8]) {
@@ -175,11 +202,37 @@ impl RawWs {
     }
 
     pub fn send_json(&mut self, json: &str) {
-        self.send_binary(&frame(json));
+        let frame = frame(json);
+        match self.noise.as_mut() {
+            None => self.send_binary(&frame),
+            Some(noise) => {
+                let mut bytes = Vec::new();
+                for message in noise.seal_frame(&frame) {
+                    bytes.extend(encode_frame(0x82, &message, true));
+                }
+                self.write(&bytes);
+            }
+        }
     }
 
-    /// Reads one frame from the relay; server frames are never masked.
+    /// Reads one frame from the relay; server frames are never masked. On a Noise
+    /// session, binary messages are opened and a whole v1 frame is returned.
     pub fn next_event(&mut self) -> Event {
+        loop {
+            if let Some(frame) = self.noise.as_mut().and_then(NoiseClient::next_frame) {
+                return Event::Binary(frame);
+            }
+            match self.next_raw_event() {
+                Event::Binary(message) if self.noise.is_some() => {
+                    self.noise.as_mut().unwrap().open(&message);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Reads one WebSocket frame as it is on the wire.
+    pub fn next_raw_event(&mut self) -> Event {
         let mut header = [0u8; 2];
         if !self.read_exact_or_eof(&mut header) {
             return Event::Eof;

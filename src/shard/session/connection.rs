@@ -13,6 +13,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::limits;
+use crate::noise::{Channel, Refused};
 use crate::protocol::CloseReason;
 use crate::storage::BlobId;
 use crate::wsframe::{self, CloseScan, MessageReader, Step};
@@ -58,6 +59,9 @@ pub struct Connection {
     idle: Duration,
     last_inbound: Instant,
     deadline: Instant,
+    /// A Noise session's cipher state (§15.1): every data message in either
+    /// direction is a transport message carrying the v1 frame stream.
+    noise: Option<Box<Channel>>,
 }
 
 impl Connection {
@@ -73,7 +77,16 @@ impl Connection {
             idle,
             last_inbound: now,
             deadline: now + idle,
+            noise: None,
         }
+    }
+
+    /// The same connection on a Noise session (§15.1), whose channel may hold
+    /// frames decrypted past the Handshake: they are handled at the first
+    /// [`Self::received`].
+    pub fn with_noise(mut self, channel: Box<Channel>) -> Connection {
+        self.noise = Some(channel);
+        self
     }
 
     pub fn phase(&self) -> Phase {
@@ -125,12 +138,23 @@ impl Connection {
         progress
     }
 
-    /// Moves queued frames into the write buffer, coalescing up to a bound.
+    /// Moves queued frames into the write buffer, coalescing up to a bound; on a
+    /// Noise session each one sealed (§15.1).
     fn fill_output(&mut self, shard: &Shard, handle: &SessionHandle) {
         while self.out.len() < limits::WRITE_COALESCE_BYTES {
             let next = handle.out.borrow_mut().next_frame();
             let Some(frame) = next else { break };
-            wsframe::write_binary_frame(&mut self.out, &frame.bytes);
+            match self.noise.as_mut() {
+                None => wsframe::write_binary_frame(&mut self.out, &frame.bytes),
+                Some(channel) => {
+                    if channel.seal(&frame.bytes, &mut self.out).is_err() {
+                        // The nonces would run out (§15.1: in practice never).
+                        let reason = CloseReason::IdleTimeout;
+                        handle.out.borrow_mut().request_close(reason);
+                        break;
+                    }
+                }
+            }
             shard.metrics().messages_sent_total.inc();
             if let Some(blob) = frame.blob {
                 self.out_blobs.push(blob);
@@ -234,6 +258,8 @@ impl Connection {
 
     /// Processes every complete frame the reader holds.
     fn handle_input(&mut self, shard: &Rc<Shard>, handle: &Rc<SessionHandle>, now: Instant) {
+        // Frames decrypted before the hand-off come first (§4.8).
+        self.noise_frames(shard, handle, now);
         let consumed = self.reader.consumed();
         loop {
             let step = self.reader.poll();
@@ -248,6 +274,11 @@ impl Connection {
                     if matches!(self.phase, Phase::Open | Phase::ClientClosed { .. }) {
                         self.out.extend_from_slice(&pong);
                     }
+                }
+                Step::Message {
+                    binary, payload, ..
+                } if self.noise.is_some() => {
+                    self.noise_message(shard, handle, binary, &payload, now)
                 }
                 Step::Message {
                     binary, payload, ..
@@ -271,6 +302,60 @@ impl Connection {
                 }
                 Step::Fail { code, reason } => return self.failed(code, reason, now),
             }
+        }
+    }
+
+    /// A data message of a Noise session: one transport message, whose plaintext
+    /// continues the frame stream (§15.1). A text frame, or one that does not
+    /// decrypt, closes with 1008 `decryption failed`.
+    fn noise_message(
+        &mut self,
+        shard: &Rc<Shard>,
+        handle: &Rc<SessionHandle>,
+        binary: bool,
+        payload: &[u8],
+        now: Instant,
+    ) {
+        if self.phase != Phase::Open {
+            return;
+        }
+        let opened = match (binary, self.noise.as_mut()) {
+            (true, Some(channel)) => channel.open(payload),
+            _ => Err(Refused::Decryption),
+        };
+        match opened {
+            Ok(()) => self.noise_frames(shard, handle, now),
+            Err(refused) => self.noise_refused(refused, now),
+        }
+    }
+
+    /// Hands every whole frame the Noise channel holds to the request pipeline.
+    fn noise_frames(&mut self, shard: &Rc<Shard>, handle: &Rc<SessionHandle>, now: Instant) {
+        while self.phase == Phase::Open {
+            let Some(channel) = self.noise.as_mut() else {
+                return;
+            };
+            match channel.next_frame() {
+                Ok(None) => return,
+                Ok(Some(frame)) => {
+                    shard.metrics().messages_received_total.inc();
+                    requests::handle_message(shard, handle, true, frame);
+                }
+                Err(refused) => return self.noise_refused(refused, now),
+            }
+        }
+    }
+
+    /// Closes for a refusal of the Noise channel; the reader goes on to the
+    /// peer's Close.
+    fn noise_refused(&mut self, refused: Refused, now: Instant) {
+        let reason = match refused {
+            Refused::Decryption => CloseReason::DecryptionFailed,
+            Refused::TooBig => CloseReason::MessageTooBig,
+            Refused::Exhausted => CloseReason::IdleTimeout,
+        };
+        if self.phase == Phase::Open {
+            self.start_close(reason.code(), reason.reason(), now);
         }
     }
 

@@ -16,14 +16,17 @@ use super::outbound::{Outbound, SessionHandle};
 
 /// Registers a new session for a routing_id this shard owns: its reply queue with
 /// the HandshakeAck first, its buckets, then connect-time delivery, forwarding
-/// hints and device-sync registration, in the order of §4.6.
-pub fn open(shard: &Rc<Shard>, handshake: &Handshake) -> Rc<SessionHandle> {
+/// hints and device-sync registration, in the order of §4.6. A Noise session's
+/// HandshakeAck lists `"noise_nk"` too (§15.1).
+pub fn open(shard: &Rc<Shard>, handshake: &Handshake, noise: bool) -> Rc<SessionHandle> {
     let handle = insert(shard, handshake);
     let routing_id = handle.routing_id;
-    handle
-        .out
-        .borrow_mut()
-        .reply_now(encode::handshake_ack(shard.now()));
+    let ack = if noise {
+        encode::noise_handshake_ack(shard.now())
+    } else {
+        encode::handshake_ack(shard.now())
+    };
+    handle.out.borrow_mut().reply_now(ack);
     if shard.shutdown.is_fired() {
         handle.out.borrow_mut().begin_drain();
     }

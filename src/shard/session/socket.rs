@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use futures_lite::io::{AsyncRead, AsyncWrite};
 
 use crate::limits;
+use crate::noise::Channel;
 use crate::process::ConnectionSlot;
 use crate::protocol::decode::Handshake;
 use crate::transport::Transport;
@@ -23,22 +24,28 @@ use super::outbound::SessionHandle;
 use super::registry;
 
 /// Registers a session for a routing_id this shard owns and runs it to the end.
+/// `noise`: the session's Noise state (§15.1), with any plaintext read past the
+/// Handshake; `remainder`: the bytes read past the Handshake's WebSocket message.
 pub async fn run(
     shard: Rc<Shard>,
     mut stream: Transport,
     remainder: Vec<u8>,
+    noise: Option<Box<Channel>>,
     handshake: Box<Handshake>,
     slot: ConnectionSlot,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
     shard.shared.sessions_open.fetch_add(1, Relaxed);
     shard.metrics().connections_active.inc();
-    let handle = registry::open(&shard, &handshake);
+    let handle = registry::open(&shard, &handshake, noise.is_some());
     let idle = Duration::from_secs(shard.config.idle_timeout_secs);
     // The socket's timer is on the system clock (`deadline.rs`), so its
     // connection reads the same clock.
     let now = Instant::now();
     let mut connection = Connection::new(shard.config.max_message_size, idle, now);
+    if let Some(channel) = noise {
+        connection = connection.with_noise(channel);
+    }
     let mut timer = shard.deadlines.at(connection.deadline());
     // Requests pipelined behind the Handshake arrived with it: process them now,
     // not at the next socket event (§4.8).
