@@ -165,6 +165,12 @@ pub const RANDOM_POOL_BYTES: usize = 4096;
 /// queued or being committed); more are answered `overloaded`.
 pub const WRITER_QUEUE_DEPTH: usize = 16 * 1024;
 
+/// Hand-overs a shard's writer may have in hand at once: the first job goes at
+/// once, later ones wait (gathered) only while this many are unanswered. Two keep
+/// the writer's next batch queued while it commits one, so under load it does not
+/// wait for the shard between transactions (it merges what is queued into one).
+pub const WRITER_HAND_OVERS_MAX: usize = 2;
+
 /// At most this many ops in one group transaction (a single larger job still commits
 /// whole, alone). Past ~1000 rows per transaction SQLite's per-row cost stops falling
 /// (GLOMMIO-NOTES), while every job in a group waits for the whole group's commit:

@@ -4,11 +4,13 @@
 //! `Completion` on the shard's completion channel, so callers see one behaviour.
 //!
 //! Group commit that never waits in vain (issue 12): a job submitted while the
-//! writer has nothing in hand goes over at once, so a lone write is committed
-//! without delay; jobs submitted while the writer works on a hand-over are gathered
-//! and go over together when its last completion has come back, so under load the
-//! writer is woken once per transaction, not once per job (it shares its shard's
-//! CPU, and waking it per job cost more than the writes).
+//! writer has fewer than `WRITER_HAND_OVERS_MAX` hand-overs in hand goes over at
+//! once, so a lone write is committed without delay; jobs submitted while it has
+//! that many are gathered and go over together when one of them is wholly
+//! answered. Under load the writer so always finds its next batch queued (and
+//! merges what is queued into one transaction) and is woken about once per
+//! transaction, not once per job (it shares its shard's CPU, and waking it per job
+//! cost more than the writes).
 //!
 //! Invariants: jobs reach the writer in submission order; no more than
 //! `WRITER_QUEUE_DEPTH` refusable jobs are outstanding (gathered here, handed over,
@@ -49,8 +51,11 @@ pub struct WriterQueue {
     /// Jobs waiting for the writer's hand-over in progress to complete.
     gathered: RefCell<Vec<Job>>,
     /// Jobs handed over and not yet answered, in order (completions come back in
-    /// job order). Empty: the writer has nothing in hand.
-    in_hand: RefCell<VecDeque<Unanswered>>,
+    /// job order), each marked if it is the last of its hand-over.
+    in_hand: RefCell<VecDeque<(Unanswered, bool)>>,
+    /// Hand-overs not yet wholly answered (at most `WRITER_HAND_OVERS_MAX`, so that
+    /// the writer finds the next batch queued when it finishes one).
+    hand_overs: Cell<usize>,
     /// Whether a send is waiting for room in the channel (at most one, so batches
     /// cannot overtake each other).
     sending: Cell<bool>,
@@ -67,6 +72,7 @@ impl WriterQueue {
             done,
             gathered: RefCell::new(Vec::new()),
             in_hand: RefCell::new(VecDeque::new()),
+            hand_overs: Cell::new(0),
             sending: Cell::new(false),
             outstanding: Cell::new(0),
             gone: Cell::new(false),
@@ -95,7 +101,7 @@ impl WriterQueue {
         if self.gone.get() {
             let gathered = std::mem::take(&mut *self.gathered.borrow_mut());
             self.fail(Job::Batch(gathered));
-        } else if stop || self.in_hand.borrow().is_empty() {
+        } else if stop || self.hand_overs.get() < limits::WRITER_HAND_OVERS_MAX {
             self.hand_over();
         }
     }
@@ -135,7 +141,15 @@ impl WriterQueue {
     }
 
     fn note_in_hand(&self, jobs: &[Job]) {
-        note(&mut self.in_hand.borrow_mut(), jobs);
+        let mut in_hand = self.in_hand.borrow_mut();
+        let before = in_hand.len();
+        note(&mut in_hand, jobs);
+        if in_hand.len() > before {
+            if let Some(last) = in_hand.back_mut() {
+                last.1 = true;
+            }
+            self.hand_overs.set(self.hand_overs.get() + 1);
+        }
     }
 
     /// A completion came back: its job is no longer in hand; once none is, what
@@ -143,12 +157,15 @@ impl WriterQueue {
     fn answered(self: &Rc<Self>) {
         self.outstanding
             .set(self.outstanding.get().saturating_sub(1));
-        let idle = {
-            let mut in_hand = self.in_hand.borrow_mut();
-            in_hand.pop_front();
-            in_hand.is_empty()
-        };
-        if idle && !self.gone.get() {
+        let ended = self
+            .in_hand
+            .borrow_mut()
+            .pop_front()
+            .is_some_and(|(_, last)| last);
+        if ended {
+            self.hand_overs.set(self.hand_overs.get().saturating_sub(1));
+        }
+        if self.hand_overs.get() < limits::WRITER_HAND_OVERS_MAX && !self.gone.get() {
             self.hand_over();
         }
     }
@@ -167,8 +184,9 @@ impl WriterQueue {
         if self.gone.replace(true) {
             return;
         }
-        let unanswered: Vec<Unanswered> = self.in_hand.borrow_mut().drain(..).collect();
-        for job in unanswered {
+        let unanswered: Vec<(Unanswered, bool)> = self.in_hand.borrow_mut().drain(..).collect();
+        self.hand_overs.set(0);
+        for (job, _) in unanswered {
             let job = match job {
                 Unanswered::Commit(token) => Job::Commit {
                     token,
@@ -206,11 +224,11 @@ impl WriterQueue {
 }
 
 /// Notes the jobs of a hand-over (batches flattened) as unanswered, in order.
-fn note(in_hand: &mut VecDeque<Unanswered>, jobs: &[Job]) {
+fn note(in_hand: &mut VecDeque<(Unanswered, bool)>, jobs: &[Job]) {
     for job in jobs {
         match job {
-            Job::Commit { token, .. } => in_hand.push_back(Unanswered::Commit(*token)),
-            Job::Read { token, .. } => in_hand.push_back(Unanswered::Read(*token)),
+            Job::Commit { token, .. } => in_hand.push_back((Unanswered::Commit(*token), false)),
+            Job::Read { token, .. } => in_hand.push_back((Unanswered::Read(*token), false)),
             Job::Stop => {}
             Job::Batch(jobs) => note(in_hand, jobs),
         }

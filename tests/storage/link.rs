@@ -1,7 +1,8 @@
 //! The shard's side of the writer thread (`StorageLink::Thread`): a job submitted
-//! while the writer has nothing in hand goes over at once; jobs submitted while it
-//! has go over as one batch, in submission order, once its last completion is back
-//! (group commit that never waits in vain); no more than `WRITER_QUEUE_DEPTH`
+//! while the writer has fewer than `WRITER_HAND_OVERS_MAX` hand-overs in hand goes
+//! over at once; jobs submitted meanwhile go over as one batch, in submission
+//! order, when one of those is wholly answered (group commit that never waits in
+//! vain); no more than `WRITER_QUEUE_DEPTH`
 //! refusable jobs are outstanding, and a completion makes room again; unrefusable
 //! jobs are never refused; `stop` hands `Stop` over at once behind everything
 //! submitted; a writer that ended has every job it did not answer failed.
@@ -55,44 +56,49 @@ where
 }
 
 #[test]
-fn a_lone_job_goes_over_at_once_and_the_next_ones_together_once_it_is_answered() {
+fn jobs_go_over_at_once_until_two_hand_overs_are_in_hand_then_together() {
     let handed = with_link(|link, jobs_rx| async move {
-        link.try_submit(read(1))
-            .map_err(|_| "refused")
-            .expect("room");
-        // No wait, no timer: the writer had nothing in hand.
-        let first = jobs_rx.try_recv().expect("handed over at once");
-        for token in 2..=5 {
+        let submit = |token| {
             link.try_submit(read(token))
                 .map_err(|_| "refused")
-                .expect("room");
+                .expect("room")
+        };
+        // No wait, no timer: the writer had nothing in hand, then one hand-over.
+        submit(1);
+        let first = jobs_rx.try_recv().expect("handed over at once");
+        submit(2);
+        let second = jobs_rx.try_recv().expect("the second hand-over, at once");
+        // Two in hand: the next ones are gathered.
+        for token in 3..=5 {
+            submit(token);
         }
         link.submit(read(6));
         let while_in_hand = jobs_rx.is_empty();
-        // The writer answers job 1: the five gathered meanwhile go as one batch.
+        // The writer answers job 1: the four gathered meanwhile go as one batch.
         link.completed();
-        let second = jobs_rx.try_recv().expect("handed over on the completion");
-        // Answers for 2..=5 leave 6 in hand: nothing goes over yet.
-        for _ in 2..=5 {
-            link.completed();
-        }
-        link.submit(read(7));
+        let third = jobs_rx.try_recv().expect("handed over on the completion");
+        // Job 2's and 3..=6's hand-overs are in hand: 7 waits.
+        submit(7);
         let still_in_hand = jobs_rx.is_empty();
+        // Answering 2 leaves one hand-over in hand: 7 goes.
         link.completed();
-        let third = jobs_rx.try_recv().expect("the last one");
-        (first, while_in_hand, second, still_in_hand, third)
+        let fourth = jobs_rx.try_recv().expect("the last one");
+        (first, second, while_in_hand, third, still_in_hand, fourth)
     });
-    let (first, while_in_hand, second, still_in_hand, third) = handed;
-    assert!(while_in_hand, "nothing goes over while job 1 is in hand");
-    assert!(still_in_hand, "nothing goes over while job 6 is in hand");
+    let (first, second, while_in_hand, third, still_in_hand, fourth) = handed;
     assert!(
-        matches!(second, Job::Batch(ref jobs) if jobs.len() == 5),
-        "{second:?}"
+        while_in_hand,
+        "nothing goes over while two hand-overs are in hand"
+    );
+    assert!(still_in_hand, "nor later");
+    assert!(
+        matches!(third, Job::Batch(ref jobs) if jobs.len() == 4),
+        "{third:?}"
     );
     let mut order = Vec::new();
-    tokens(first, &mut order);
-    tokens(second, &mut order);
-    tokens(third, &mut order);
+    for job in [first, second, third, fourth] {
+        tokens(job, &mut order);
+    }
     assert_eq!(order, vec![1, 2, 3, 4, 5, 6, 7]);
 }
 
