@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use vauchi_relay::protocol::Id64;
 use vauchi_relay::storage::memory::MemoryStore;
-use vauchi_relay::storage::writer::{Completion, Job, run_inline, spawn_writer};
+use vauchi_relay::storage::writer::{Completion, Job, run_inline};
 use vauchi_relay::storage::{
     BlobMeta, BlobRecord, DeviceSyncRecord, HintRecord, RecoveryProofRecord, StorageError, Store,
     WriteOp,
@@ -160,14 +160,7 @@ fn every_job_in_a_failed_transaction_is_failed_and_later_jobs_commit() {
     let release = faults.release.clone().unwrap();
     let (jobs, jobs_rx) = flume::unbounded();
     let (done_tx, done) = flume::unbounded();
-    let writer = spawn_writer(
-        "faults".to_string(),
-        store,
-        jobs_rx,
-        done_tx,
-        flume::bounded(1).0,
-    )
-    .unwrap();
+    let writer = crate::spawn_writer("faults", store, jobs_rx, done_tx);
 
     // Job 0 commits; while it is inside its commit, jobs 1-50 queue up, so the
     // writer takes them as one group, and the disk starts failing.
@@ -238,14 +231,7 @@ fn under_concurrent_faults_a_job_is_acked_exactly_when_its_transaction_committed
     let (store, faults) = faulty_store(false);
     let (jobs, jobs_rx) = flume::unbounded();
     let (done_tx, done) = flume::unbounded();
-    let writer = spawn_writer(
-        "faults".to_string(),
-        store,
-        jobs_rx,
-        done_tx,
-        flume::bounded(1).0,
-    )
-    .unwrap();
+    let writer = crate::spawn_writer("faults", store, jobs_rx, done_tx);
     let fail = Arc::clone(&faults.fail);
     let producer = std::thread::spawn(move || {
         let mut next_key = 1;

@@ -106,14 +106,7 @@ fn run_queued(store: Box<dyn Store>, jobs: Vec<Job>) -> Vec<Completion> {
         job_tx.send(job).expect("queue job");
     }
     drop(job_tx);
-    let writer = spawn_writer(
-        "test-writer".to_string(),
-        store,
-        job_rx,
-        done_tx,
-        flume::bounded(1).0,
-    )
-    .expect("spawn");
+    let writer = crate::spawn_writer("test-writer", store, job_rx, done_tx);
     writer.join().expect("writer thread");
     done_rx.drain().collect()
 }
@@ -184,14 +177,7 @@ fn failed_transaction_fails_every_job_in_it_and_later_jobs_succeed() {
     for i in 0..3 {
         job_tx.send(commit(i, vec![insert(i, 5)])).expect("queue");
     }
-    let writer = spawn_writer(
-        "test-writer".to_string(),
-        store,
-        job_rx,
-        done_tx,
-        flume::bounded(1).0,
-    )
-    .expect("spawn");
+    let writer = crate::spawn_writer("test-writer", store, job_rx, done_tx);
     for i in 0..3 {
         match done_rx.recv().expect("completion") {
             Completion::Committed { token, result } => {
@@ -285,14 +271,7 @@ fn thread_is_named_and_exits_when_jobs_disconnects() {
     let (store, log) = test_store(&[]);
     let (job_tx, job_rx) = flume::unbounded::<Job>();
     let (done_tx, done_rx) = flume::unbounded();
-    let writer = spawn_writer(
-        "storage-7".to_string(),
-        store,
-        job_rx,
-        done_tx,
-        flume::bounded(1).0,
-    )
-    .expect("spawn");
+    let writer = crate::spawn_writer("storage-7", store, job_rx, done_tx);
     assert_eq!(writer.thread().name(), Some("storage-7"));
     drop(job_tx);
     writer.join().expect("writer thread");
@@ -317,14 +296,7 @@ fn queued_work_is_committed_even_when_nobody_listens_for_completions() {
         .send(commit(3, vec![insert(2, 1), insert(3, 1)]))
         .expect("queue");
     drop(job_tx);
-    let writer = spawn_writer(
-        "test-writer".to_string(),
-        store,
-        job_rx,
-        done_tx,
-        flume::bounded(1).0,
-    )
-    .expect("spawn");
+    let writer = crate::spawn_writer("test-writer", store, job_rx, done_tx);
     writer.join().expect("writer thread");
     assert_eq!(log.lock().expect("log").commit_sizes, vec![1, 2]);
 }
