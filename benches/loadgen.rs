@@ -62,6 +62,9 @@ options:
                                (default: the platform's trust store)
   --noise                      every session in Noise NK (PROTOCOL.md §15.1): the relay
                                started here gets a key made now (RELAY_NOISE_STATIC_KEY)
+  --uncoalesced                every message in its own write (its own TCP segment, as a
+                               device with one connection sends it); default: each
+                               connection's messages of one loop turn in one write
   --noise-pubkey B64URL        with --url and --noise: the relay's /pubkey
   --backend memory|sqlite      storage of the relay started here (default memory)
   --shards N                   RELAY_SHARDS of the relay started here (default 2)
@@ -79,6 +82,7 @@ struct Cli {
     tls_ca: Option<PathBuf>,
     noise: bool,
     noise_pubkey: Option<String>,
+    uncoalesced: bool,
     backend: String,
     shards: usize,
     relay_bin: PathBuf,
@@ -96,6 +100,7 @@ fn parse_cli() -> Result<Cli, String> {
         tls_ca: None,
         noise: false,
         noise_pubkey: None,
+        uncoalesced: false,
         backend: "memory".to_string(),
         shards: 2,
         relay_bin: relay::default_binary(),
@@ -122,6 +127,10 @@ fn parse_cli() -> Result<Cli, String> {
         }
         if arg == "--noise" {
             cli.noise = true;
+            continue;
+        }
+        if arg == "--uncoalesced" {
+            cli.uncoalesced = true;
             continue;
         }
         if arg == "--tls" {
@@ -210,6 +219,7 @@ fn parse_url(url: &str, trust: &tls::Trust) -> Result<Target, String> {
         path: path.to_string(),
         tls,
         noise: None,
+        uncoalesced: false,
     })
 }
 
@@ -370,10 +380,11 @@ fn main() {
     let (relay, target, backend) = relay_and_target(&cli);
     let relay_pid = cli.relay_pid.or(relay.as_ref().map(|relay| relay.pid()));
     let scheme = if target.tls.is_some() { "wss" } else { "ws" };
-    let inside = if target.noise.is_some() {
-        ", inside Noise NK"
-    } else {
-        ""
+    let inside = match (target.noise.is_some(), target.uncoalesced) {
+        (true, true) => ", inside Noise NK, one write per message",
+        (true, false) => ", inside Noise NK",
+        (false, true) => ", one write per message",
+        (false, false) => "",
     };
     eprintln!(
         "loadgen: {} against {scheme}://{}{}{inside} (backend {backend}, {} thread(s), open-file limit {open_files})",
@@ -487,6 +498,7 @@ fn relay_and_target(cli: &Cli) -> (Option<relay::Relay>, Arc<Target>, String) {
     let target = match target {
         Ok(mut target) => {
             target.noise = noise_public.take();
+            target.uncoalesced = cli.uncoalesced;
             Arc::new(target)
         }
         Err(message) => {

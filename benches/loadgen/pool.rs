@@ -28,6 +28,10 @@ pub struct Target {
     pub tls: Option<tls::Client>,
     /// `--noise`: the relay's Noise public key; every session is a Noise session.
     pub noise: Option<[u8; 32]>,
+    /// `--uncoalesced`: every message goes out in its own write at once (its own
+    /// TCP segment with TCP_NODELAY), as a real client sends it, instead of one
+    /// write per connection per loop turn.
+    pub uncoalesced: bool,
 }
 
 impl Target {
@@ -278,7 +282,11 @@ impl Pool {
                 });
             }
         }
-        self.mark_dirty(slot);
+        if self.target.uncoalesced && conn.phase == Phase::Open {
+            self.flush_one(slot);
+        } else {
+            self.mark_dirty(slot);
+        }
     }
 
     /// `--noise`: starts `slot`'s session with the opening, right after the upgrade.
