@@ -126,6 +126,13 @@ impl FirstMessageReader {
         }
     }
 
+    /// Changes the bound on each frame and joined message from the next frame on:
+    /// a Noise session's messages carry their frames with a 16-byte tag, in
+    /// messages of up to 65535 bytes (§15.1).
+    pub fn set_max_message_bytes(&mut self, max_message_bytes: usize) {
+        self.max_message_bytes = max_message_bytes;
+    }
+
     /// Adds bytes read from the socket.
     pub fn feed(&mut self, bytes: &[u8]) {
         // Grow as bytes arrive, doubling but never past the end of the frame being read:

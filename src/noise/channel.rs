@@ -27,6 +27,14 @@ pub const TAG_BYTES: usize = 16;
 /// Largest plaintext of one transport message: 65519 bytes.
 pub const PLAINTEXT_BYTES_MAX: usize = MESSAGE_BYTES_MAX - TAG_BYTES;
 
+/// The WebSocket message limit on a Noise session whose v1 frames may be up to
+/// `frame_bytes_max` (§2.6): the limit applies to the reassembled frame (the
+/// channel enforces it), and a transport message may be up to 65535 bytes, tag
+/// included, whatever the frame limit (§15.1).
+pub fn websocket_message_bytes_max(frame_bytes_max: usize) -> usize {
+    frame_bytes_max.max(MESSAGE_BYTES_MAX)
+}
+
 // The reassembly bound of `limits` is one message's plaintext.
 const _: () = assert!(limits::NOISE_REASSEMBLY_EXTRA_BYTES == PLAINTEXT_BYTES_MAX);
 

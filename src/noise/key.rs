@@ -6,7 +6,7 @@
 
 use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
@@ -163,13 +163,30 @@ pub fn load_or_create(data_dir: &Path) -> Result<StaticKey, String> {
 }
 
 /// Writes a new key file with mode 0600 (never another mode, even for a moment)
-/// and syncs it, so that a restart finds the same key.
-fn write_new(path: &PathBuf, key: &StaticKey) -> std::io::Result<()> {
+/// so that a restart finds the same key, crash-safely: the key goes to a
+/// temporary file, which is synced and renamed into place, and then the directory
+/// is synced, so a crash leaves either no key file (a new key is made) or the whole
+/// one, never a short file that would stop every later start. The data directory
+/// is locked by this process, so nobody else writes there meanwhile.
+fn write_new(path: &Path, key: &StaticKey) -> std::io::Result<()> {
+    let temporary = path.with_extension("bin.new");
+    // A leftover of a crash mid-write holds no key anyone uses.
+    match std::fs::remove_file(&temporary) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error),
+    }
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)?;
+        .open(&temporary)?;
     file.write_all(&key.to_bytes())?;
-    file.sync_all()
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&temporary, path)?;
+    match path.parent() {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
 }

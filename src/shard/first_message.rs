@@ -71,7 +71,15 @@ pub(super) async fn first_message(
             } => {
                 let frame = match first_data(shard, stream, &mut noise, binary, &payload).await {
                     Ok(Some(frame)) => frame,
-                    Ok(None) => continue,
+                    Ok(None) => {
+                        if noise.is_some() {
+                            // Frames travel sealed from now on (§15.1).
+                            let frame_bytes_max = shard.config.max_message_size + 4;
+                            let limit = channel::websocket_message_bytes_max(frame_bytes_max);
+                            reader.set_max_message_bytes(limit);
+                        }
+                        continue;
+                    }
                     Err(outcome) => return outcome,
                 };
                 shard.metrics().messages_received_total.inc();

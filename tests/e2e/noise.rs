@@ -353,3 +353,44 @@ fn shutdown_during_a_burst_over_noise() {
 fn draining_over_noise() {
     shutdown::draining_answers_ready_with_503_and_refuses_upgrades_over(Wire::Noise);
 }
+
+/// §2.6 + §15.1 "The size limit of §2.6 applies to the reassembled
+/// frame": a v1 frame of exactly RELAY_MAX_MESSAGE_SIZE + 4 bytes is accepted on a
+/// plain session, so it must be on a Noise one, where it travels as one transport
+/// message of frame + 16 bytes.
+#[test]
+fn a_frame_of_exactly_the_limit_is_accepted_over_noise_with_a_small_limit() {
+    exact_limit_over(Wire::Noise);
+}
+
+/// The control: the same frame on a plain session is accepted; one byte more is
+/// refused on both.
+#[test]
+fn a_frame_of_exactly_the_limit_is_accepted_plain_with_a_small_limit() {
+    exact_limit_over(Wire::Plain);
+}
+
+fn exact_limit_over(wire: Wire) {
+    let dir = TempDir::new("noise-exact-limit");
+    let relay = Relay::start_over(wire, dir.path(), &[("RELAY_MAX_MESSAGE_SIZE", "1024")]);
+    let mut client = relay.handshake(A);
+    let mut json = String::new();
+    'outer: for n in 1..1000 {
+        for id in ["k", "kk"] {
+            let candidate = update_json(id, B, &vec![1u8; n]);
+            if candidate.len() == 1024 {
+                json = candidate;
+                break 'outer;
+            }
+        }
+    }
+    assert_eq!(json.len(), 1024);
+    client.send_json(&json);
+    let reply = client.recv_json();
+    assert_eq!(reply["payload"]["status"], "Stored", "{reply}");
+    // One byte more is over the limit either way (§2.6).
+    let over = json.replacen("\"k", "\"kk", 1);
+    assert_eq!(over.len(), 1025);
+    client.send_json(&over);
+    assert_eq!(client.expect_close(1009), "message too big");
+}

@@ -120,6 +120,28 @@ fn key_file_is_created_0600_and_read_back() {
 }
 
 #[test]
+fn a_crash_while_writing_the_key_leaves_no_short_key_file() {
+    let dir = TempDir::new("noise-key-crash");
+    // What a crash mid-write leaves: the temporary file, short, even loosely
+    // readable. It is not the key file, so startup makes a key and replaces it.
+    let leftover = dir.path().join(format!("{}.new", key::KEY_FILE_NAME));
+    std::fs::write(&leftover, b"short").unwrap();
+    std::fs::set_permissions(&leftover, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let created = key::load_or_create(dir.path()).expect("created over the leftover");
+    let path = dir.path().join(key::KEY_FILE_NAME);
+    assert_eq!(std::fs::read(&path).unwrap(), created.to_bytes());
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(
+        !leftover.exists(),
+        "renamed into place, nothing left beside it"
+    );
+    assert_eq!(key::load_or_create(dir.path()), Ok(created));
+}
+
+#[test]
 fn key_file_refusals_name_the_file_and_not_the_key() {
     let key = StaticKey::generate();
     let secret = b64(key.private());

@@ -84,7 +84,9 @@ impl Connection {
     /// The same connection on a Noise session (§15.1), whose channel may hold
     /// frames decrypted past the Handshake: they are handled at the first
     /// [`Self::received`].
-    pub fn with_noise(mut self, channel: Box<Channel>) -> Connection {
+    pub fn with_noise(mut self, channel: Box<Channel>, max_message_size: usize) -> Connection {
+        let limit = crate::noise::channel::websocket_message_bytes_max(max_message_size + 4);
+        self.reader.set_max_message_bytes(limit);
         self.noise = Some(channel);
         self
     }
