@@ -42,6 +42,23 @@ enum Unanswered {
     Read(u64),
 }
 
+impl Unanswered {
+    /// The error that answers the job once the writer is gone (never an ack).
+    fn failure(self) -> Completion {
+        let gone = || StorageError::Unavailable("the writer thread is gone".into());
+        match self {
+            Unanswered::Commit(token) => Completion::Committed {
+                token,
+                result: Err(gone()),
+            },
+            Unanswered::Read(token) => Completion::Read {
+                token,
+                result: Err(gone()),
+            },
+        }
+    }
+}
+
 /// The shard's side of its writer thread.
 pub struct WriterQueue {
     jobs: flume::Sender<Job>,
@@ -100,7 +117,7 @@ impl WriterQueue {
         self.gathered.borrow_mut().push(job);
         if self.gone.get() {
             let gathered = std::mem::take(&mut *self.gathered.borrow_mut());
-            self.fail(Job::Batch(gathered));
+            self.fail(&gathered);
         } else if stop || self.hand_overs.get() < limits::WRITER_HAND_OVERS_MAX {
             self.hand_over();
         }
@@ -119,9 +136,8 @@ impl WriterQueue {
         self.note_in_hand(&jobs);
         match self.jobs.try_send(Job::Batch(jobs)) {
             Ok(()) => {}
-            Err(flume::TrySendError::Disconnected(job)) => {
-                self.writer_gone_with(job);
-            }
+            // Its jobs were noted in hand: they are failed with the rest.
+            Err(flume::TrySendError::Disconnected(_)) => self.writer_gone(),
             Err(flume::TrySendError::Full(job)) => {
                 // The channel holds at most one batch per outstanding job, so it is
                 // full only when unrefusable jobs went past the limit; they wait.
@@ -132,7 +148,7 @@ impl WriterQueue {
                     queue.sending.set(false);
                     match sent {
                         Ok(()) => queue.hand_over(),
-                        Err(flume::SendError(job)) => queue.writer_gone_with(job),
+                        Err(flume::SendError(_)) => queue.writer_gone(),
                     }
                 })
                 .detach();
@@ -152,8 +168,8 @@ impl WriterQueue {
         }
     }
 
-    /// A completion came back: its job is no longer in hand; once none is, what
-    /// was gathered meanwhile goes over.
+    /// A completion came back: its job is no longer in hand; once fewer than
+    /// `WRITER_HAND_OVERS_MAX` hand-overs are, what was gathered meanwhile goes over.
     fn answered(self: &Rc<Self>) {
         self.outstanding
             .set(self.outstanding.get().saturating_sub(1));
@@ -170,13 +186,6 @@ impl WriterQueue {
         }
     }
 
-    /// The writer refused `job` (its channel is closed): it is gone.
-    fn writer_gone_with(&self, job: Job) {
-        // `job`'s jobs were noted in hand; they are failed with the rest.
-        drop(job);
-        self.writer_gone();
-    }
-
     /// The writer thread has ended: nothing it had not answered can still be (or be
     /// trusted to be) committed, so every such job, and every job gathered, is
     /// answered with an error (never an ack).
@@ -187,39 +196,21 @@ impl WriterQueue {
         let unanswered: Vec<(Unanswered, bool)> = self.in_hand.borrow_mut().drain(..).collect();
         self.hand_overs.set(0);
         for (job, _) in unanswered {
-            let job = match job {
-                Unanswered::Commit(token) => Job::Commit {
-                    token,
-                    ops: Vec::new(),
-                },
-                Unanswered::Read(token) => Job::Read {
-                    token,
-                    keys: Vec::new(),
-                },
-            };
-            self.fail(job);
+            // The receiver lives as long as the shard.
+            let _ = self.done.send(job.failure());
         }
         let gathered = std::mem::take(&mut *self.gathered.borrow_mut());
-        self.fail(Job::Batch(gathered));
+        self.fail(&gathered);
     }
 
-    /// Answers `job` (a batch job by job) with a storage error.
-    fn fail(&self, job: Job) {
-        let gone = || StorageError::Unavailable("the writer thread is gone".into());
-        let completion = match job {
-            Job::Commit { token, .. } => Completion::Committed {
-                token,
-                result: Err(gone()),
-            },
-            Job::Read { token, .. } => Completion::Read {
-                token,
-                result: Err(gone()),
-            },
-            Job::Stop => return,
-            Job::Batch(jobs) => return jobs.into_iter().for_each(|job| self.fail(job)),
-        };
-        // The receiver lives as long as the shard.
-        let _ = self.done.send(completion);
+    /// Answers `jobs` (batches job by job) with a storage error.
+    fn fail(&self, jobs: &[Job]) {
+        let mut unanswered = VecDeque::new();
+        note(&mut unanswered, jobs);
+        for (job, _) in unanswered {
+            // The receiver lives as long as the shard.
+            let _ = self.done.send(job.failure());
+        }
     }
 }
 
