@@ -146,7 +146,7 @@ pub fn start(config: Config) -> Result<(Running, DataDirLock), String> {
     let main_tls = main_certs(&config)?;
     // Loaded even with federation disabled, so that a bad file stops startup
     // (§15.3); in effect only with federation enabled.
-    let federation_tls = federation_certs(&config)?.filter(|_| config.federation_enabled);
+    let federation_tls = federation_certs(&config)?.filter(|_| config.federation_mtls());
     let lock = lock_data_dir(&config.data_dir)?;
     let relay_id = load_relay_id(&config);
     // §15.1: the static key exists before any listener binds.

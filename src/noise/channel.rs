@@ -14,6 +14,7 @@ use snow::TransportState;
 
 use super::key::StaticKey;
 use crate::limits;
+use crate::protocol::CloseReason;
 use crate::wsframe;
 
 /// The Noise protocol name (§15.1): no prologue, the relay is the responder.
@@ -47,6 +48,17 @@ pub enum Refused {
     TooBig,
     /// The nonce counter would run out (1000 `idle timeout`; in practice never).
     Exhausted,
+}
+
+impl Refused {
+    /// The close the session ends with (§15.1, §2.7), before or after the Handshake.
+    pub fn close_reason(self) -> CloseReason {
+        match self {
+            Refused::Decryption => CloseReason::DecryptionFailed,
+            Refused::TooBig => CloseReason::MessageTooBig,
+            Refused::Exhausted => CloseReason::IdleTimeout,
+        }
+    }
 }
 
 /// The opening did not complete (1008 `noise handshake failed`).

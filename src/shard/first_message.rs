@@ -115,10 +115,7 @@ async fn first_data(
     binary: bool,
     payload: &[u8],
 ) -> Result<Option<Vec<u8>>, Outcome> {
-    let refused = |refused: Refused| match refused {
-        Refused::TooBig => close(CloseReason::MessageTooBig),
-        Refused::Decryption | Refused::Exhausted => close(CloseReason::DecryptionFailed),
-    };
+    let refused = |refused: Refused| close(refused.close_reason());
     if let Some(channel) = noise {
         if !binary {
             return Err(close(CloseReason::DecryptionFailed));

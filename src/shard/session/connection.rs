@@ -351,11 +351,7 @@ impl Connection {
     /// Closes for a refusal of the Noise channel; the reader goes on to the
     /// peer's Close.
     fn noise_refused(&mut self, refused: Refused, now: Instant) {
-        let reason = match refused {
-            Refused::Decryption => CloseReason::DecryptionFailed,
-            Refused::TooBig => CloseReason::MessageTooBig,
-            Refused::Exhausted => CloseReason::IdleTimeout,
-        };
+        let reason = refused.close_reason();
         if self.phase == Phase::Open {
             self.start_close(reason.code(), reason.reason(), now);
         }
