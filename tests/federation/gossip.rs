@@ -156,6 +156,10 @@ fn advertised_peers_are_counted_filtered_bounded_and_forgotten() {
         advertise(&peer, vec![entry("relay-n2", "wss://n2.example")]),
         1
     );
+    // A URL of exactly 2 KiB is still taken (the bound is on what is longer).
+    let edge_url = format!("ws://{}.example", "e".repeat(2048 - "ws://.example".len()));
+    assert_eq!(edge_url.len(), 2048);
+    assert_eq!(advertise(&peer, vec![entry("relay-edge", &edge_url)]), 1);
     // At most 1024 are kept; the least recently advertised go first.
     let many: Vec<Value> = (0..1100)
         .map(|i| entry(&format!("relay-m{i}"), &format!("ws://m{i}.example")))
