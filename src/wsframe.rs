@@ -133,6 +133,11 @@ impl FirstMessageReader {
         self.max_message_bytes = max_message_bytes;
     }
 
+    /// The bound on each frame and joined message.
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes
+    }
+
     /// Adds bytes read from the socket.
     pub fn feed(&mut self, bytes: &[u8]) {
         // Grow as bytes arrive, doubling but never past the end of the frame being read:

@@ -565,7 +565,7 @@ fn a_noise_connection_seals_what_it_writes_and_refuses_what_does_not_open() {
     let (mut client, channel) = crate::noise::opened(max + 4);
     let now = Instant::now();
     let mut conn =
-        Connection::new(max, Duration::from_secs(300), now).with_noise(Box::new(channel), max);
+        Connection::new(max, Duration::from_secs(300), now).with_noise(Box::new(channel));
     let frames = flush(&bench, &session, &mut conn, now);
     assert_eq!(frames.len(), 1);
     assert_eq!(frames[0][0], 0x82);

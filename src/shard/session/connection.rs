@@ -84,8 +84,9 @@ impl Connection {
     /// The same connection on a Noise session (§15.1), whose channel may hold
     /// frames decrypted past the Handshake: they are handled at the first
     /// [`Self::received`].
-    pub fn with_noise(mut self, channel: Box<Channel>, max_message_size: usize) -> Connection {
-        let limit = crate::noise::channel::websocket_message_bytes_max(max_message_size + 4);
+    pub fn with_noise(mut self, channel: Box<Channel>) -> Connection {
+        let frame_bytes_max = self.reader.max_message_bytes();
+        let limit = crate::noise::channel::websocket_message_bytes_max(frame_bytes_max);
         self.reader.set_max_message_bytes(limit);
         self.noise = Some(channel);
         self

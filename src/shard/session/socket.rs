@@ -44,7 +44,7 @@ pub async fn run(
     let now = Instant::now();
     let mut connection = Connection::new(shard.config.max_message_size, idle, now);
     if let Some(channel) = noise {
-        connection = connection.with_noise(channel, shard.config.max_message_size);
+        connection = connection.with_noise(channel);
     }
     let mut timer = shard.deadlines.at(connection.deadline());
     // Requests pipelined behind the Handshake arrived with it: process them now,
